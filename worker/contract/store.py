@@ -1,0 +1,155 @@
+"""Redis layout of jobs, shared by the API and the workers.
+
+Keys (prefix p = Settings.key_prefix):
+  {p}:job:{id}            JSON JobRecord (the source of truth for status/progress/result)
+  {p}:job:{id}:events     Redis Stream of events {type, data}; the stream id is the SSE event id
+  {p}:job:{id}:cancel     set when a client cancels a running job; the worker stops at the next step
+  {p}:idem:{owner}:{key}  "<body sha256> <job id>" for Idempotency-Key
+  {p}:worker:{name}       JSON heartbeat of a worker, with a TTL
+rq queues: {p}-high, {p}-normal, {p}-low.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from worker.contract.models import PRIORITIES, JobRecord, Priority
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "m4v"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:events"
+
+    def cancel(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:cancel"
+
+    def idempotency(self, owner: str, key: str) -> str:
+        return f"{self.prefix}:idem:{owner}:{key}"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
+
+    def worker_pattern(self) -> str:
+        return f"{self.prefix}:worker:*"
+
+    def queue(self, priority: Priority) -> str:
+        return f"{self.prefix}-{priority}"
+
+    def queues(self) -> list[str]:
+        return [self.queue(p) for p in PRIORITIES]
+
+
+keys = Keys()
+
+
+class JobNotFound(KeyError):
+    pass
+
+
+class JobStore:
+    """Reads and updates job records atomically (WATCH/MULTI), and appends job events."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "m4v", ttl_s: int = 7 * 24 * 3600, events_maxlen: int = 5000):
+        self.r = client
+        self.keys = Keys(prefix)
+        self.ttl_s = ttl_s
+        self.events_maxlen = events_maxlen
+
+    def create(self, job: JobRecord) -> None:
+        self.r.set(self.keys.job(job.id), job.model_dump_json(), ex=self.ttl_s)
+
+    def get(self, job_id: str) -> JobRecord:
+        raw = self.r.get(self.keys.job(job_id))
+        if raw is None:
+            raise JobNotFound(job_id)
+        return JobRecord.model_validate_json(raw)
+
+    def get_many(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
+        ids = list(job_ids)
+        raws = self.r.mget([self.keys.job(i) for i in ids]) if ids else []
+        return [JobRecord.model_validate_json(r) if r is not None else None for r in raws]
+
+    def update(self, job_id: str, change: Callable[[JobRecord], bool | None]) -> JobRecord:
+        """Apply change(job) atomically. If change returns False the record is left as it was."""
+        key = self.keys.job(job_id)
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise JobNotFound(job_id)
+                    job = JobRecord.model_validate_json(raw)
+                    if change(job) is False:
+                        pipe.unwatch()
+                        return job
+                    pipe.multi()
+                    pipe.set(key, job.model_dump_json(), ex=self.ttl_s)
+                    pipe.execute()
+                    return job
+                except redis.WatchError:
+                    continue
+
+    def transition(self, job_id: str, allowed_from: Iterable[str], to: str, **fields: Any) -> JobRecord | None:
+        """Move a job to status `to` only if its status is in allowed_from; None if it was not."""
+        allowed = set(allowed_from)
+        moved = False
+
+        def change(job: JobRecord) -> bool:
+            nonlocal moved
+            if job.status not in allowed:
+                return False
+            job.status = to  # type: ignore[assignment]
+            for name, value in fields.items():
+                setattr(job, name, value)
+            moved = True
+            return True
+
+        job = self.update(job_id, change)
+        return job if moved else None
+
+    # --- events (SSE source) ---
+    def append_event(self, job_id: str, event_type: str, data: dict[str, Any]) -> str:
+        key = self.keys.events(job_id)
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.xadd(key, {"type": event_type, "data": json.dumps(data, default=str)},
+                      maxlen=self.events_maxlen, approximate=True)
+            pipe.expire(key, self.ttl_s)
+            event_id, _ = pipe.execute()
+        return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+    def read_events(self, job_id: str, after: str = "0-0", block_ms: int | None = None,
+                    count: int = 100) -> list[tuple[str, str, dict[str, Any]]]:
+        """Events after stream id `after` as (id, type, data); blocks up to block_ms for new ones."""
+        res = self.r.xread({self.keys.events(job_id): after}, count=count, block=block_ms)
+        out: list[tuple[str, str, dict[str, Any]]] = []
+        for _stream, entries in res or []:
+            for eid, fields in entries:
+                eid_s = eid.decode() if isinstance(eid, bytes) else eid
+                typ = fields[b"type"].decode() if b"type" in fields else fields["type"]
+                data = fields[b"data"] if b"data" in fields else fields["data"]
+                out.append((eid_s, typ, json.loads(data)))
+        return out
+
+    # --- cancel ---
+    def request_cancel(self, job_id: str) -> None:
+        self.r.set(self.keys.cancel(job_id), "1", ex=self.ttl_s)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.r.exists(self.keys.cancel(job_id)))
