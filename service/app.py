@@ -1,0 +1,57 @@
+"""The FastAPI application, built by create_app(settings); nothing is created at import time.
+
+Run: uvicorn --factory service.app:create_app   (settings from M4V_* environment variables)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.errors import install_error_handlers
+from service.logs import configure_logging
+from service.metrics import ApiMetrics
+from service.middleware import ObserveRequests
+from service.routes import events, generate, health, jobs, metrics, workers
+from service.state import ServiceState
+from worker.contract import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings)
+    api_metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = ServiceState.open(settings, api_metrics)
+        app.state.m4v = state
+        log.info("api started", extra={"preset": state.preset.name, "key_prefix": settings.key_prefix})
+        try:
+            yield
+        finally:
+            await state.close()
+
+    app = FastAPI(
+        title="m4v-serve",
+        summary="M4V text-to-video: submit a prompt, follow the job, fetch the MP4.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(ObserveRequests, metrics=api_metrics)
+    for router in (
+        generate.router,
+        jobs.router,
+        events.router,
+        health.router,
+        workers.router,
+        metrics.router,
+    ):
+        app.include_router(router)
+    return app

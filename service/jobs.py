@@ -1,0 +1,66 @@
+"""Reading and cancelling jobs on behalf of an owner, and their public view."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from service.errors import JobNotFoundError
+from service.schemas import JobOut
+from service.state import ServiceState
+from worker.contract import JobRecord
+from worker.contract.store import JobNotFound, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def load_job(state: ServiceState, job_id: str, owner: str | None) -> JobRecord:
+    """The job, or 404 (also for another owner's job, so ids cannot be probed)."""
+    try:
+        job = state.store.get(job_id)
+    except JobNotFound:
+        raise JobNotFoundError(job_id) from None
+    if job.owner != owner:
+        raise JobNotFoundError(job_id)
+    return job
+
+
+def public_view(state: ServiceState, job: JobRecord, base_url: str) -> JobOut:
+    """JobOut with the live queue position (queued) or fresh presigned URLs (finished with a video)."""
+    out = JobOut.from_record(job, base_url, state.presigner.result(job.result) if job.result else None)
+    out.queue_position = state.queue.position(job.id, job.priority) if job.status == "queued" else None
+    return out
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    job: JobRecord
+    accepted: bool  # True: a running job was asked to stop (202); False: final answer (200)
+
+
+def cancel_job(state: ServiceState, job: JobRecord, base_url: str) -> CancelOutcome:
+    """queued -> canceled now; running -> ask the worker to stop at its next step; finished -> unchanged.
+
+    The queued -> canceled transition is atomic (WATCH/MULTI), so a worker dequeuing the job at the same
+    moment either sees it canceled (and skips it) or has already moved it to running (we then ask it to stop).
+    """
+    if job.status == "queued":
+        canceled = state.store.transition(job.id, {"queued"}, "canceled", finished_at=utcnow())
+        if canceled is not None:
+            state.queue.remove(job.id, job.priority)
+            _announce_canceled(state, canceled, base_url)
+            return CancelOutcome(canceled, accepted=False)
+        job = state.store.get(job.id)  # a worker took it meanwhile
+    if job.status == "running":
+        state.store.request_cancel(job.id)
+        log.info("cancel requested", extra={"job_id": job.id})
+        return CancelOutcome(job, accepted=True)
+    return CancelOutcome(job, accepted=False)
+
+
+def _announce_canceled(state: ServiceState, job: JobRecord, base_url: str) -> None:
+    at = job.finished_at.isoformat() if job.finished_at else None
+    state.store.append_event(job.id, "status", {"job_id": job.id, "status": "canceled", "at": at})
+    state.store.append_event(job.id, "done", public_view(state, job, base_url).model_dump(mode="json"))
+    state.metrics.jobs.labels(status="canceled").inc()
+    log.info("job canceled while queued", extra={"job_id": job.id})

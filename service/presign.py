@@ -1,0 +1,56 @@
+"""Fresh presigned GET URLs for finished videos. Presigning is local SigV4 maths: no network call."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError
+
+from service.errors import StorageUnavailableError
+from service.schemas import JobResultOut
+from worker.contract import JobResult, Settings
+
+log = logging.getLogger(__name__)
+
+
+class Presigner:
+    def __init__(self, settings: Settings):
+        self.bucket = settings.s3_bucket
+        self.expiry_s = settings.presign_expiry_s
+        self.client: Any = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint,
+            region_name=settings.s3_region,
+            aws_access_key_id=settings.s3_access_key.get_secret_value() if settings.s3_access_key else None,
+            aws_secret_access_key=settings.s3_secret_key.get_secret_value()
+            if settings.s3_secret_key
+            else None,
+            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+        )
+
+    def url(self, key: str) -> str:
+        try:
+            return str(
+                self.client.generate_presigned_url(
+                    "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.expiry_s
+                )
+            )
+        except BotoCoreError as exc:  # e.g. NoCredentialsError: nothing to sign with
+            raise StorageUnavailableError(f"cannot presign video URLs: {exc}", retry_after_s=60) from exc
+
+    def result(self, result: JobResult) -> JobResultOut:
+        """The public result with freshly signed URLs (left empty, and logged, if signing is impossible)."""
+        out = JobResultOut(
+            **result.model_dump(exclude={"video_key", "thumbnail_key", "video_url", "thumbnail_url"})
+        )
+        try:
+            out.video_url = self.url(result.video_key)
+            out.thumbnail_url = self.url(result.thumbnail_key) if result.thumbnail_key else None
+            out.expires_at = datetime.now(UTC) + timedelta(seconds=self.expiry_s)
+        except StorageUnavailableError as exc:
+            log.warning("result without URLs: %s", exc.message)
+        return out

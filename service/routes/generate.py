@@ -1,0 +1,45 @@
+"""POST /generate: validate, resolve, admit, enqueue."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response, status
+
+from service.deps import BaseUrlDep, OwnerDep, StateDep
+from service.jobs import public_view
+from service.schemas import ErrorOut, JobOut
+from service.submit import submit
+from worker.contract import GenerateRequest
+
+router = APIRouter(tags=["generate"])
+
+IDEMPOTENCY_KEY_MAX = 255
+
+
+@router.post(
+    "/generate",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses={
+        200: {"model": JobOut, "description": "Idempotency-Key replay: the job created by the first request"},
+        409: {"model": ErrorOut},
+        422: {"model": ErrorOut},
+        503: {"model": ErrorOut},
+    },
+)
+def generate(
+    req: GenerateRequest,
+    response: Response,
+    state: StateDep,
+    owner: OwnerDep,
+    base_url: BaseUrlDep,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)
+    ] = None,
+) -> JobOut:
+    submission = submit(state, req, owner, idempotency_key)
+    out = public_view(state, submission.job, base_url)
+    response.status_code = status.HTTP_202_ACCEPTED if submission.created else status.HTTP_200_OK
+    response.headers["Location"] = out.status_url
+    return out

@@ -1,0 +1,46 @@
+"""GET /workers: the fleet as its heartbeats describe it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+from pydantic import ValidationError
+
+from service.deps import StateDep
+from service.schemas import ErrorOut, WorkerOut, WorkersOut
+
+router = APIRouter(tags=["workers"])
+log = logging.getLogger(__name__)
+
+
+def _parse(key: bytes, raw: bytes | None, now: datetime) -> WorkerOut | None:
+    if raw is None:  # expired between SCAN and MGET
+        return None
+    try:
+        fields = json.loads(raw)
+        fields.setdefault("name", key.decode().rsplit(":", 1)[-1])
+        worker = WorkerOut.model_validate(fields)
+    except (ValueError, TypeError, AttributeError, ValidationError) as exc:
+        log.warning("unreadable heartbeat", extra={"key": key.decode(), "error": str(exc)})
+        return None
+    if worker.heartbeat_at is not None:
+        beat = worker.heartbeat_at if worker.heartbeat_at.tzinfo else worker.heartbeat_at.replace(tzinfo=UTC)
+        worker.heartbeat_age_s = round(max(0.0, (now - beat).total_seconds()), 3)
+    return worker
+
+
+@router.get("/workers", response_model=WorkersOut, responses={503: {"model": ErrorOut}})
+def workers(state: StateDep) -> WorkersOut:
+    keys = sorted(state.redis.scan_iter(match=state.store.keys.worker_pattern(), count=500))
+    raws = state.redis.mget(keys) if keys else []
+    now = datetime.now(UTC)
+    found = [w for w in (_parse(k, r, now) for k, r in zip(keys, raws, strict=True)) if w is not None]
+    return WorkersOut(
+        workers=found,
+        count=len(found),
+        ready=sum(w.model_loaded for w in found),
+        busy=sum(w.busy_job is not None for w in found),
+    )

@@ -1,0 +1,54 @@
+"""What the app holds while it runs, built in the lifespan (never at import) and closed after."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio as aredis
+
+from model.config import ModelConfig, get_preset
+from service.metrics import ApiMetrics
+from service.presign import Presigner
+from service.queue import JobQueue
+from worker.contract import JobStore, Settings
+
+SOCKET_TIMEOUT_S = 5.0
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    preset: ModelConfig
+    redis: redis.Redis  # sync client: rq needs one; sync routes run in the threadpool
+    aredis: aredis.Redis  # async client for SSE, so long-lived streams hold no threads
+    store: JobStore
+    queue: JobQueue
+    presigner: Presigner
+    metrics: ApiMetrics
+
+    @classmethod
+    def open(cls, settings: Settings, metrics: ApiMetrics) -> ServiceState:
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=SOCKET_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
+        )
+        store = JobStore(client, settings.key_prefix, settings.job_ttl_s, settings.events_maxlen)
+        queue = JobQueue(
+            client, store.keys, result_ttl_s=settings.job_ttl_s, failure_ttl_s=settings.job_ttl_s
+        )
+        metrics.watch_queues(queue, store)
+        return cls(
+            settings=settings,
+            preset=get_preset(settings.preset),
+            redis=client,
+            # No socket_timeout: SSE reads block on purpose (XREAD BLOCK), bounded by their own block_ms.
+            aredis=aredis.Redis.from_url(settings.redis_url, socket_connect_timeout=SOCKET_TIMEOUT_S),
+            store=store,
+            queue=queue,
+            presigner=Presigner(settings),
+            metrics=metrics,
+        )
+
+    async def close(self) -> None:
+        await self.aredis.aclose()
+        self.redis.close()

@@ -1,0 +1,138 @@
+"""POST /generate's work: preset checks, default resolution, idempotency, admission, record + enqueue."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from model.config import ModelConfig
+from service.auth import owner_key
+from service.errors import IdempotencyConflictError, InvalidRequestError, QueueFullError
+from service.queue import estimate_job_timeout_s
+from service.state import ServiceState
+from worker.contract import GenerateRequest, JobRecord, JobSpec
+from worker.contract.models import MAX_SEED, check_against_preset, resolve_frames
+from worker.contract.store import JobNotFound, utcnow
+
+log = logging.getLogger(__name__)
+
+QUEUE_FULL_RETRY_AFTER_S = 30
+IDEMPOTENCY_WAIT_S = 2.0  # how long a replay waits for a concurrent first request to store its job
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: JobRecord
+    created: bool  # False: an Idempotency-Key replay returned the existing job
+
+
+def build_spec(req: GenerateRequest, cfg: ModelConfig) -> JobSpec:
+    """Every default resolved from the served preset; a random seed if none was given."""
+    problems = check_against_preset(req, cfg)
+    if problems:
+        raise InvalidRequestError.from_fields(problems)
+    width, height = (req.width, req.height) if req.width and req.height else cfg.default_resolution
+    smp = cfg.sampler
+    return JobSpec(
+        prompt=req.prompt,
+        negative_prompt=req.negative_prompt,
+        width=width,
+        height=height,
+        num_frames=resolve_frames(req, cfg) or cfg.default_frames,
+        fps=req.fps or cfg.default_fps,
+        seed=req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1),
+        guidance_scale=req.guidance_scale if req.guidance_scale is not None else smp.guidance_scale,
+        video_guidance_scale=(
+            req.video_guidance_scale if req.video_guidance_scale is not None else smp.video_guidance_scale
+        ),
+        first_frame_steps=req.first_frame_steps or list(smp.first_frame_steps),
+        later_frame_steps=req.later_frame_steps or list(smp.later_frame_steps),
+        preset=cfg.name,
+    )
+
+
+def body_hash(req: GenerateRequest) -> str:
+    """Hash of the validated body, so key order and whitespace do not make two requests differ."""
+    return hashlib.sha256(req.model_dump_json().encode()).hexdigest()
+
+
+def submit(
+    state: ServiceState, req: GenerateRequest, owner: str | None, idempotency_key: str | None
+) -> Submission:
+    spec = build_spec(req, state.preset)
+    job_id = uuid.uuid4().hex
+    idem_key = state.store.keys.idempotency(owner_key(owner), idempotency_key) if idempotency_key else None
+    if idem_key is not None:
+        digest = body_hash(req)
+        if not state.redis.set(idem_key, f"{digest} {job_id}", nx=True, ex=state.settings.job_ttl_s):
+            return Submission(_replay(state, idem_key, digest, owner), created=False)
+    try:
+        _admit(state)
+        job = _create(state, req, spec, job_id, owner)
+    except BaseException:
+        if idem_key is not None:  # nothing was created: let the client retry with the same key
+            state.redis.delete(idem_key)
+        raise
+    return Submission(job, created=True)
+
+
+def _admit(state: ServiceState) -> None:
+    depth = state.queue.total_depth()
+    if depth >= state.settings.max_queue_depth:
+        raise QueueFullError(
+            f"queue is full ({depth} jobs waiting, limit {state.settings.max_queue_depth}); retry later",
+            retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
+            details={"queued": depth, "limit": state.settings.max_queue_depth},
+        )
+
+
+def _create(
+    state: ServiceState, req: GenerateRequest, spec: JobSpec, job_id: str, owner: str | None
+) -> JobRecord:
+    now = utcnow()
+    job = JobRecord(
+        id=job_id,
+        created_at=now,
+        request=req,
+        spec=spec,
+        priority=req.priority,
+        owner=owner,
+        deadline=now + timedelta(seconds=req.timeout_s) if req.timeout_s else None,
+    )
+    state.store.create(job)
+    state.store.append_event(job_id, "status", {"job_id": job_id, "status": "queued", "at": now.isoformat()})
+    state.queue.enqueue(job_id, req.priority, estimate_job_timeout_s(spec, state.preset, req.timeout_s))
+    state.metrics.jobs.labels(status="submitted").inc()
+    log.info("job submitted", extra={"job_id": job_id, "priority": req.priority, "preset": spec.preset})
+    return job
+
+
+def _replay(state: ServiceState, idem_key: str, digest: str, owner: str | None) -> JobRecord:
+    """Same key: the same body gets the original job back, a different body is a conflict."""
+    raw = state.redis.get(idem_key)
+    stored_digest, _, job_id = (raw.decode() if raw else "").partition(" ")
+    if stored_digest != digest:
+        raise IdempotencyConflictError(
+            "this Idempotency-Key was already used with a different request body",
+            details={"job_id": job_id or None},
+        )
+    deadline = time.monotonic() + IDEMPOTENCY_WAIT_S
+    while True:  # the first request may still be between reserving the key and storing its job
+        try:
+            job = state.store.get(job_id)
+        except JobNotFound:
+            if time.monotonic() > deadline:
+                raise IdempotencyConflictError(
+                    "a request with this Idempotency-Key is still being processed; retry",
+                    details={"job_id": job_id},
+                ) from None
+            time.sleep(0.05)
+            continue
+        if job.owner != owner:
+            raise IdempotencyConflictError("this Idempotency-Key belongs to another job")
+        return job
