@@ -1,0 +1,212 @@
+"""Causal 3D VAE (M4V_SPEC 1b): encoder, decoder, and a streaming, spatially tiled decoder.
+
+Shapes: video (B, 3, F, H, W) in [-1, 1] with F = 1 + tf*k; latents (B, C, 1 + k, H/sf, W/sf) where
+tf = cfg.temporal_factor and sf = cfg.spatial_factor. Latents handed out are scaled: (z - shift) * scale.
+No attention anywhere (kernel-3 causal convs only), so every output pixel has a bounded receptive field and
+spatial tiles blend cleanly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from model.config import VAEConfig
+from model.vae_blocks import (
+    CausalCache,
+    CausalConv3d,
+    Downsample,
+    FrameGroupNorm,
+    ResNetBlock,
+    Stage,
+    Upsample,
+)
+
+Device = torch.device | str | None
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: VAEConfig, *, device: Device = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        chs, g = cfg.encoder_channels, cfg.norm_groups
+        self.conv_in = CausalConv3d(cfg.in_channels, chs[0], **kw)
+        stages, prev = [], chs[0]
+        for i, ch in enumerate(chs):
+            blocks = [ResNetBlock(prev if j == 0 else ch, ch, g, **kw) for j in range(cfg.encoder_layers)]
+            down = cfg.spatial_down[i] or cfg.temporal_down[i]
+            stages.append(
+                Stage(
+                    blocks, Downsample(ch, cfg.spatial_down[i], cfg.temporal_down[i], **kw) if down else None
+                )
+            )
+            prev = ch
+        self.stages = nn.ModuleList(stages)
+        self.mid = Stage([ResNetBlock(prev, prev, g, **kw) for _ in range(2)], None)
+        self.norm_out = FrameGroupNorm(g, prev, eps=1e-6, **kw)
+        self.conv_out = CausalConv3d(prev, 2 * cfg.latent_channels, **kw)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, 3, F, H, W) -> (B, 2C, T, h, w): mean and logvar stacked on channels
+        x = self.conv_in(x)
+        for stage in self.stages:
+            x = stage(x)
+        x = self.mid(x)
+        return self.conv_out(nn.functional.silu(self.norm_out(x)))
+
+
+def decoder_upsampling(cfg: VAEConfig) -> list[tuple[bool, bool]]:
+    """(spatial, temporal) up-sampling after each decoder block, mirroring the encoder: decoder block i
+    undoes encoder block n-2-i, so the last decoder block runs at full resolution (as in SD/PyramidFlow)."""
+    flags = list(zip(cfg.spatial_down, cfg.temporal_down, strict=True))
+    return [*reversed(flags[:-1]), flags[-1]]
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: VAEConfig, *, device: Device = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        kw = {"device": device, "dtype": dtype}
+        chs, g = cfg.decoder_channels, cfg.norm_groups
+        self.conv_in = CausalConv3d(cfg.latent_channels, chs[0], **kw)
+        self.mid = Stage([ResNetBlock(chs[0], chs[0], g, **kw) for _ in range(2)], None)
+        stages, prev = [], chs[0]
+        for ch, (sp, tm) in zip(chs, decoder_upsampling(cfg), strict=True):
+            blocks = [ResNetBlock(prev if j == 0 else ch, ch, g, **kw) for j in range(cfg.decoder_layers)]
+            stages.append(Stage(blocks, Upsample(ch, sp, tm, **kw) if (sp or tm) else None))
+            prev = ch
+        self.stages = nn.ModuleList(stages)
+        self.norm_out = FrameGroupNorm(g, prev, eps=1e-6, **kw)
+        self.conv_out = CausalConv3d(prev, cfg.in_channels, **kw)
+
+    def forward(self, z: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
+        # (B, C, T, h, w) unscaled latents -> (B, 3, F, H, W)
+        x = self.mid(self.conv_in(z, cache), cache)
+        for stage in self.stages:
+            x = stage(x, cache)
+        return self.conv_out(nn.functional.silu(self.norm_out(x)), cache)
+
+
+class CausalVAE(nn.Module):
+    """KL video autoencoder; decode() is the one-shot reference, stream_decoder() is what serving uses."""
+
+    def __init__(self, cfg: VAEConfig, *, device: Device = None, dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg, device=device, dtype=dtype)
+        self.decoder = Decoder(cfg, device=device, dtype=dtype)
+
+    def _check_video(self, video: torch.Tensor) -> None:
+        _, c, f, h, w = video.shape
+        tf, sf = self.cfg.temporal_factor, self.cfg.spatial_factor
+        if c != self.cfg.in_channels or (f - 1) % tf or h % sf or w % sf:
+            raise ValueError(
+                f"video shape {tuple(video.shape)}: need (B, 3, {tf}k+1, H, W), H and W multiples of {sf}"
+            )
+
+    def encode_dist(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, logvar) of the unscaled posterior, each (B, C, T, h, w); for the KL term in training."""
+        self._check_video(video)
+        mean, logvar = self.encoder(video).chunk(2, dim=1)
+        return mean, logvar.clamp(-30.0, 20.0)
+
+    def encode(
+        self, video: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Video (B, 3, F, H, W) in [-1, 1] -> scaled latents (B, C, T, h, w): posterior mean, or a sample."""
+        mean, logvar = self.encode_dist(video)
+        z = mean
+        if sample:
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            z = mean + torch.exp(0.5 * logvar) * noise
+        return (z - self.cfg.shift_factor) * self.cfg.scaling_factor
+
+    def unscale(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents / self.cfg.scaling_factor + self.cfg.shift_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (B, C, T, h, w) -> video (B, 3, 1 + tf*(T-1), H, W) in [-1, 1], whole clip at once
+        (memory grows with T*H*W; serving at 768p uses stream_decoder())."""
+        return self.decoder(self.unscale(latents)).clamp(-1.0, 1.0)
+
+    def stream_decoder(self) -> StreamingDecoder:
+        return StreamingDecoder(self)
+
+
+def tile_starts(size: int, tile: int, stride: int) -> list[int]:
+    """Start offsets of tiles of length `tile` covering [0, size); the last one is aligned to the end."""
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile, stride))
+    return [*starts, size - tile]
+
+
+def blend_ramp(length: int, ramp: int, left: bool, right: bool, device: torch.device) -> torch.Tensor:
+    """1D weights: linear ramps over `ramp` samples on the sides that overlap a neighbour tile, else 1."""
+    w = torch.ones(length, device=device)
+    if ramp > 0:
+        up = torch.arange(1, ramp + 1, device=device, dtype=torch.float32) / (ramp + 1)
+        if left:
+            w[:ramp] = up
+        if right:
+            w[length - ramp :] = up.flip(0)
+    return w
+
+
+class StreamingDecoder:
+    """Decodes one latent frame at a time with a causal cache per spatial tile.
+
+    decode_next(latent (B, C, 1, h, w)) -> frames (B, 3, n, H, W): n = 1 for the first latent frame, tf after.
+    Frames larger than cfg.tile_px are cut into overlapping tiles (cfg.tile_overlap of a tile), each decoded
+    with its own cache, and blended linearly across the overlaps, so peak memory depends on the tile size, not
+    the frame size. A frame that fits one tile is decoded whole, exactly as decode() would.
+    """
+
+    def __init__(self, vae: CausalVAE) -> None:
+        self.vae = vae
+        self.caches: dict[tuple[int, int], CausalCache] = {}
+        self.frames_done = 0
+
+    def _tiles(self, h: int, w: int) -> tuple[list[int], list[int], int, int]:
+        cfg = self.vae.cfg
+        tile = max(1, cfg.tile_px // cfg.spatial_factor)
+        overlap = int(tile * cfg.tile_overlap)
+        stride = max(1, tile - overlap)
+        return tile_starts(h, tile, stride), tile_starts(w, tile, stride), tile, overlap
+
+    @torch.no_grad()
+    def decode_next(self, latent: torch.Tensor) -> torch.Tensor:
+        if latent.ndim != 5 or latent.shape[2] != 1:
+            raise ValueError(f"decode_next takes one latent frame (B, C, 1, h, w), got {tuple(latent.shape)}")
+        z = self.vae.unscale(latent)
+        h, w = z.shape[-2:]
+        ys, xs, tile, overlap = self._tiles(h, w)
+        if len(ys) == 1 and len(xs) == 1:
+            out = self.vae.decoder(z, self.caches.setdefault((0, 0), CausalCache()))
+        else:
+            out = self._decode_tiled(z, ys, xs, tile, overlap)
+        self.frames_done += out.shape[2]
+        return out.clamp(-1.0, 1.0)
+
+    def _decode_tiled(
+        self, z: torch.Tensor, ys: list[int], xs: list[int], tile: int, overlap: int
+    ) -> torch.Tensor:
+        sf = self.vae.cfg.spatial_factor
+        h, w = z.shape[-2:]
+        out: torch.Tensor | None = None
+        weight = torch.zeros(h * sf, w * sf, device=z.device)
+        for y in ys:
+            for x in xs:
+                cache = self.caches.setdefault((y, x), CausalCache())
+                th, tw = min(tile, h - y), min(tile, w - x)
+                piece = self.vae.decoder(z[..., y : y + th, x : x + tw], cache)  # (B, 3, n, th*sf, tw*sf)
+                wy = blend_ramp(th * sf, overlap * sf, y > 0, y + th < h, z.device)
+                wx = blend_ramp(tw * sf, overlap * sf, x > 0, x + tw < w, z.device)
+                wt = wy[:, None] * wx[None, :]  # (th*sf, tw*sf)
+                if out is None:
+                    b, c, n = piece.shape[:3]
+                    out = torch.zeros(b, c, n, h * sf, w * sf, device=z.device, dtype=torch.float32)
+                region = (..., slice(y * sf, (y + th) * sf), slice(x * sf, (x + tw) * sf))
+                out[region] += piece.float() * wt
+                weight[region[1:]] += wt
+        assert out is not None
+        return (out / weight).to(z.dtype)
