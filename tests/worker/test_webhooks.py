@@ -1,0 +1,245 @@
+"""worker/webhooks.py: Standard Webhooks signatures, retries with a stable id, event filter, SSRF guard."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+import redis
+from standardwebhooks import Webhook
+
+from tests.worker.jobs_helpers import make_job
+from worker.contract import JobStore
+from worker.metrics import WorkerMetrics
+from worker.webhooks import WebhookDispatcher, WebhookRefusedError, WebhookSender, check_url, sign
+
+SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+
+@pytest.fixture
+def store(redis_url: str, key_prefix: str) -> JobStore:
+    return JobStore(redis.Redis.from_url(redis_url), prefix=key_prefix)
+
+
+def make_sender(store: JobStore, **kwargs: object) -> WebhookSender:
+    defaults: dict[str, object] = {"retry_delays_s": [0.0, 0.0], "allow_hosts": ["127.0.0.1"], "jitter": 0.0}
+    defaults.update(kwargs)
+    return WebhookSender(store.r, store, SECRET, **defaults)  # type: ignore[arg-type]
+
+
+def test_signature_matches_the_standard_webhooks_reference() -> None:
+    body = '{"type":"job.completed"}'
+    ref = Webhook(SECRET).sign("msg_1", datetime.fromtimestamp(1700000000, tz=UTC), body)
+    assert sign(SECRET, "msg_1", 1700000000, body) == ref
+    assert sign(SECRET, "msg_1", 1700000001, body) != ref
+
+
+def test_delivery_verifies_with_standardwebhooks_and_carries_the_job(store: JobStore) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(204)
+
+    job = make_job(webhook_url="http://127.0.0.1:9/hook")
+    store.create(job)
+    metrics = WorkerMetrics()
+    sender = make_sender(store, transport=httpx.MockTransport(handler), metrics=metrics)
+    delivery = sender.submit(job, "started")
+    assert delivery is not None
+    assert sender.deliver_due() == 1
+    payload = Webhook(SECRET).verify(seen[0].content, dict(seen[0].headers))
+    assert payload["type"] == "job.started"
+    assert payload["data"]["id"] == job.id and "owner" not in payload["data"]
+    assert seen[0].headers["webhook-id"] == delivery.webhook_id
+    assert [a.ok for a in store.get(job.id).webhook_deliveries] == [True]
+    assert metrics.sample("m4v_webhook_deliveries_total", {"outcome": "delivered"}) == 1
+    assert sender.pending() == 0
+
+
+def test_tampered_body_does_not_verify(store: JobStore) -> None:
+    seen: list[httpx.Request] = []
+    job = make_job(webhook_url="http://127.0.0.1:9/hook")
+    store.create(job)
+    sender = make_sender(
+        store, transport=httpx.MockTransport(lambda r: seen.append(r) or httpx.Response(200))
+    )
+    sender.submit(job, "started")
+    sender.deliver_due()
+    with pytest.raises(Exception, match="signature"):
+        Webhook(SECRET).verify(seen[0].content.replace(b"started", b"failed"), dict(seen[0].headers))
+
+
+def test_unsubscribed_events_and_jobs_without_url_send_nothing(store: JobStore) -> None:
+    sender = make_sender(store, transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    job = make_job(webhook_url="http://127.0.0.1:9/hook", events=["completed"])
+    assert sender.submit(job, "started") is None
+    assert sender.submit(job, "progress") is None
+    assert sender.submit(job, "completed") is not None
+    assert sender.submit(make_job(), "completed") is None
+    assert sender.pending() == 1
+
+
+def test_failures_are_retried_then_given_up_and_recorded(store: JobStore) -> None:
+    job = make_job(webhook_url="http://127.0.0.1:9/hook")
+    store.create(job)
+    metrics = WorkerMetrics()
+    sender = make_sender(store, transport=httpx.MockTransport(lambda r: httpx.Response(503)), metrics=metrics)
+    sender.submit(job, "failed")
+    for _ in range(5):
+        sender.deliver_due(now=time.time() + 1)
+    attempts = store.get(job.id).webhook_deliveries
+    assert [a.attempt for a in attempts] == [1, 2, 3]  # 1 try + 2 retries
+    assert all(a.status_code == 503 and not a.ok for a in attempts)
+    assert metrics.sample("m4v_webhook_deliveries_total", {"outcome": "retrying"}) == 2
+    assert metrics.sample("m4v_webhook_deliveries_total", {"outcome": "failed"}) == 1
+    assert sender.pending() == 0
+
+
+def test_retry_waits_for_its_backoff(store: JobStore) -> None:
+    job = make_job(webhook_url="http://127.0.0.1:9/hook")
+    store.create(job)
+    sender = make_sender(
+        store, retry_delays_s=[100.0], transport=httpx.MockTransport(lambda r: httpx.Response(500))
+    )
+    sender.submit(job, "started")
+    assert sender.deliver_due() == 1
+    assert sender.deliver_due() == 0  # next try is ~100 s away
+    assert sender.deliver_due(now=time.time() + 130) == 1
+
+
+def test_redirects_are_not_followed(store: JobStore) -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(str(request.url))
+        return httpx.Response(302, headers={"location": "http://169.254.169.254/latest"})
+
+    job = make_job(webhook_url="http://127.0.0.1:9/hook")
+    store.create(job)
+    make_sender(store, retry_delays_s=[], transport=httpx.MockTransport(handler)).submit(job, "started")
+    make_sender(store, retry_delays_s=[], transport=httpx.MockTransport(handler)).deliver_due()
+    assert calls == ["http://127.0.0.1:9/hook"]
+    assert store.get(job.id).webhook_deliveries[0].status_code == 302
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.0.0.1/x",
+        "http://169.254.169.254/latest/meta-data",
+        "http://localhost:8080/x",
+        "ftp://e.com/",
+    ],
+)
+def test_ssrf_guard_refuses_private_link_local_and_loopback(url: str) -> None:
+    with pytest.raises(WebhookRefusedError):
+        check_url(url, allow_hosts=[])
+
+
+def test_ssrf_guard_allows_listed_hosts() -> None:
+    check_url("http://localhost:8080/x", allow_hosts=["localhost"])
+    check_url("http://10.0.0.1/x", allow_hosts=["10.0.0.1"])
+    check_url("http://127.0.0.1:1/x", allow_hosts=["127.0.0.1"])
+    check_url("https://93.184.215.14/hook", allow_hosts=[])  # public literal address, no DNS needed
+
+
+def test_refused_url_is_recorded_and_never_retried(store: JobStore) -> None:
+    job = make_job(webhook_url="http://10.0.0.1/hook")
+    store.create(job)
+    metrics = WorkerMetrics()
+    sender = make_sender(
+        store, allow_hosts=[], metrics=metrics, transport=httpx.MockTransport(lambda r: 1 / 0)
+    )
+    sender.submit(job, "started")
+    assert sender.deliver_due() == 1
+    (attempt,) = store.get(job.id).webhook_deliveries
+    assert attempt.error is not None and attempt.error.startswith("refused")
+    assert metrics.sample("m4v_webhook_deliveries_total", {"outcome": "refused"}) == 1
+    assert sender.pending() == 0
+
+
+class FlakyReceiver:
+    """A real HTTP server on 127.0.0.1 answering 500, 500, then 200."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes, int]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                code = 500 if len(receiver.requests) < 2 else 200
+                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body, code))
+                self.send_response(code)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/m4v"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+
+@pytest.fixture
+def receiver() -> Iterator[FlakyReceiver]:
+    rec = FlakyReceiver()
+    rec.thread.start()
+    yield rec
+    rec.server.shutdown()
+    rec.server.server_close()
+
+
+def test_real_receiver_gets_third_try_with_same_id_and_valid_signature(
+    store: JobStore, receiver: FlakyReceiver
+) -> None:
+    job = make_job(webhook_url=receiver.url)
+    store.create(job)
+    sender = make_sender(store, retry_delays_s=[0.1, 0.1, 0.1], jitter=0.5, rng=random.Random(0))
+    dispatcher = WebhookDispatcher(sender, poll_s=0.05).start()
+    try:
+        sender.submit(job, "completed")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (len(receiver.requests) < 3 or sender.pending()):
+            time.sleep(0.05)
+    finally:
+        dispatcher.stop()
+        sender.close()
+    assert [code for _, _, code in receiver.requests] == [500, 500, 200]
+    ids = {headers["webhook-id"] for headers, _, _ in receiver.requests}
+    assert len(ids) == 1
+    headers, body, _ = receiver.requests[2]
+    assert Webhook(SECRET).verify(body, headers)["type"] == "job.completed"
+    assert json.loads(body)["data"]["id"] == job.id
+    attempts = store.get(job.id).webhook_deliveries
+    assert [(a.attempt, a.status_code, a.ok) for a in attempts] == [
+        (1, 500, False),
+        (2, 500, False),
+        (3, 200, True),
+    ]
+
+
+def test_pending_retry_survives_a_new_sender(store: JobStore) -> None:
+    """A retry scheduled by one worker process is delivered by the next one (state lives in Redis)."""
+    job = make_job(webhook_url="http://127.0.0.1:9/hook")
+    store.create(job)
+    make_sender(store, transport=httpx.MockTransport(lambda r: httpx.Response(500))).submit(job, "started")
+    make_sender(store, transport=httpx.MockTransport(lambda r: httpx.Response(500))).deliver_due()
+    seen: list[str] = []
+    restarted = make_sender(
+        store, transport=httpx.MockTransport(lambda r: seen.append("x") or httpx.Response(200))
+    )
+    assert restarted.deliver_due() == 1
+    assert seen == ["x"]
+    assert [a.ok for a in store.get(job.id).webhook_deliveries] == [False, True]

@@ -1,0 +1,355 @@
+"""Outbound webhooks in the Standard Webhooks form (https://www.standardwebhooks.com), delivered off the job.
+
+A job only calls WebhookSender.submit(): that writes the delivery to Redis and returns. A background
+thread (WebhookDispatcher) claims due deliveries, POSTs them and reschedules failures with backoff, so a
+slow or dead receiver never blocks or fails a job, and pending retries survive a worker restart.
+
+Redis (p = key prefix):
+  {p}:webhooks:due        ZSET webhook_id -> unix time the next attempt is due (or the claim lease ends)
+  {p}:webhooks:payload    HASH webhook_id -> Delivery JSON (url, body, attempts made)
+
+Outcomes (m4v_webhook_deliveries_total{outcome}): delivered, retrying (failed, another try scheduled),
+failed (failed, no tries left), refused (URL not allowed or no signing secret; never retried).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+import redis
+
+from worker.contract import JobRecord, JobStore, WebhookAttempt
+from worker.contract.store import JobNotFound
+
+if TYPE_CHECKING:
+    from worker.contract import Settings
+    from worker.metrics import WorkerMetrics
+
+log = logging.getLogger(__name__)
+
+SECRET_PREFIX = "whsec_"
+CLAIM_LEASE_S = 60.0  # a claimed delivery becomes due again if its worker dies mid-attempt
+
+# Claim up to ARGV[2] deliveries due at ARGV[1] by pushing their score to ARGV[3] (the lease end).
+_CLAIM_LUA = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
+return ids
+"""
+
+
+class WebhookRefusedError(ValueError):
+    """The URL may not be called: wrong scheme, or a private/loopback/link-local address not allow-listed."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event for one URL. webhook_id and body stay fixed across retries; the signature is per attempt."""
+
+    webhook_id: str
+    job_id: str
+    event: str
+    url: str
+    body: str
+    attempts: int = 0  # attempts made so far
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @staticmethod
+    def from_json(raw: str | bytes) -> Delivery:
+        return Delivery(**json.loads(raw))
+
+
+def decode_secret(secret: str) -> bytes:
+    """whsec_<base64> -> key bytes (the Standard Webhooks secret format)."""
+    raw = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
+    key = base64.b64decode(raw + "=" * (-len(raw) % 4))
+    if not key:
+        raise ValueError("webhook secret is empty")
+    return key
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
+    """webhook-signature header value: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>."""
+    mac = hmac.new(decode_secret(secret), f"{msg_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def signed_headers(secret: str, msg_id: str, body: str, now: float | None = None) -> dict[str, str]:
+    timestamp = int(now if now is not None else time.time())
+    return {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, msg_id, timestamp, body),
+    }
+
+
+def _blocked(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (
+        ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+    )
+
+
+def check_url(url: str, allow_hosts: Sequence[str] = ()) -> None:
+    """SSRF guard: http(s) only; every address the host resolves to must be public, unless allow-listed.
+
+    Allow-listing matches the host as written or every address it resolves to. The receiver's name is
+    resolved again by httpx when connecting, so a DNS answer that changes in between is not caught.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise WebhookRefusedError(f"webhook URL must be http(s), got {parts.scheme!r}")
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise WebhookRefusedError(f"webhook URL has no host: {url!r}")
+    allowed = {h.lower() for h in allow_hosts}
+    if host in allowed:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise WebhookRefusedError(f"cannot resolve webhook host {host!r}: {exc}") from exc
+    addresses = {str(info[4][0]).split("%")[0] for info in infos}
+    if addresses and addresses <= allowed:
+        return
+    for addr in sorted(addresses):
+        if _blocked(ipaddress.ip_address(addr)):
+            raise WebhookRefusedError(f"webhook host {host!r} resolves to non-public address {addr}")
+
+
+def job_view(job: JobRecord) -> dict[str, Any]:
+    """The job as the API shows it (owner hidden)."""
+    return job.model_dump(mode="json", exclude={"owner"})
+
+
+def build_delivery(job: JobRecord, event: str, data: dict[str, Any] | None = None) -> Delivery | None:
+    """The delivery of `event` for this job, or None if it has no webhook_url or did not subscribe."""
+    if job.request.webhook_url is None or event not in job.request.webhook_events:
+        return None
+    body = json.dumps(
+        {"type": f"job.{event}", "timestamp": datetime.now(UTC).isoformat(), "data": data or job_view(job)},
+        separators=(",", ":"),
+    )
+    return Delivery(
+        webhook_id=f"msg_{uuid.uuid4().hex}",
+        job_id=job.id,
+        event=event,
+        url=str(job.request.webhook_url),
+        body=body,
+    )
+
+
+class WebhookSender:
+    """Persists deliveries in Redis and performs attempts; thread-safe (one httpx.Client, Redis pool)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        store: JobStore,
+        secret: str | None,
+        retry_delays_s: Sequence[float] = (5, 30, 120, 300, 600, 1200, 1800),
+        timeout_s: float = 10.0,
+        allow_hosts: Sequence[str] = (),
+        transport: httpx.BaseTransport | None = None,
+        metrics: WorkerMetrics | None = None,
+        jitter: float = 0.2,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.r = client
+        self.store = store
+        self.secret = secret
+        self.retry_delays_s = list(retry_delays_s)
+        self.allow_hosts = list(allow_hosts)
+        self.metrics = metrics
+        self.jitter = jitter
+        self.rng = rng or random.Random()
+        self.http = httpx.Client(transport=transport, timeout=timeout_s, follow_redirects=False)
+        prefix = store.keys.prefix
+        self.due_key = f"{prefix}:webhooks:due"
+        self.payload_key = f"{prefix}:webhooks:payload"
+        self._claim = self.r.register_script(_CLAIM_LUA)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, client: redis.Redis, store: JobStore, **kwargs: Any
+    ) -> WebhookSender:
+        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        return cls(
+            client,
+            store,
+            secret,
+            retry_delays_s=settings.webhook_retry_delays_s,
+            timeout_s=settings.webhook_timeout_s,
+            allow_hosts=settings.webhook_allow_hosts,
+            **kwargs,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    # --- queueing ---
+    def submit(self, job: JobRecord, event: str, data: dict[str, Any] | None = None) -> Delivery | None:
+        """Queue `event` for delivery now (if the job subscribed). Never raises for Redis-side reasons."""
+        delivery = build_delivery(job, event, data)
+        if delivery is None:
+            return None
+        try:
+            self._save(delivery, due=time.time())
+        except redis.RedisError:
+            log.exception("could not queue webhook", extra={"job_id": job.id, "event": event})
+            return None
+        return delivery
+
+    def pending(self) -> int:
+        return int(self.r.zcard(self.due_key))
+
+    def _save(self, delivery: Delivery, due: float) -> None:
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self.payload_key, delivery.webhook_id, delivery.to_json())
+            pipe.zadd(self.due_key, {delivery.webhook_id: due})
+            pipe.execute()
+
+    def _drop(self, delivery: Delivery) -> None:
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.due_key, delivery.webhook_id)
+            pipe.hdel(self.payload_key, delivery.webhook_id)
+            pipe.execute()
+
+    # --- delivering ---
+    def deliver_due(self, limit: int = 20, now: float | None = None) -> int:
+        """Claim and attempt up to `limit` due deliveries; returns how many were attempted."""
+        now = time.time() if now is None else now
+        ids = self._claim(keys=[self.due_key], args=[now, limit, now + CLAIM_LEASE_S])
+        done = 0
+        for raw_id in ids:
+            raw = self.r.hget(self.payload_key, raw_id)
+            if raw is None:  # payload lost: nothing to send
+                self.r.zrem(self.due_key, raw_id)
+                continue
+            self.attempt(Delivery.from_json(raw))
+            done += 1
+        return done
+
+    def attempt(self, delivery: Delivery) -> str:
+        """One POST; records it on the job, then reschedules or drops the delivery. Returns the outcome."""
+        attempt_no = delivery.attempts + 1
+        status_code, error = self._post(delivery)
+        ok = status_code is not None and 200 <= status_code < 300
+        if ok:
+            outcome = "delivered"
+        elif error is not None and error.startswith("refused"):
+            outcome = "refused"
+        elif attempt_no <= len(self.retry_delays_s):
+            outcome = "retrying"
+        else:
+            outcome = "failed"
+        self._record(delivery, attempt_no, status_code, error, ok)
+        if outcome == "retrying":
+            delay = self.retry_delays_s[attempt_no - 1] * (1 + self.rng.uniform(-self.jitter, self.jitter))
+            self._save(
+                Delivery(**{**asdict(delivery), "attempts": attempt_no}), due=time.time() + max(0.0, delay)
+            )
+        else:
+            self._drop(delivery)
+        if self.metrics is not None:
+            self.metrics.webhook_deliveries.labels(outcome=outcome).inc()
+        log.info(
+            "webhook attempt",
+            extra={
+                "job_id": delivery.job_id,
+                "event": delivery.event,
+                "webhook_id": delivery.webhook_id,
+                "attempt": attempt_no,
+                "status_code": status_code,
+                "outcome": outcome,
+            },
+        )
+        return outcome
+
+    def _post(self, delivery: Delivery) -> tuple[int | None, str | None]:
+        if not self.secret:
+            return None, "refused: no webhook signing secret configured (M4V_WEBHOOK_SECRET)"
+        try:
+            check_url(delivery.url, self.allow_hosts)
+        except WebhookRefusedError as exc:
+            return None, f"refused: {exc}"
+        headers = signed_headers(self.secret, delivery.webhook_id, delivery.body)
+        try:
+            response = self.http.post(delivery.url, content=delivery.body.encode(), headers=headers)
+        except httpx.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+        error = None if response.is_success else f"HTTP {response.status_code}"
+        return response.status_code, error
+
+    def _record(
+        self, delivery: Delivery, attempt_no: int, code: int | None, error: str | None, ok: bool
+    ) -> None:
+        entry = WebhookAttempt(
+            event=delivery.event,  # type: ignore[arg-type]
+            webhook_id=delivery.webhook_id,
+            attempt=attempt_no,
+            at=datetime.now(UTC),
+            status_code=code,
+            error=error,
+            ok=ok,
+        )
+        try:
+            self.store.update(delivery.job_id, lambda job: job.webhook_deliveries.append(entry))
+        except JobNotFound:
+            log.warning("webhook for an expired job", extra={"job_id": delivery.job_id})
+
+
+class WebhookDispatcher:
+    """Background thread running WebhookSender.deliver_due() every poll_s until stopped."""
+
+    def __init__(self, sender: WebhookSender, poll_s: float = 0.5) -> None:
+        self.sender = sender
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> WebhookDispatcher:
+        self._thread = threading.Thread(target=self._run, name="m4v-webhooks", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.sender.deliver_due()
+            except (redis.RedisError, ValueError, OSError):  # Redis blips must not end the thread
+                log.exception("webhook dispatcher iteration failed")
+                busy = 0
+            if not busy:
+                self._stop.wait(self.poll_s)
