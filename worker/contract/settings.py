@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="worker device; auto = CUDA if present")
     scan_backend: Literal["auto", "kernel", "ref"] = Field("auto", description="Mamba2 scan: kernels or PyTorch")
     context_cache: bool = Field(True, description="reuse text/history context within a (unit, stage)")
+    t5_path: str | None = Field(None, description="local T5 encoder dir (transformers layout), t5_clip")
+    clip_path: str | None = Field(None, description="local CLIP text model dir (transformers layout)")
+    text_stand_in: bool = Field(False, description="benchmarks only: random text embeddings, no T5/CLIP")
 
     # --- storage (S3-compatible) ---
     s3_endpoint: str | None = Field(None, description="S3 endpoint URL; None = AWS (or embedded in `m4v up`)")
