@@ -48,6 +48,9 @@ class NetworkConfig:
     rope_axes: tuple[int, int, int] = (16, 24, 24)  # (t, h, w) dims of 3D RoPE, sum = head dim
     rope_theta: float = 10000.0
     temporal_heads: int = 8
+    # The temporal branch pools every frame to the full token grid / this factor, i.e. the lowest pyramid
+    # stage's grid (2**(num_stages-1) for the sampler's 3 stages) [decided].
+    temporal_pool_factor: int = 4
     max_latent_frames: int = 64  # size of the per-frame register table (481 frames -> 61 latent frames)
     context_mode: ContextMode = "causal"
     mamba: MambaConfig = field(default_factory=MambaConfig)
