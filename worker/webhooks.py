@@ -227,7 +227,13 @@ class WebhookSender:
         return delivery
 
     def pending(self) -> int:
+        """Deliveries not finished yet (due now, claimed, or waiting for a retry)."""
         return int(self.r.zcard(self.due_key))
+
+    def due_count(self, within_s: float = CLAIM_LEASE_S) -> int:
+        """Deliveries due within `within_s` from now; the default also counts those being attempted now
+        (a claim pushes the score to the lease end)."""
+        return int(self.r.zcount(self.due_key, "-inf", time.time() + within_s))
 
     def _save(self, delivery: Delivery, due: float) -> None:
         with self.r.pipeline(transaction=True) as pipe:

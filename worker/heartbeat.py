@@ -1,0 +1,80 @@
+"""Worker liveness in Redis: {prefix}:worker:{name} holds a JSON heartbeat with a TTL of 3 periods.
+
+GET /workers lists these keys; a worker that dies simply lets its key expire.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerState:
+    """What this worker process is doing, shared by the job code and the heartbeat thread."""
+
+    name: str
+    preset: str
+    device: str
+    model_loaded: bool = False
+    loaded_at: datetime | None = None
+    busy_job: str | None = None
+
+    def as_heartbeat(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "preset": self.preset,
+            "device": self.device,
+            "model_loaded": self.model_loaded,
+            "loaded_at": self.loaded_at.isoformat() if self.loaded_at else None,
+            "busy_job": self.busy_job,
+            "heartbeat_at": datetime.now(UTC).isoformat(),
+            "pid": os.getpid(),
+        }
+
+
+class Heartbeat:
+    """Writes the heartbeat key every period_s from a daemon thread; stop() removes the key."""
+
+    def __init__(self, client: redis.Redis, key: str, state: WorkerState, period_s: float = 5.0) -> None:
+        self.r = client
+        self.key = key
+        self.state = state
+        self.period_s = period_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self) -> None:
+        ttl_ms = max(1, int(3 * self.period_s * 1000))
+        self.r.set(self.key, json.dumps(self.state.as_heartbeat()), px=ttl_ms)
+
+    def start(self) -> Heartbeat:
+        self.beat()
+        self._thread = threading.Thread(target=self._run, name="m4v-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        try:
+            self.r.delete(self.key)
+        except redis.RedisError:
+            log.warning("could not remove heartbeat key", extra={"key": self.key})
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                self.beat()
+            except redis.RedisError:  # Redis blip: the next beat retries; the TTL covers two misses
+                log.warning("heartbeat write failed", exc_info=True)

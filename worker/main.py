@@ -1,0 +1,181 @@
+"""The worker process: settings -> device/dtype/TF32 -> pipeline loaded once -> heartbeat, metrics,
+webhook thread -> rq SimpleWorker on {prefix}-high, -normal, -low (dequeued in that order).
+
+Only this module decides CUDA, bf16 and TF32 (STYLE.md rule 7).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import redis
+import torch
+from rq import Queue
+
+from worker.contract import JobStore, Settings
+from worker.heartbeat import Heartbeat, WorkerState
+from worker.jobs import JobContext
+from worker.metrics import WorkerMetrics
+from worker.pipeline import load_pipeline
+from worker.rqworker import M4VWorker
+from worker.storage import Storage
+from worker.webhooks import WebhookDispatcher, WebhookSender
+
+log = logging.getLogger(__name__)
+
+_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the `extra=` fields of the call."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS})
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str, as_json: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def choose_device(requested: str) -> str:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("M4V_DEVICE=cuda but no CUDA device is visible")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def choose_dtype(device: str) -> torch.dtype:
+    """bf16 on CUDA (the checkpoint's training dtype), fp32 on CPU (bf16 matmuls are slow there)."""
+    return torch.bfloat16 if device == "cuda" else torch.float32
+
+
+def enable_tf32() -> None:
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    torch.set_float32_matmul_precision("high")
+
+
+@dataclass
+class WorkerProcess:
+    """The parts of one worker process; start()/stop() manage the background threads."""
+
+    settings: Settings
+    worker: M4VWorker
+    context: JobContext
+    heartbeat: Heartbeat
+    dispatcher: WebhookDispatcher
+
+    def start(self) -> None:
+        self.context.state.model_loaded = True
+        self.context.metrics.ready.set(1)
+        self.heartbeat.start()
+        self.dispatcher.start()
+
+    def stop(self) -> None:
+        self.context.metrics.ready.set(0)
+        self.dispatcher.stop()
+        self.heartbeat.stop()
+        self.context.webhooks.close()
+
+
+def build_worker(
+    settings: Settings,
+    pipeline: Any | None = None,
+    device: str | None = None,
+    metrics: WorkerMetrics | None = None,
+    webhook_transport: httpx.BaseTransport | None = None,
+) -> WorkerProcess:
+    """Everything but the work loop. Pass `pipeline` to reuse an already loaded one (tests, CLI)."""
+    client = redis.Redis.from_url(settings.redis_url)
+    name = settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
+    if pipeline is None:
+        device = choose_device(settings.device)
+        if device == "cuda":
+            enable_tf32()
+        pipeline = load_pipeline(settings, device, choose_dtype(device))
+    device = device or str(getattr(pipeline, "device", "cpu"))
+    state = WorkerState(name=name, preset=settings.preset, device=device, loaded_at=datetime.now(UTC))
+    store = JobStore(
+        client, prefix=settings.key_prefix, ttl_s=settings.job_ttl_s, events_maxlen=settings.events_maxlen
+    )
+    metrics = metrics or WorkerMetrics()
+    storage = Storage.from_settings(settings)
+    if settings.s3_create_bucket:
+        storage.ensure_bucket()
+    webhooks = WebhookSender.from_settings(
+        settings, client, store, transport=webhook_transport, metrics=metrics
+    )
+    context = JobContext(settings, store, pipeline, storage, webhooks, metrics, state)
+    queues = [Queue(q, connection=client) for q in store.keys.queues()]
+    worker = M4VWorker(queues, context=context, name=name, connection=client)
+    return WorkerProcess(
+        settings=settings,
+        worker=worker,
+        context=context,
+        heartbeat=Heartbeat(client, store.keys.worker(name), state, settings.heartbeat_s),
+        dispatcher=WebhookDispatcher(webhooks),
+    )
+
+
+def run(settings: Settings | None = None) -> None:
+    """Serve jobs until SIGTERM/SIGINT (rq warm shutdown: the running job finishes first)."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    process = build_worker(settings)
+    if settings.worker_metrics_port:
+        process.context.metrics.serve(settings.worker_metrics_port)
+    process.start()
+    log.info("worker ready", extra={"name": process.context.state.name, "preset": settings.preset})
+    try:
+        process.worker.work(logging_level=settings.log_level.upper())
+    finally:
+        process.stop()
+
+
+def run_burst(
+    settings: Settings, pipeline: Any | None = None, drain_webhooks_s: float = 0.0, **kwargs: Any
+) -> WorkerProcess:
+    """Process every queued job in this process, then return (tests, one-shot use).
+
+    drain_webhooks_s: wait up to this long for webhook deliveries due now before stopping.
+    """
+    process = build_worker(settings, pipeline=pipeline, **kwargs)
+    process.start()
+    try:
+        process.worker.work(burst=True)
+        deadline = time.monotonic() + drain_webhooks_s
+        sender = process.context.webhooks
+        while time.monotonic() < deadline and sender.due_count() > 0:
+            time.sleep(0.05)
+    finally:
+        process.stop()
+    return process
+
+
+if __name__ == "__main__":
+    run()

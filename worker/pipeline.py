@@ -1,0 +1,80 @@
+"""Loading the model pipeline for a worker: preset + weights (local path or s3:// URL, cached locally)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from worker.storage import Storage
+
+if TYPE_CHECKING:
+    import torch
+
+    from model.pipeline import VideoPipeline
+    from worker.contract import Settings
+
+log = logging.getLogger(__name__)
+
+COMPLETE_MARKER = ".complete"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "m4v" / "weights"
+
+
+def split_s3_url(url: str) -> tuple[str, str]:
+    """s3://bucket/key/prefix -> (bucket, key/prefix)."""
+    if not url.startswith("s3://"):
+        raise ValueError(f"not an s3:// URL: {url!r}")
+    bucket, _, key = url[len("s3://") :].partition("/")
+    if not bucket or not key:
+        raise ValueError(f"s3 weights URL needs a bucket and a key: {url!r}")
+    return bucket, key.rstrip("/")
+
+
+def fetch_s3_weights(url: str, settings: Settings, cache_dir: Path) -> Path:
+    """Download s3://bucket/key (one file or a prefix) once into cache_dir; later calls reuse it."""
+    bucket, key = split_s3_url(url)
+    target = cache_dir / hashlib.sha256(url.encode()).hexdigest()[:16]
+    if not (target / COMPLETE_MARKER).exists():
+        log.info("downloading weights", extra={"url": url, "dest": str(target)})
+        s3 = Storage.from_settings(settings.model_copy(update={"s3_bucket": bucket}))
+        files = s3.download_tree(key, target)
+        (target / COMPLETE_MARKER).write_text("\n".join(str(f.relative_to(target)) for f in files))
+    files = [line for line in (target / COMPLETE_MARKER).read_text().splitlines() if line]
+    single = len(files) == 1 and files[0] == Path(key).name
+    return target / files[0] if single else target
+
+
+def resolve_weights(settings: Settings, cache_dir: Path | None = None) -> str | None:
+    """Local path for Settings.weights (None: the preset's packaged weights)."""
+    if settings.weights is None:
+        return None
+    if settings.weights.startswith("s3://"):
+        return str(fetch_s3_weights(settings.weights, settings, cache_dir or default_cache_dir()))
+    if not Path(settings.weights).exists():
+        raise FileNotFoundError(f"M4V_WEIGHTS {settings.weights!r} does not exist")
+    return settings.weights
+
+
+def load_pipeline(
+    settings: Settings, device: str, dtype: torch.dtype, cache_dir: Path | None = None
+) -> VideoPipeline:
+    """Build the preset's pipeline once for this process."""
+    from model.pipeline import VideoPipeline  # torch and the model load here, not at import
+
+    weights = resolve_weights(settings, cache_dir)
+    pipe = VideoPipeline.from_preset(
+        settings.preset,
+        weights=weights,
+        device=device,
+        dtype=dtype,
+        scan_backend=settings.scan_backend,
+        use_cache=settings.context_cache,
+    )
+    log.info("pipeline loaded", extra={"preset": settings.preset, "device": device, "dtype": str(dtype)})
+    return pipe
