@@ -17,7 +17,12 @@ from m4v_cli.client import CLIError, GenerateOptions, generate
 from m4v_cli.embedded import Stack, StackError, UpOptions, default_home, start_stack
 from m4v_cli.progress import JobProgressView
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="M4V text-to-video service.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # plain tracebacks: children of `m4v up` write them to log files
+    help="M4V text-to-video service.",
+)
 log = logging.getLogger("m4v_cli")
 
 ServerOpt = Annotated[str, typer.Option("--server", "-s", envvar="M4V_SERVER", help="API base URL")]
