@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from m4v_cli.client import CLIError, GenerateOptions, generate
 from m4v_cli.embedded import Stack, StackError, UpOptions, default_home, start_stack
@@ -79,7 +80,7 @@ def run_generate(
         with JobProgressView(console) as view:
             job = generate(opts, view)
     except CLIError as exc:
-        console.print(f"[red]error:[/] {exc.message}")
+        console.print(f"[red]error:[/] {escape(exc.message)}", soft_wrap=True)
         return exc.exit_code
     result = job.get("result") or {}
     console.print(
@@ -168,7 +169,7 @@ def up_cmd(
     except KeyboardInterrupt:
         console.print("stopping")
     except StackError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         code = 1
     finally:
         if stack is not None:
@@ -180,9 +181,8 @@ def _watch(console: Console, stack: Stack) -> int:
     while True:
         dead = stack.dead_child()
         if dead is not None:
-            console.print(
-                f"[red]{dead.name} exited with {dead.exit_code()}[/]; log {dead.log_path}:\n{dead.log_tail()}"
-            )
+            tail = escape(dead.log_tail())
+            console.print(f"[red]{dead.name} exited with {dead.exit_code()}[/]; log {dead.log_path}:\n{tail}")
             return 1
         time.sleep(1.0)
 
@@ -191,13 +191,11 @@ def _watch(console: Console, stack: Stack) -> int:
 def api_cmd() -> None:
     """Run the HTTP API (uvicorn) with settings from M4V_* environment variables."""
     import uvicorn
-    from service.app import create_app
 
+    from service.app import create_app
     from worker.contract.settings import Settings
 
-    settings = Settings()
-    _setup_logging(False)
-    logging.getLogger().setLevel(settings.log_level.upper())
+    settings = Settings()  # create_app configures logging from it
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
@@ -209,9 +207,8 @@ def api_cmd() -> None:
 @app.command("worker")
 def worker_cmd() -> None:
     """Run one GPU (or CPU) worker with settings from M4V_* environment variables."""
-    from worker.main import run
-
     from worker.contract.settings import Settings
+    from worker.main import run
 
     run(Settings())
 
