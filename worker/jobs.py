@@ -150,7 +150,10 @@ class JobRun:
         if not moved:
             log.info("job not queued; skipping", extra={"job_id": self.job_id, "status": job.status})
             return None
-        self.store.append_event(job.id, "status", {"id": job.id, "status": "running", "worker": job.worker})
+        at = now.isoformat()
+        self.store.append_event(
+            job.id, "status", {"job_id": job.id, "status": "running", "at": at, "worker": job.worker}
+        )
         self.ctx.webhooks.submit(job, "started")
         if job.deadline is not None and now >= job.deadline:
             message = f"deadline {job.deadline.isoformat()} passed before the job started"

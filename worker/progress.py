@@ -73,7 +73,7 @@ class ProgressReporter:
         job = self.store.update(self.job_id, change)
         if not still_running or self.store.cancel_requested(self.job_id):
             raise JobCanceledError(f"job {self.job_id} canceled at step {p.steps_done}/{p.steps_all}")
-        self.store.append_event(self.job_id, "progress", {"id": self.job_id, **progress.model_dump()})
+        self.store.append_event(self.job_id, "progress", {"job_id": self.job_id, **progress.model_dump()})
         if (
             self.webhooks is not None
             and progress.percent - self.last_webhook_percent >= PROGRESS_WEBHOOK_EVERY_PERCENT

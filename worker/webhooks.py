@@ -144,8 +144,8 @@ def check_url(url: str, allow_hosts: Sequence[str] = ()) -> None:
 
 
 def job_view(job: JobRecord) -> dict[str, Any]:
-    """The job as the API shows it (owner hidden)."""
-    return job.model_dump(mode="json", exclude={"owner"})
+    """The job as the API shows it (service/schemas.py JobOut hides the owner and the worker)."""
+    return job.model_dump(mode="json", exclude={"owner", "worker"})
 
 
 def build_delivery(job: JobRecord, event: str, data: dict[str, Any] | None = None) -> Delivery | None:

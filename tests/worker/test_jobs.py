@@ -1,0 +1,229 @@
+"""The job flow end to end in-process: real Redis, rq SimpleWorker(burst=True), tiny model, SeaweedFS."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import threading
+from typing import Any
+
+import av
+import httpx
+import pytest
+import redis
+from rq import Queue
+from standardwebhooks import Webhook
+
+from m4v_cli.seaweed import SeaweedS3
+from tests.worker.jobs_helpers import make_job, submit
+from worker.contract import JobRecord, JobStore, Settings
+from worker.main import WorkerProcess, run_burst
+from worker.metrics import WorkerMetrics
+from worker.storage import Storage
+
+SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+FAST = {"num_frames": 9, "first_frame_steps": [1, 1, 1], "later_frame_steps": [1, 1, 1]}  # 3 units, 9 steps
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline() -> Any:
+    from model.pipeline import VideoPipeline
+
+    return VideoPipeline.from_preset("tiny", device="cpu")
+
+
+@pytest.fixture
+def settings(redis_url: str, key_prefix: str, s3_server: SeaweedS3, s3_bucket: str) -> Settings:
+    return Settings(
+        redis_url=redis_url,
+        key_prefix=key_prefix,
+        s3_endpoint=s3_server.endpoint,
+        s3_bucket=s3_bucket,
+        s3_access_key=s3_server.access_key,
+        s3_secret_key=s3_server.secret_key,
+        webhook_secret=SECRET,
+        webhook_allow_hosts=["127.0.0.1"],
+        webhook_retry_delays_s=[0.05],
+        worker_metrics_port=0,
+        worker_name=f"w-{key_prefix}",
+        heartbeat_s=0.2,
+    )
+
+
+@pytest.fixture
+def store(settings: Settings) -> JobStore:
+    return JobStore(redis.Redis.from_url(settings.redis_url), prefix=settings.key_prefix)
+
+
+def queue(store: JobStore, priority: str = "normal") -> Queue:
+    return Queue(f"{store.keys.prefix}-{priority}", connection=store.r)
+
+
+def events(store: JobStore, job_id: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(typ, data) for _, typ, data in store.read_events(job_id, count=10_000)]
+
+
+class Hooks:
+    """Webhook receiver through httpx.MockTransport; verifies every signature."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict[str, Any]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.payloads.append(Webhook(SECRET).verify(request.content, dict(request.headers)))
+        return httpx.Response(200)
+
+    @property
+    def types(self) -> list[str]:
+        return [p["type"] for p in self.payloads]
+
+
+def work(settings: Settings, pipeline: Any, hooks: Hooks | None = None, **kw: Any) -> WorkerProcess:
+    transport = httpx.MockTransport(hooks or Hooks())
+    return run_burst(settings, pipeline=pipeline, webhook_transport=transport, drain_webhooks_s=5.0, **kw)
+
+
+def test_job_succeeds_with_progress_events_video_in_s3_and_webhooks(
+    settings: Settings, store: JobStore, tiny_pipeline: Any
+) -> None:
+    job = make_job(webhook_url="http://127.0.0.1:9/hook", num_frames=9)
+    submit(store, queue(store), job)
+    hooks = Hooks()
+    metrics = WorkerMetrics()
+    work(settings, tiny_pipeline, hooks, metrics=metrics)
+
+    final = store.get(job.id)
+    assert final.status == "succeeded", final.error
+    assert final.attempts == 1 and final.worker == settings.worker_name
+    assert final.started_at is not None and final.finished_at is not None
+
+    evs = events(store, job.id)
+    types = [t for t, _ in evs]
+    assert types[:2] == ["status", "status"] and types[-1] == "done"
+    progress = [d for t, d in evs if t == "progress"]
+    steps_all = 4 * 3 + 2 * 3 * 3  # first latent frame 4+4+4, two later ones 3+3+3 (tiny defaults)
+    assert len(progress) == steps_all
+    percents = [p["percent"] for p in progress]
+    assert percents == sorted(percents) and percents[-1] == 100.0
+    assert progress[-1]["units_done"] == progress[-1]["units_total"] == 3
+    assert evs[-1][1]["status"] == "succeeded" and evs[-1][1]["result"]["video_url"].startswith("http")
+
+    result, m = final.result, final.metrics
+    assert result is not None and not result.partial
+    assert (result.width, result.height, result.frames, result.fps, result.seed) == (128, 128, 9, 8, 7)
+    for value in (m.queue_s, m.text_s, m.sampling_s, m.decode_s, m.encode_s, m.upload_s, m.total_s):
+        assert value is not None and value >= 0
+    assert m.flops is not None and m.flops > 0 and m.tflops_per_s is not None and m.tflops_per_s > 0
+
+    storage = Storage.from_settings(settings)
+    data = storage.download(result.video_key)
+    assert len(data) == result.bytes
+    with av.open(io.BytesIO(data)) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 9 and (frames[0].width, frames[0].height) == (128, 128)
+    assert storage.download(result.thumbnail_key or "")[:2] == b"\xff\xd8"  # JPEG magic
+    assert b'"sha256"' in storage.download(result.video_key.replace(".mp4", ".json"))
+
+    assert hooks.types[0] == "job.started" and hooks.types[-1] == "job.completed"
+    assert "job.progress" in hooks.types
+    assert hooks.payloads[-1]["data"]["result"]["sha256"] == result.sha256
+    assert metrics.sample("m4v_jobs_total", {"status": "succeeded"}) == 1
+    assert metrics.sample("m4v_worker_busy") == 0
+    assert b"m4v_model_flops_total{" in metrics.render()
+    assert (
+        metrics.sample(
+            "m4v_job_phase_seconds_count", {"phase": "total", "preset": "tiny", "resolution": "128x128"}
+        )
+        == 1
+    )
+
+
+def test_running_job_is_canceled_within_one_step(
+    settings: Settings, store: JobStore, tiny_pipeline: Any
+) -> None:
+    job = make_job(webhook_url="http://127.0.0.1:9/hook")  # 17 frames, 48 steps: long enough to cancel
+    submit(store, queue(store), job)
+    canceled_after: list[int] = []
+
+    def cancel_on_first_progress() -> None:
+        last = "0-0"
+        while True:
+            for eid, typ, _ in store.read_events(job.id, after=last, block_ms=200):
+                last = eid
+                if typ == "progress":
+                    store.request_cancel(job.id)
+                    canceled_after.append(len([e for e in events(store, job.id) if e[0] == "progress"]))
+                    return
+
+    thread = threading.Thread(target=cancel_on_first_progress, daemon=True)
+    thread.start()
+    hooks = Hooks()
+    work(settings, tiny_pipeline, hooks)
+    thread.join(5)
+
+    final = store.get(job.id)
+    assert final.status == "canceled"
+    evs = events(store, job.id)
+    assert evs[-1][0] == "done" and evs[-1][1]["status"] == "canceled"
+    progress_events = sum(1 for t, _ in evs if t == "progress")
+    assert progress_events <= canceled_after[0] + 1  # at most the step already running when cancel landed
+    assert progress_events < 48
+    assert hooks.types[-1] == "job.canceled"
+
+
+def test_invalid_spec_fails_with_type_and_message(
+    settings: Settings, store: JobStore, tiny_pipeline: Any
+) -> None:
+    job = make_job(width=96, height=96)  # tiny serves only 128x128: the pipeline raises ValueError
+    submit(store, queue(store), job)
+    work(settings, tiny_pipeline)
+    final = store.get(job.id)
+    assert final.status == "failed"
+    assert final.error is not None and final.error.type == "invalid_request"
+    assert "96" in final.error.message
+    assert events(store, job.id)[-1][0] == "done"
+    assert final.result is None
+
+
+def test_upload_failure_is_reported_as_upload_failed(
+    settings: Settings, store: JobStore, tiny_pipeline: Any
+) -> None:
+    job = make_job(**FAST)
+    submit(store, queue(store), job)
+    wrong = settings.model_copy(update={"s3_secret_key": settings.s3_access_key, "s3_create_bucket": False})
+    work(wrong, tiny_pipeline)
+    final = store.get(job.id)
+    assert final.status == "failed" and final.error is not None and final.error.type == "upload_failed"
+
+
+def test_job_past_its_deadline_times_out_without_running(
+    settings: Settings, store: JobStore, tiny_pipeline: Any
+) -> None:
+    job = make_job(timeout_s=0.001, **FAST)
+    submit(store, queue(store), job)
+    work(settings, tiny_pipeline)
+    final = store.get(job.id)
+    assert final.status == "timed_out" and final.error is not None and final.error.type == "timeout"
+    assert not any(t == "progress" for t, _ in events(store, job.id))
+    assert events(store, job.id)[-1][0] == "done"
+
+
+def test_canceled_before_start_is_skipped(settings: Settings, store: JobStore, tiny_pipeline: Any) -> None:
+    job = make_job(**FAST)
+    submit(store, queue(store), job)
+    store.transition(job.id, ["queued"], "canceled")
+    work(settings, tiny_pipeline)
+    final: JobRecord = store.get(job.id)
+    assert final.status == "canceled" and final.attempts == 0
+    assert [t for t, _ in events(store, job.id)] == ["status"]
+
+
+def test_high_priority_is_taken_before_low(settings: Settings, store: JobStore, tiny_pipeline: Any) -> None:
+    low, high = make_job(**FAST), make_job(**FAST)
+    submit(store, queue(store, "low"), low)
+    submit(store, queue(store, "high"), high)
+    work(settings, tiny_pipeline)
+    a, b = store.get(high.id), store.get(low.id)
+    assert a.status == b.status == "succeeded"
+    assert a.started_at is not None and b.started_at is not None and a.started_at < b.started_at
