@@ -157,7 +157,8 @@ def up_cmd(
         console.print(
             f"[green]m4v is up[/] at [bold]{stack.url}[/] (worker {stack.env['M4V_WORKER_NAME']}: "
             f"preset {info.get('preset', stack.env.get('M4V_PRESET', '?'))}, "
-            f"device {info.get('device', '?')}); state in {state}"
+            f"device {info.get('device', '?')}); state in {state}",
+            soft_wrap=True,  # one line even when stderr is a pipe: scripts look for the URL
         )
         if prompt is not None:
             code = run_generate(
