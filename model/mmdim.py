@@ -56,7 +56,7 @@ class MMDiMBlock(nn.Module):
         self.mixer = Mamba2(w, cfg.mamba, backend=scan_backend, device=device, dtype=dtype)
         self.registers = nn.Parameter(torch.empty(cfg.max_latent_frames, w, device=device, dtype=dtype))
         nn.init.normal_(self.registers, std=0.02)
-        self.temporal = TemporalBranch(w, cfg.temporal_heads, device=device, dtype=dtype)
+        self.temporal = TemporalBranch(w, cfg.temporal_heads, cfg.head_dim, device=device, dtype=dtype)
         self.mlp_in = nn.Linear(w, hidden, device=device, dtype=dtype)
         self.mlp_act = nn.GELU(approximate="tanh")
         self.linear2 = nn.Linear(w + hidden, w, device=device, dtype=dtype)

@@ -57,7 +57,7 @@ def rope_table(pos: Tensor, axes: tuple[int, ...], theta: float) -> Rope:
 
 def apply_rope(x: Tensor, pe: Rope) -> Tensor:
     """Rotate consecutive pairs of x (B, H, L, Dh) by pe (L, Dh/2); computed in fp32, returned in x.dtype."""
-    xf = x.float().reshape(*x.shape[:-1], -1, 2)  # (B, H, L, Dh/2, 2)
+    xf = x.float().reshape(*x.shape[:-1], x.shape[-1] // 2, 2)  # (B, H, L, Dh/2, 2)
     x0, x1 = xf[..., 0], xf[..., 1]
     out = torch.stack([x0 * pe.cos - x1 * pe.sin, x0 * pe.sin + x1 * pe.cos], dim=-1)
     return out.reshape(x.shape).to(x.dtype)  # (B, H, L, Dh)

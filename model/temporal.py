@@ -3,8 +3,9 @@
 Each frame's video tokens are average-pooled to the lowest pyramid grid (full token grid / 2**(stages-1):
 4x4 for tiny, 12x20 at 768p), every pooled location attends causally over frames (1D RoPE on the frame
 index), and the result is nearest-upsampled back to each frame's grid. The output projection starts at zero
-so a freshly added branch leaves the block unchanged. The context pass returns the history frames'
-keys/values; forward_cached then runs only the current frame against them.
+so a freshly added branch leaves the block unchanged. Light in parameters too [decided]: heads of the
+network's head dim (8 x 64 = 512 wide at 768p, not 1920): 16 branches add ~63M parameters, not ~236M.
+The context pass returns the history frames' keys/values; forward_cached runs only the current frame.
 """
 
 from __future__ import annotations
@@ -43,16 +44,18 @@ class TemporalBranch(nn.Module):
         self,
         width: int,
         heads: int,
+        head_dim: int,
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.heads = heads
-        self.head_dim = width // heads
-        self.qkv = nn.Linear(width, 3 * width, device=device, dtype=dtype)
-        self.norm = QKNorm(self.head_dim, device=device)
-        self.proj = nn.Linear(width, width, device=device, dtype=dtype)
+        self.head_dim = head_dim
+        inner = heads * head_dim
+        self.qkv = nn.Linear(width, 3 * inner, device=device, dtype=dtype)
+        self.norm = QKNorm(head_dim, device=device)
+        self.proj = nn.Linear(inner, width, device=device, dtype=dtype)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
