@@ -12,21 +12,34 @@ Conventions
 - Token counts per (unit, stage) follow the compressed pyramid history: frame k-1 at the stage's resolution,
   k-2 one level lower, older frames at the lowest level; text length = cfg.text.max_tokens.
 - ``cached=True`` ("causal" context mode): per (unit, stage) the context (text + history) runs once at batch
-  cfg_batch, then every step runs only the current frame's tokens (+ its register), whose attention queries see
-  the cached keys. ``cached=False``: every step runs the whole sequence. "paper" mode is always uncached.
+  cfg_batch, then every step runs only the current frame's tokens (+ its register), whose attention queries
+  see the cached keys. ``cached=False``: every step runs the whole sequence. "paper" mode is always uncached.
 
 Agreement with the spec's estimate (121 frames, 768x1280, steps [20,20,20]/[10,10,10], CFG 2, network only):
-SPEC_NUMBERS_PLACEHOLDER
+the spec says attention 17.8 PF uncached / 7.5 cached, M4V 14.9 / 6.5, mixer reduction 42% (121 frames) / 50%
+(241), 1.29 / 1.37 PF per video second (cached M4V, 5 s / 10 s). This module (dense) gives attention 17.85 /
+7.16, M4V 16.39 / 6.39, mixer reduction 42.1% / 50.2%, 1.28 / 1.38 PF per video second. Reconstructed reasons:
+- The spec's numbers are reproduced by DENSE attention counting (its own section 3 formula 4*B*L^2*d), not by
+  mask-aware counting: mask-aware gives attention 15.30 PF uncached and a mixer reduction of only 25.4% (121)
+  / 31.0% (241), because the temporal-causal mask already removes about half of the attention core that Mamba
+  saves. Reduction claims must name the counting; dense is what SDPA with a boolean mask executes.
+- Cached: the spec's 7.5 / 6.5 are ours + 0.34 PF, which is exactly one extra full-network pass of the current
+  frame per (unit, stage) at batch 2: it counted the context as the whole sequence (context + current frame).
+  network.prepare_context runs the context without the current frame, so that pass is not counted here.
+- M4V uncached is 1.5 PF above the spec: the temporal branch (0.93 PF, its QKV/out projections run on every
+  frame's pooled tokens at every uncached step), the SSD scan (~0.25 PF) and the Mamba2 projections of the
+  second text copy and registers are not in the spec's estimate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from model.config import ModelConfig, NetworkConfig, VAEConfig
+    from model.config import ModelConfig, NetworkConfig, TextConfig, VAEConfig
 
 AttentionCounting = Literal["dense", "mask_aware"]
 # "kernel": mamba-ssm's chunked scan (C B^T per group, a short last chunk stays short, conv1d counted).
@@ -80,7 +93,7 @@ class TokenLayout:
     text: int
     history: tuple[int, ...]  # video tokens of each history frame
     current: int  # video tokens of the frame being denoised
-    lowest: int  # tokens per frame on the lowest pyramid grid (the temporal branch's grid)
+    pooled: int  # tokens per frame on the temporal branch's grid (full grid / temporal_pool_factor)
 
     @property
     def frames(self) -> tuple[int, ...]:
@@ -106,7 +119,8 @@ class _Pass:
     temporal_q: int  # pooled tokens through the temporal branch
     temporal_pairs: int  # (query, key) pairs of the temporal attention
     final: int  # video tokens through the final layer (0: no final layer)
-    cond_vectors: int  # conditioning vectors computed (timestep + pooled text)
+    time_calls: int  # timestep embedder (MLP) evaluations: c(t) and, for "causal", c(t=0)
+    pooled_calls: int  # pooled-text embedder evaluations (the cached step reuses the context's)
     dual_mod_calls: int  # adaLN calls per MM-DiT block: (text, video) x (ctx, cur), video only when cached
 
 
@@ -123,13 +137,15 @@ def token_layout(
     cfg: ModelConfig, *, width: int, height: int, unit: int, stage: int, text_tokens: int | None = None
 ) -> TokenLayout:
     grids = [math.prod(stage_grid(cfg, width=width, height=height, stage=s)) for s in range(stage + 1)]
+    full = stage_grid(cfg, width=width, height=height, stage=cfg.sampler.num_stages - 1)
+    f = cfg.network.temporal_pool_factor
     # frame j < unit is (unit - j) frames old: one pyramid level lower per frame of age beyond the first
     history = tuple(grids[max(0, stage - (unit - 1 - j))] for j in range(unit))
     return TokenLayout(
         text=cfg.text.max_tokens if text_tokens is None else text_tokens,
         history=history,
         current=grids[stage],
-        lowest=grids[0],
+        pooled=max(1, full[0] // f) * max(1, full[1] // f),
     )
 
 
@@ -155,10 +171,11 @@ def _full_pass(layout: TokenLayout, *, paper: bool, mode: AttentionCounting) -> 
         video=layout.video,
         attn_pairs=_joint_pairs(layout.text, frames, paper, mode),
         mamba_len=2 * layout.text + layout.video + len(frames),
-        temporal_q=len(frames) * layout.lowest,
-        temporal_pairs=layout.lowest * _causal_pairs(len(frames), mode),
+        temporal_q=len(frames) * layout.pooled,
+        temporal_pairs=layout.pooled * _causal_pairs(len(frames), mode),
         final=layout.current,
-        cond_vectors=1 if paper else 2,
+        time_calls=1 if paper else 2,
+        pooled_calls=1,
         dual_mod_calls=4,
     )
 
@@ -170,10 +187,11 @@ def _context_pass(layout: TokenLayout, *, mode: AttentionCounting) -> _Pass:
         video=layout.context_video,
         attn_pairs=_joint_pairs(layout.text, past, False, mode),
         mamba_len=2 * layout.text + layout.context_video + len(past),
-        temporal_q=len(past) * layout.lowest,
-        temporal_pairs=layout.lowest * _causal_pairs(len(past), mode),
+        temporal_q=len(past) * layout.pooled,
+        temporal_pairs=layout.pooled * _causal_pairs(len(past), mode),
         final=0,
-        cond_vectors=1,
+        time_calls=2,  # network.prepare_context builds both c(t=0) vectors of a Conditioning
+        pooled_calls=1,
         dual_mod_calls=4,
     )
 
@@ -185,10 +203,11 @@ def _current_pass(layout: TokenLayout) -> _Pass:
         video=layout.current,
         attn_pairs=layout.current * (layout.text + layout.video),
         mamba_len=layout.current + 1,
-        temporal_q=layout.lowest,
-        temporal_pairs=layout.lowest * n_frames,
+        temporal_q=layout.pooled,
+        temporal_pairs=layout.pooled * n_frames,
         final=layout.current,
-        cond_vectors=2,
+        time_calls=1,
+        pooled_calls=0,
         dual_mod_calls=2,
     )
 
@@ -255,9 +274,12 @@ class Counting:
 def _embed_flops(cfg: ModelConfig, p: _Pass) -> float:
     net, d = cfg.network, cfg.network.width
     patch = cfg.vae.latent_channels * net.patch_size**2
-    cond = 2 * (TIMESTEP_FREQ_DIM * d + d * d) + 2 * (cfg.text.pooled_dim * d + d * d)  # two MLPEmbedders
+    cond = (
+        p.time_calls * 2 * (TIMESTEP_FREQ_DIM * d + d * d)
+        + p.pooled_calls * 2 * (cfg.text.pooled_dim + d) * d
+    )
     tokens_in = 2 * p.video * patch * d + 2 * p.text * cfg.text.token_dim * d
-    return tokens_in + p.cond_vectors * cond + 2 * p.final * d * patch
+    return tokens_in + cond + 2 * p.final * d * patch
 
 
 def _modulation_flops(net: NetworkConfig, p: _Pass) -> float:
@@ -268,7 +290,9 @@ def _modulation_flops(net: NetworkConfig, p: _Pass) -> float:
     return dual + single + final
 
 
-def _single_block_flops(net: NetworkConfig, p: _Pass, tokens: int, core: float, how: Counting) -> FlopBreakdown:
+def _single_block_flops(
+    net: NetworkConfig, p: _Pass, tokens: int, core: float, how: Counting
+) -> FlopBreakdown:
     """The 2nd-stage blocks: FLUX attention block or MM-DiM (Mamba2 + temporal branch + MLP)."""
     d, n = net.width, net.num_single_blocks
     mlp = int(net.mlp_ratio * d)
@@ -301,8 +325,9 @@ def _pass_flops(cfg: ModelConfig, p: _Pass, how: Counting) -> FlopBreakdown:
     return out + _single_block_flops(net, p, tokens, core, how)
 
 
-def _layout_pass(cfg: ModelConfig, layout: TokenLayout, part: Literal["full", "context", "current"],
-                 how: Counting) -> _Pass:  # fmt: skip
+def _layout_pass(
+    cfg: ModelConfig, layout: TokenLayout, part: Literal["full", "context", "current"], how: Counting
+) -> _Pass:
     if part == "current":
         return _current_pass(layout)
     if part == "context":
@@ -350,3 +375,223 @@ def context_flops(
     layout = token_layout(cfg, width=width, height=height, unit=unit, stage=stage, text_tokens=text_tokens)
     how = Counting(attention, scan)
     return _pass_flops(cfg, _layout_pass(cfg, layout, "context", how), how).scaled(batch)
+
+
+def _conv3d(c_in: int, c_out: int, kernel: int, pixels: int, frames: int) -> float:
+    return 2.0 * frames * pixels * c_out * c_in * kernel**3
+
+
+def _decoder_flops(vae: VAEConfig, h: int, w: int, latent_frames: int) -> float:
+    """model/vae.py Decoder on an (h, w) latent tile, `latent_frames` frames decoded causally (first alone).
+
+    A level whose temporal up-sampling factor so far is m holds 1 + m * (latent_frames - 1) frames.
+    """
+    chs, g_layers = vae.decoder_channels, vae.decoder_layers
+    pixels, m = h * w, 1
+
+    def frames(mult: int) -> int:
+        return 1 + mult * (latent_frames - 1)
+
+    total = _conv3d(vae.latent_channels, chs[0], 3, pixels, frames(m))
+    total += 2 * 2 * _conv3d(chs[0], chs[0], 3, pixels, frames(m))  # mid: 2 ResNet blocks
+    prev = chs[0]
+    for ch, (spatial, temporal) in zip(chs, _decoder_upsampling(vae), strict=True):
+        for j in range(g_layers):
+            c_in = prev if j == 0 else ch
+            total += _conv3d(c_in, ch, 3, pixels, frames(m)) + _conv3d(ch, ch, 3, pixels, frames(m))
+            if c_in != ch:
+                total += _conv3d(c_in, ch, 1, pixels, frames(m))
+        pixels *= 4 if spatial else 1
+        m *= 2 if temporal else 1
+        if spatial or temporal:
+            total += _conv3d(ch, ch, 3, pixels, frames(m))
+        prev = ch
+    return total + _conv3d(prev, vae.in_channels, 3, pixels, frames(m))
+
+
+def _decoder_upsampling(vae: VAEConfig) -> list[tuple[bool, bool]]:
+    """Same rule as model.vae.decoder_upsampling (repeated here: this module must not import torch)."""
+    flags = list(zip(vae.spatial_down, vae.temporal_down, strict=True))
+    return [*reversed(flags[:-1]), flags[-1]]
+
+
+def _tile_starts(size: int, tile: int, stride: int) -> list[int]:
+    if size <= tile:
+        return [0]
+    return [*range(0, size - tile, stride), size - tile]
+
+
+def vae_decode_flops(
+    vae: VAEConfig, *, latent_h: int, latent_w: int, latent_frames: int, tiled: bool = True
+) -> float:
+    """Decode of one video (batch 1) as StreamingDecoder does it: overlapping spatial tiles, each decoded
+    whole (tile overlap is recomputed: 28 tiles of 32x32 latents at 768x1280, 1.87x the frame area)."""
+    if not tiled:
+        return _decoder_flops(vae, latent_h, latent_w, latent_frames)
+    tile = max(1, vae.tile_px // vae.spatial_factor)
+    stride = max(1, tile - int(tile * vae.tile_overlap))
+    total = 0.0
+    for y in _tile_starts(latent_h, tile, stride):
+        for x in _tile_starts(latent_w, tile, stride):
+            total += _decoder_flops(vae, min(tile, latent_h - y), min(tile, latent_w - x), latent_frames)
+    return total
+
+
+# Linear-layer weights applied per token (non-embedding), per prompt: T5-XXL encoder (24 layers, d 4096,
+# gated FFN 10240) + CLIP-L text (12 layers, d 768, FFN 3072, 77 tokens); all-MiniLM-L6-v2 (6 layers, d 384).
+_TEXT_ENCODERS: dict[str, list[tuple[float, int | None]]] = {
+    "t5_clip": [(24 * (4 * 4096**2 + 3 * 4096 * 10240), None), (12 * (4 * 768**2 + 2 * 768 * 3072), 77)],
+    "minilm": [(6 * (4 * 384**2 + 2 * 384 * 1536), None)],
+}
+
+
+def text_encoder_flops(text: TextConfig, prompts: int = 2) -> float:
+    """Approximate: 2 * linear weights * tokens (attention cores ignored, < 3% at 128 tokens)."""
+    total = 0.0
+    for weights, tokens in _TEXT_ENCODERS.get(text.kind, []):
+        total += 2 * weights * (tokens or text.max_tokens) * prompts
+    return total
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """FLOPs of one sampler step (a CFG pair counts once), in execution order. ``network`` includes the
+    cached context on the first step of each (unit, stage); ``decode`` is the VAE decode of the unit's
+    frames, charged to its last step (the pipeline decodes each unit as soon as it is done)."""
+
+    unit: int
+    stage: int
+    step: int  # 1-based inside the stage
+    network: float
+    decode: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.network + self.decode
+
+
+def _resolve_steps(cfg: ModelConfig, first: tuple[int, ...] | None, later: tuple[int, ...] | None
+                   ) -> tuple[tuple[int, ...], tuple[int, ...]]:  # fmt: skip
+    first = tuple(first or cfg.sampler.first_frame_steps)
+    later = tuple(later or cfg.sampler.later_frame_steps)
+    for name, steps in (("first_frame_steps", first), ("later_frame_steps", later)):
+        if len(steps) != cfg.sampler.num_stages or min(steps) < 1:
+            raise ValueError(f"{name} {steps} must be {cfg.sampler.num_stages} positive step counts")
+    return first, later
+
+
+def _unit_decode(cfg: ModelConfig, width: int, height: int, unit: int) -> float:
+    """Decode FLOPs of one unit's frames: the streaming decode of latent frame `unit` alone."""
+    h, w = cfg.latent_grid(width, height)
+    after = vae_decode_flops(cfg.vae, latent_h=h, latent_w=w, latent_frames=unit + 1)
+    before = vae_decode_flops(cfg.vae, latent_h=h, latent_w=w, latent_frames=unit) if unit else 0.0
+    return after - before
+
+
+def _stage_breakdowns(
+    cfg: ModelConfig, *, width: int, height: int, unit: int, stage: int, batch: int, cached: bool,
+    text_tokens: int | None, attention: AttentionCounting,
+) -> tuple[FlopBreakdown, FlopBreakdown]:  # fmt: skip
+    """(once per (unit, stage), per step)."""
+    kw = {"width": width, "height": height, "unit": unit, "stage": stage, "batch": batch}
+    kw_c = {"text_tokens": text_tokens, "attention": attention}
+    per_step = step_flops(cfg, cached=cached, **kw, **kw_c)  # type: ignore[arg-type]
+    once = context_flops(cfg, **kw, **kw_c) if _is_cached(cfg, cached) else FlopBreakdown()  # type: ignore[arg-type]
+    return once, per_step
+
+
+def step_schedule(
+    cfg: ModelConfig,
+    *,
+    width: int,
+    height: int,
+    num_frames: int,
+    first_frame_steps: tuple[int, ...] | None = None,
+    later_frame_steps: tuple[int, ...] | None = None,
+    cfg_batch: int = 2,
+    cached: bool = True,
+    text_tokens: int | None = None,
+    attention: AttentionCounting = "dense",
+) -> list[StepCost]:
+    """Every sampler step of a request with its FLOPs, in the order the sampler runs them (for ETAs)."""
+    first, later = _resolve_steps(cfg, first_frame_steps, later_frame_steps)
+    units = cfg.latent_frames(num_frames)
+    out: list[StepCost] = []
+    for unit in range(units):
+        steps = first if unit == 0 else later
+        for stage, n in enumerate(steps):
+            once, each = _stage_breakdowns(
+                cfg, width=width, height=height, unit=unit, stage=stage, batch=cfg_batch, cached=cached,
+                text_tokens=text_tokens, attention=attention,
+            )  # fmt: skip
+            for i in range(n):
+                out.append(StepCost(unit, stage, i + 1, each.total + (once.total if i == 0 else 0.0)))
+        out[-1] = StepCost(
+            unit, out[-1].stage, out[-1].step, out[-1].network, _unit_decode(cfg, width, height, unit)
+        )
+    return out
+
+
+def remaining_flops(schedule: list[StepCost], steps_done: int) -> float:
+    """FLOPs still to spend after `steps_done` sampler steps (network + the decodes not yet done)."""
+    return float(sum(s.total for s in schedule[steps_done:]))
+
+
+def estimate_flops(
+    cfg: ModelConfig,
+    *,
+    width: int,
+    height: int,
+    num_frames: int,
+    first_frame_steps: tuple[int, ...] | None = None,
+    later_frame_steps: tuple[int, ...] | None = None,
+    cfg_batch: int = 2,
+    cached: bool = True,
+    text_tokens: int | None = None,
+    attention: AttentionCounting = "dense",
+    include_vae: bool = True,
+    include_text: bool = True,
+) -> FlopBreakdown:
+    """FLOPs of a whole request by component: network at every step (+ cached contexts), VAE decode of the
+    whole video (batch 1, tiled as served), text encoding of prompt and negative prompt (approximate)."""
+    first, later = _resolve_steps(cfg, first_frame_steps, later_frame_steps)
+    total = FlopBreakdown({k: 0.0 for k in NETWORK_COMPONENTS})
+    for unit in range(cfg.latent_frames(num_frames)):
+        for stage, n in enumerate(first if unit == 0 else later):
+            once, each = _stage_breakdowns(
+                cfg, width=width, height=height, unit=unit, stage=stage, batch=cfg_batch, cached=cached,
+                text_tokens=text_tokens, attention=attention,
+            )  # fmt: skip
+            total = total + once + each.scaled(n)
+    if include_vae:
+        h, w = cfg.latent_grid(width, height)
+        total.add(
+            "vae",
+            vae_decode_flops(cfg.vae, latent_h=h, latent_w=w, latent_frames=cfg.latent_frames(num_frames)),
+        )
+    if include_text:
+        total.add("text", text_encoder_flops(cfg.text, prompts=cfg_batch))
+    return total
+
+
+def mixer_flop_reduction(
+    cfg_mamba: ModelConfig,
+    cfg_attn: ModelConfig,
+    *,
+    width: int,
+    height: int,
+    num_frames: int,
+    attention: AttentionCounting = "dense",
+) -> float:
+    """1 - (Mamba2 mixers) / (attention mixers) of the single-stream blocks over a whole uncached generation
+    (M4V_SPEC.md section 3: attention incl. QKV/output projections vs Mamba2 incl. its projections). The
+    MM-DiT blocks are identical in both networks and left out."""
+
+    def single_mixer(cfg: ModelConfig) -> float:
+        # the same network without MM-DiT blocks isolates the single-stream mixers
+        no_dual = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, num_dual_blocks=0))
+        b = estimate_flops(no_dual, width=width, height=height, num_frames=num_frames, cached=False,
+                           attention=attention, include_vae=False, include_text=False)  # fmt: skip
+        return b.mixer_total
+
+    return 1.0 - single_mixer(cfg_mamba) / single_mixer(cfg_attn)
