@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from service.errors import install_error_handlers
 from service.logs import configure_logging
 from service.metrics import ApiMetrics
-from service.middleware import ObserveRequests
+from service.middleware import LimitBody, ObserveRequests
 from service.routes import events, generate, health, jobs, metrics, workers
 from service.state import ServiceState
 from worker.contract import Settings
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or Settings()  # type: ignore[call-arg]  # fields come from M4V_* env
     configure_logging(settings)
     api_metrics = ApiMetrics()
 
@@ -44,7 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(ObserveRequests, metrics=api_metrics)
+    app.add_middleware(LimitBody)
+    app.add_middleware(ObserveRequests, metrics=api_metrics)  # added last = outermost: sees the 413s too
     for router in (
         generate.router,
         jobs.router,

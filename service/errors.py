@@ -5,6 +5,7 @@
      +-- JobNotFoundError             404 not_found            unknown job, or another owner's job
      +-- VideoNotReadyError           404 video_not_ready      the job has no video (yet)
      +-- IdempotencyConflictError     409 idempotency_conflict
+     +-- PayloadTooLargeError         413 payload_too_large     (raised by middleware.LimitBody)
      +-- ServiceUnavailableError      503 unavailable          always with Retry-After
           +-- QueueFullError          503 queue_full
           +-- StoreUnavailableError   503 store_unavailable    Redis down (redis.ConnectionError/TimeoutError)
@@ -69,6 +70,11 @@ class IdempotencyConflictError(ServiceError):
     error_type = "idempotency_conflict"
 
 
+class PayloadTooLargeError(ServiceError):
+    status_code = 413
+    error_type = "payload_too_large"
+
+
 class ServiceUnavailableError(ServiceError):
     status_code = 503
     error_type = "unavailable"
@@ -93,7 +99,7 @@ def error_body(error_type: str, message: str, details: Any = None) -> dict[str, 
     return {"error": {"type": error_type, "message": message, "details": details}}
 
 
-def _respond(exc: ServiceError) -> JSONResponse:
+def error_response(exc: ServiceError) -> JSONResponse:
     return JSONResponse(
         error_body(exc.error_type, exc.message, exc.details), status_code=exc.status_code, headers=exc.headers
     )
@@ -114,12 +120,12 @@ def _validation_error(exc: RequestValidationError) -> InvalidRequestError:
 
 async def _on_service_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return _respond(exc)
+    return error_response(exc)
 
 
 async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return _respond(_validation_error(exc))
+    return error_response(_validation_error(exc))
 
 
 async def _on_http_exception(_: Request, exc: Exception) -> JSONResponse:
@@ -134,14 +140,14 @@ async def _on_http_exception(_: Request, exc: Exception) -> JSONResponse:
 
 async def _on_redis_down(_: Request, exc: Exception) -> JSONResponse:
     log.warning("redis unavailable: %s", exc)
-    return _respond(
+    return error_response(
         StoreUnavailableError("job store (Redis) is unavailable; retry later", REDIS_RETRY_AFTER_S)
     )
 
 
 async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
-    return _respond(ServiceError("internal server error"))
+    return error_response(ServiceError("internal server error"))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from sse_starlette import ServerSentEvent
 
@@ -27,7 +28,7 @@ def _text(value: bytes | str) -> str:
 
 
 async def _read(state: ServiceState, job_id: str, after: str, block_ms: int | None) -> list[ServerSentEvent]:
-    res = await state.aredis.xread({state.store.keys.events(job_id): after}, count=BATCH, block=block_ms)
+    res: Any = await state.aredis.xread({state.store.keys.events(job_id): after}, count=BATCH, block=block_ms)
     events: list[ServerSentEvent] = []
     for _stream, entries in res or []:
         for eid, fields in entries:

@@ -112,10 +112,16 @@ def _create(
     return job
 
 
+def _text(raw: object) -> str:
+    if isinstance(raw, bytes):
+        return raw.decode()
+    return raw if isinstance(raw, str) else ""
+
+
 def _replay(state: ServiceState, idem_key: str, digest: str, owner: str | None) -> JobRecord:
     """Same key: the same body gets the original job back, a different body is a conflict."""
     raw = state.redis.get(idem_key)
-    stored_digest, _, job_id = (raw.decode() if raw else "").partition(" ")
+    stored_digest, _, job_id = _text(raw).partition(" ")
     if stored_digest != digest:
         raise IdempotencyConflictError(
             "this Idempotency-Key was already used with a different request body",

@@ -12,7 +12,7 @@ from service.deps import BaseUrlDep, OwnerDep, StateDep
 from service.errors import InvalidRequestError
 from service.event_stream import job_events
 from service.jobs import load_job, public_view
-from service.schemas import ErrorOut
+from service.schemas import ErrorOut, JobOut
 from worker.contract import JobRecord
 
 router = APIRouter(prefix="/jobs", tags=["events"])
@@ -40,7 +40,7 @@ def events(
             [("Last-Event-ID", f"{after!r} is not an event id like 1712345678901-0")]
         )
 
-    def view(job: JobRecord) -> object:
+    def view(job: JobRecord) -> JobOut:
         return public_view(state, job, base_url)
 
     return EventSourceResponse(job_events(state, id, after, view), send_timeout=30)

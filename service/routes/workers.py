@@ -16,7 +16,7 @@ router = APIRouter(tags=["workers"])
 log = logging.getLogger(__name__)
 
 
-def _parse(key: bytes, raw: bytes | None, now: datetime) -> WorkerOut | None:
+def _parse(key: bytes, raw: bytes | str | None, now: datetime) -> WorkerOut | None:
     if raw is None:  # expired between SCAN and MGET
         return None
     try:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
+import pytest
 from fastapi.testclient import TestClient
 
+from service.logs import JsonFormatter
 from tests.service.conftest import assert_error_shape
 
 
@@ -31,3 +36,24 @@ def test_openapi_documents_the_routes(client: TestClient) -> None:
     ):
         assert path in paths
     assert "delete" in paths["/jobs/{id}"]
+
+
+def test_oversized_body_is_413_before_parsing(client: TestClient) -> None:
+    body = b'{"prompt": "' + b"x" * 70_000 + b'"}'
+    response = client.post("/generate", content=body, headers={"content-type": "application/json"})
+    error = assert_error_shape(response, 413, "payload_too_large")
+    assert error["details"] == {"limit": 64 * 1024}
+
+
+def test_each_request_is_logged_as_one_json_line_with_route_status_duration(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="service.access"):
+        client.get("/jobs/abc123")
+    records = [r for r in caplog.records if r.name == "service.access"]
+    assert len(records) == 1
+    line = JsonFormatter().format(records[0])
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["route"] == "/jobs/{id}" and entry["path"] == "/jobs/abc123"
+    assert entry["status"] == 404 and entry["method"] == "GET" and entry["duration_ms"] >= 0

@@ -150,3 +150,10 @@ def test_generate_answers_503_not_500_when_redis_is_down(settings: Settings) -> 
         assert_error_shape(response, 503, "store_unavailable")
         assert int(response.headers["retry-after"]) > 0
         assert_error_shape(client.get("/jobs/abc"), 503, "store_unavailable")
+
+
+def test_links_use_public_url_when_configured(settings: Settings) -> None:
+    behind_proxy = settings.model_copy(update={"public_url": "https://video.example.com/api/"})
+    with TestClient(create_app(behind_proxy)) as client:
+        job = submit(client)
+    assert job["status_url"] == f"https://video.example.com/api/jobs/{job['id']}"
