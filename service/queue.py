@@ -5,6 +5,7 @@ The worker's job function is named by its import path; the API never imports wor
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ import redis
 from rq import Queue
 
 from model.config import ModelConfig
+from model.flops import estimate_flops
 from worker.contract import JobSpec, Priority
 from worker.contract.models import PRIORITIES
 from worker.contract.store import Keys
@@ -19,23 +21,32 @@ from worker.contract.store import Keys
 log = logging.getLogger(__name__)
 
 JOB_FUNCTION = "worker.jobs.run_job"
-# Generous run-time limits per preset family until model.flops gives an estimate.
-DEFAULT_JOB_TIMEOUT_S = {"tiny": 900, "default": 4 * 3600}
+# rq's job_timeout must never kill a healthy job, so the estimate is deliberately pessimistic: a sustained
+# rate well below any served card's bf16 throughput, a safety factor, and fixed time for load/encode/upload.
+CONSERVATIVE_FLOPS_PER_S = 20e12
+SAFETY_FACTOR = 2.0
+OVERHEAD_S = 300
+MIN_JOB_TIMEOUT_S = 900  # also covers the tiny preset on CPU, where FLOP rates say little
 TIMEOUT_GRACE_S = 120
 
 
 def estimate_job_timeout_s(spec: JobSpec, cfg: ModelConfig, deadline_s: float | None) -> int:
-    """rq's job_timeout: the client's deadline plus grace if given, else a generous per-preset default.
-
-    TODO(model.flops): derive from the FLOP estimate of (preset, resolution, frames, steps) once
-    model/flops.py exists, scaled by a conservative sustained TFLOP/s of the slowest served card.
-    """
+    """rq's job_timeout: the client's deadline plus grace if given (the worker enforces the deadline
+    itself), else a pessimistic run time from model.flops' whole-request FLOP estimate."""
     if deadline_s is not None:
         return int(deadline_s) + TIMEOUT_GRACE_S
-    base = DEFAULT_JOB_TIMEOUT_S.get(cfg.name, DEFAULT_JOB_TIMEOUT_S["default"])
-    # Longer videos take proportionally longer than the preset's default length.
-    scale = max(1.0, spec.num_frames / cfg.default_frames)
-    return int(base * scale)
+    steps = (tuple(spec.first_frame_steps), tuple(spec.later_frame_steps))
+    flops = _request_flops(cfg, spec.width, spec.height, spec.num_frames, *steps)
+    return max(MIN_JOB_TIMEOUT_S, int(OVERHEAD_S + SAFETY_FACTOR * flops / CONSERVATIVE_FLOPS_PER_S))
+
+
+@functools.lru_cache(maxsize=256)  # ~10 ms per call at 768p; clients repeat the same few shapes
+def _request_flops(
+    cfg: ModelConfig, width: int, height: int, frames: int, first: tuple[int, ...], later: tuple[int, ...]
+) -> float:
+    return estimate_flops(
+        cfg, width=width, height=height, num_frames=frames, first_frame_steps=first, later_frame_steps=later
+    ).total
 
 
 @dataclass(frozen=True)

@@ -157,3 +157,18 @@ def test_links_use_public_url_when_configured(settings: Settings) -> None:
     with TestClient(create_app(behind_proxy)) as client:
         job = submit(client)
     assert job["status_url"] == f"https://video.example.com/api/jobs/{job['id']}"
+
+
+def test_job_timeout_comes_from_the_flop_estimate_and_grows_with_length(
+    settings: Settings, redis_url: str
+) -> None:
+    served = settings.model_copy(update={"preset": "m4v-768p"})
+    conn = redis.Redis.from_url(redis_url)
+    queue = Queue(f"{settings.key_prefix}-normal", connection=conn)
+    with TestClient(create_app(served)) as client:
+        short = submit(client, num_frames=9, width=640, height=384)["id"]
+        long = submit(client, num_frames=241)["id"]
+    short_job, long_job = queue.fetch_job(short), queue.fetch_job(long)
+    assert short_job is not None and long_job is not None
+    assert short_job.timeout == 900  # the floor
+    assert long_job.timeout is not None and long_job.timeout > 2 * short_job.timeout
