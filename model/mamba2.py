@@ -102,8 +102,8 @@ class Mamba2(nn.Module):
         if self.nheads * cfg.headdim != self.d_inner:
             raise ValueError(f"d_inner {self.d_inner} is not a multiple of headdim {cfg.headdim}")
         self.conv_dim = self.d_inner + 2 * cfg.ngroups * cfg.d_state
-        factory = {"device": device, "dtype": dtype}
-        fp32 = {"device": device, "dtype": torch.float32}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        fp32: dict[str, Any] = {"device": device, "dtype": torch.float32}
 
         self.in_proj = nn.Linear(d_model, cfg.in_proj_width(d_model), bias=False, **factory)
         self.conv1d = nn.Conv1d(
@@ -126,27 +126,58 @@ class Mamba2(nn.Module):
             return self._empty(x, state, return_state)
         ops = _scan_ops(resolve_backend(self.backend, x.device))
         z, xbc, dt = self._split_in_proj(self.in_proj(x))
-        conv = ops.causal_conv1d(
-            xbc.transpose(1, 2),  # (B, conv_dim, L)
+        xbc, conv_tail = self._conv(ops, xbc, state, return_state)  # (B, L, conv_dim)
+        xs, b, c = self._split_xbc(xbc)
+        y, ssm = self._scan(ops, xs, dt, b, c, state, return_state)  # (B, L, H, P)
+        y = ops.rmsnorm_gated(
+            y.flatten(2), self.norm.weight, z, self.norm.eps, self.norm.group_size, norm_before_gate=False
+        )  # (B, L, d_inner)
+        out = self.out_proj(y)  # (B, L, d_model)
+        if not return_state:
+            return out, None
+        assert conv_tail is not None and ssm is not None
+        return out, SSMState(conv=conv_tail, ssm=ssm)
+
+    def _conv(
+        self, ops: _ScanOps, xbc: Tensor, state: SSMState | None, return_state: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """Causal depthwise conv + SiLU over (B, L, conv_dim), continuing from state.conv if given."""
+        res = ops.causal_conv1d(
+            xbc.transpose(1, 2),  # (B, conv_dim, L): a channel-last view, as causal-conv1d wants
             self.conv1d.weight.squeeze(1),  # (conv_dim, d_conv)
             self.conv1d.bias,
             initial_states=None if state is None else state.conv,
             return_final_states=return_state,
             activation="silu",
         )
-        xbc, conv_tail = conv if return_state else (conv, None)
-        xs, b, c = self._split_xbc(xbc.transpose(1, 2))  # type: ignore[union-attr]
-        scan = ops.ssd_chunked(
-            xs, dt, -torch.exp(self.A_log.float()), b, c, self.cfg.chunk_size,
-            D=self.D.float(), dt_bias=self.dt_bias.float(), dt_softplus=True,
-            initial_states=None if state is None else state.ssm, return_final_states=return_state,
-        )  # fmt: skip
-        y, ssm = scan if return_state else (scan, None)
-        y = ops.rmsnorm_gated(
-            y.flatten(2), self.norm.weight, z, self.norm.eps, self.norm.group_size, norm_before_gate=False
-        )  # (B, L, d_inner)
-        out = self.out_proj(y)  # (B, L, d_model)
-        return out, (SSMState(conv_tail, ssm) if return_state else None)  # type: ignore[arg-type]
+        y, tail = res if return_state else (res, None)
+        return y.transpose(1, 2), tail  # (B, L, conv_dim), (B, conv_dim, d_conv-1) | None
+
+    def _scan(
+        self,
+        ops: _ScanOps,
+        xs: Tensor,
+        dt: Tensor,
+        b: Tensor,
+        c: Tensor,
+        state: SSMState | None,
+        return_state: bool,
+    ) -> tuple[Tensor, Tensor | None]:
+        """SSD scan with softplus(dt + dt_bias), A = -exp(A_log), skip D; A/dt/D read in fp32 always."""
+        res = ops.ssd_chunked(
+            xs,
+            dt,
+            -torch.exp(self.A_log.float()),
+            b,
+            c,
+            self.cfg.chunk_size,
+            D=self.D.float(),
+            dt_bias=self.dt_bias.float(),
+            dt_softplus=True,
+            initial_states=None if state is None else state.ssm,
+            return_final_states=return_state,
+        )
+        return res if return_state else (res, None)
 
     def _split_in_proj(self, zxbcdt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(B, L, in_proj_width) -> z (B, L, d_inner), xBC (B, L, conv_dim), dt (B, L, nheads)."""

@@ -187,3 +187,14 @@ def test_rmsnorm_gated_without_gate_is_plain_rmsnorm_and_keeps_bf16() -> None:
     assert got.dtype == torch.bfloat16
     want = F.rms_norm(x.float(), (16,), eps=1e-5) * w.float()
     torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("scan", [ssd_chunked_ref, ssd_sequential_ref])
+def test_z_gate_multiplies_the_skip_included_output_by_silu_z(scan: object) -> None:
+    # mamba_chunk_scan_combined gates after the D skip: y = (C h + D x) * silu(z).
+    inp = _scan_inputs(20)
+    g = torch.Generator().manual_seed(1)
+    D, z = torch.randn(4, generator=g, dtype=F64), torch.randn(2, 20, 4, 8, generator=g, dtype=F64)
+    ungated = scan(**inp, chunk_size=8, D=D, dt_softplus=True)  # type: ignore[operator]
+    gated = scan(**inp, chunk_size=8, D=D, z=z, dt_softplus=True)  # type: ignore[operator]
+    torch.testing.assert_close(gated, ungated * z * torch.sigmoid(z))
