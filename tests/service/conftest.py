@@ -17,6 +17,17 @@ def settings(redis_url: str, key_prefix: str) -> Settings:
     return Settings(redis_url=redis_url, key_prefix=key_prefix, preset="tiny", log_json=True)
 
 
+@pytest.fixture(autouse=True)
+def _drop_rq_jobs(redis_url: str, key_prefix: str) -> Iterator[None]:
+    """rq keeps job hashes under rq:job:{id} (no prefix of ours): delete those our queues still hold."""
+    yield
+    r = redis.Redis.from_url(redis_url)
+    for priority in ("high", "normal", "low"):
+        ids = r.lrange(f"rq:queue:{key_prefix}-{priority}", 0, -1)
+        if ids:
+            r.delete(*[b"rq:job:" + i for i in ids])
+
+
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as c:
