@@ -8,7 +8,8 @@ D, norm.weight, out_proj; no projection biases), so one state_dict serves both s
 
 dtype policy: projection, conv and norm weights take the module dtype (bf16 on GPU). A_log, dt_bias and D are
 fp32 parameters even when the module is built in bf16 (they set decay rates, which bf16's 8-bit mantissa would
-round visibly), and forward() reads them through .float() so a later .to(bfloat16) cannot change the maths.
+round visibly). Build the module with dtype= rather than calling .to(bfloat16) on it, which would round
+them; forward() reads them through .float() either way.
 The scan runs in fp32 and its state is fp32; the conv tail is kept in the activation dtype, since it is just
 the last d_conv-1 inputs.
 
