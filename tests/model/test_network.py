@@ -45,10 +45,11 @@ def test_tiny_forward_returns_a_finite_velocity_shaped_like_the_current_frame() 
     net = make_net()
     text = make_text()
     with torch.no_grad():
-        for x in (torch.randn(2, C, 8, 8), torch.randn(2, C, 32, 32)):
-            v = net(x, torch.full((2,), 700.0), text=text, history=pyramid_history(), full_hw=FULL_HW)
-            assert v.shape == x.shape
-            assert torch.isfinite(v).all()
+        x = torch.randn(2, C, 16, 16)  # stage 1: history k-1 at 16x16, older at 8x8
+        hist = [torch.randn(2, C, 8, 8), torch.randn(2, C, 16, 16)]
+        v = net(x, torch.full((2,), 700.0), text=text, history=hist, full_hw=FULL_HW)
+    assert v.shape == x.shape
+    assert torch.isfinite(v).all()
 
 
 def expected_params(cfg: NetworkConfig, c: int, text_dim: int, pooled_dim: int) -> int:
@@ -115,11 +116,11 @@ def test_paper_mode_runs_uncached_and_refuses_to_prepare_a_context() -> None:
 
 
 @pytest.mark.parametrize("single_block", ["mmdim", "attention"])
-@pytest.mark.parametrize(("n_hist", "size"), [(0, 8), (1, 16), (3, 32)])
+@pytest.mark.parametrize(("n_hist", "size"), [(0, 8), (3, 32)])
 def test_cached_forward_matches_uncached(single_block: str, n_hist: int, size: int) -> None:
     net = make_net(dataclasses.replace(TINY, single_block=single_block))
     text = make_text()
-    hist = pyramid_history(frames=n_hist) if size == 32 else [torch.randn(2, C, 8, 8)] * n_hist
+    hist = pyramid_history(frames=n_hist)
     with torch.no_grad():
         cache = net.prepare_context(text=text, history=hist, full_hw=FULL_HW)
         for sigma in (0.9, 0.4):  # the same cache serves several steps
@@ -171,7 +172,7 @@ def test_padded_text_content_does_not_reach_the_output() -> None:
         a = net(x, t, text=text, history=hist, full_hw=FULL_HW)
         b = net(x, t, text=noisy, history=hist, full_hw=FULL_HW)
         real = TextEmbeddings(text.tokens.clone(), text.mask, text.pooled)
-        real.tokens[0, 0] += 1.0  # a real token does matter
+        real.tokens[text.mask] = 100.0 * torch.randn(int(text.mask.sum()), TEXT_DIM)  # real tokens matter
         c = net(x, t, text=real, history=hist, full_hw=FULL_HW)
-    assert rel_err(b, a) <= 1e-5
-    assert rel_err(c[0], a[0]) > 1e-3
+    assert rel_err(b, a) <= 1e-6
+    assert rel_err(c[1], a[1]) > 1e-4
