@@ -1,0 +1,136 @@
+{{/*
+Names. Every object name stays within 63 characters (DNS label); a component suffix is never cut off, the
+release part is shortened instead, so api/worker/redis names stay distinct with any release name.
+*/}}
+{{- define "m4v-serve.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "m4v-serve.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "<fullname>-<component>", fullname shortened so the whole fits 63. Call with (dict "root" $ "component" "api"). */}}
+{{- define "m4v-serve.componentName" -}}
+{{- $suffix := .component }}
+{{- $base := include "m4v-serve.fullname" .root | trunc (int (sub 62 (len $suffix))) | trimSuffix "-" }}
+{{- printf "%s-%s" $base $suffix }}
+{{- end }}
+
+{{- define "m4v-serve.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Standard labels. Call with (dict "root" $ "component" "api"). */}}
+{{- define "m4v-serve.labels" -}}
+helm.sh/chart: {{ include "m4v-serve.chart" .root }}
+{{ include "m4v-serve.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: m4v-serve
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "m4v-serve.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "m4v-serve.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "m4v-serve.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "m4v-serve.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* image reference; call with (dict "root" $ "image" .Values.api.image) */}}
+{{- define "m4v-serve.image" -}}
+{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) }}
+{{- end }}
+
+{{- define "m4v-serve.configMapName" -}}
+{{- include "m4v-serve.componentName" (dict "root" . "component" "config") }}
+{{- end }}
+
+{{- define "m4v-serve.secretName" -}}
+{{- if .Values.secrets.existingSecret }}
+{{- .Values.secrets.existingSecret }}
+{{- else }}
+{{- include "m4v-serve.componentName" (dict "root" . "component" "secret") }}
+{{- end }}
+{{- end }}
+
+{{- define "m4v-serve.redisName" -}}
+{{- include "m4v-serve.componentName" (dict "root" . "component" "redis") }}
+{{- end }}
+
+{{/* The settings key prefix: rq queues are <prefix>-high/-normal/-low. */}}
+{{- define "m4v-serve.keyPrefix" -}}
+{{- default "m4v" .Values.settings.key_prefix }}
+{{- end }}
+
+{{/*
+M4V_REDIS_URL as an env entry: a plain value for the in-chart Redis (no password), else from the Secret,
+because an external URL may carry a password.
+*/}}
+{{- define "m4v-serve.redisUrlEnv" -}}
+- name: M4V_REDIS_URL
+{{- if .Values.redis.internal.enabled }}
+  value: {{ printf "redis://%s:%d/0" (include "m4v-serve.redisName" .) (int .Values.redis.internal.port) | quote }}
+{{- else }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "m4v-serve.secretName" . }}
+      key: M4V_REDIS_URL
+{{- end }}
+{{- end }}
+
+{{/* Secret-backed settings; optional so that IAM-role S3 access and unsigned setups work. */}}
+{{- define "m4v-serve.secretEnv" -}}
+{{- $secret := include "m4v-serve.secretName" . }}
+{{- range $env := list "M4V_S3_ACCESS_KEY" "M4V_S3_SECRET_KEY" "M4V_WEBHOOK_SECRET" }}
+- name: {{ $env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $env }}
+      optional: true
+{{- end }}
+{{- end }}
+
+{{/* Checks that make a wrong combination fail at render time rather than in a crash-looping pod. */}}
+{{- define "m4v-serve.validate" -}}
+{{- if and (not .Values.redis.internal.enabled) (not .Values.redis.url) (not .Values.secrets.existingSecret) }}
+{{- fail "redis: set redis.url (external Redis), or redis.internal.enabled=true, or secrets.existingSecret holding M4V_REDIS_URL" }}
+{{- end }}
+{{- if and .Values.weights.s3Url .Values.weights.pvc.weightsSubPath }}
+{{- fail "weights: set weights.s3Url or weights.pvc.weightsSubPath, not both" }}
+{{- end }}
+{{- if and .Values.weights.s3Url (not (hasPrefix "s3://" .Values.weights.s3Url)) }}
+{{- fail (printf "weights.s3Url must start with s3:// (got %q)" .Values.weights.s3Url) }}
+{{- end }}
+{{- if and .Values.weights.pvc.enabled (not .Values.weights.pvc.existingClaim) }}
+{{- fail "weights.pvc.enabled needs weights.pvc.existingClaim (a PVC holding the checkpoint)" }}
+{{- end }}
+{{- if and .Values.keda.enabled (not .Values.redis.internal.enabled) (not .Values.keda.redis.address) }}
+{{- fail "keda: set keda.redis.address (host:port of the external Redis, as KEDA reaches it)" }}
+{{- end }}
+{{- range $k, $v := .Values.settings }}
+{{- if has $k (list "redis_url" "s3_access_key" "s3_secret_key" "webhook_secret") }}
+{{- fail (printf "settings.%s is a secret or chart-managed value: use secrets.* / redis.url" $k) }}
+{{- end }}
+{{- end }}
+{{- end }}
