@@ -8,6 +8,8 @@ spatial tiles blend cleanly.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -28,7 +30,7 @@ Device = torch.device | str | None
 class Encoder(nn.Module):
     def __init__(self, cfg: VAEConfig, *, device: Device = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        kw = {"device": device, "dtype": dtype}
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
         chs, g = cfg.encoder_channels, cfg.norm_groups
         self.conv_in = CausalConv3d(cfg.in_channels, chs[0], **kw)
         stages, prev = [], chs[0]
@@ -65,7 +67,7 @@ def decoder_upsampling(cfg: VAEConfig) -> list[tuple[bool, bool]]:
 class Decoder(nn.Module):
     def __init__(self, cfg: VAEConfig, *, device: Device = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        kw = {"device": device, "dtype": dtype}
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
         chs, g = cfg.decoder_channels, cfg.norm_groups
         self.conv_in = CausalConv3d(cfg.latent_channels, chs[0], **kw)
         self.mid = Stage([ResNetBlock(chs[0], chs[0], g, **kw) for _ in range(2)], None)

@@ -12,6 +12,7 @@ avoids a dark-border transient on frame 0.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +94,7 @@ class ResNetBlock(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        kw = {"device": device, "dtype": dtype}
+        kw: dict[str, Any] = {"device": device, "dtype": dtype}
         self.norm1 = FrameGroupNorm(groups, in_ch, eps=1e-6, **kw)
         self.conv1 = CausalConv3d(in_ch, out_ch, **kw)
         self.norm2 = FrameGroupNorm(groups, out_ch, eps=1e-6, **kw)

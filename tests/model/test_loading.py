@@ -74,6 +74,7 @@ def test_bf16_load_keeps_fp32_policy_params_fp32(tmp_path: Path) -> None:
     loaded = _modules(dtype=torch.bfloat16, device="meta")  # A_log/D are created fp32 inside a bf16 module
     load_weights(tmp_path, loaded, device="cpu", dtype=torch.bfloat16)
     mixer = loaded["network"]
+    assert isinstance(mixer, Mixer)
     assert mixer.proj.weight.dtype == torch.bfloat16 and loaded["head"].weight.dtype == torch.bfloat16
     assert mixer.A_log.dtype == torch.float32 and mixer.D.dtype == torch.float32
     torch.testing.assert_close(mixer.A_log, saved["network"].A_log, rtol=0, atol=0)
