@@ -23,7 +23,10 @@ from worker.metrics import WorkerMetrics
 from worker.storage import Storage
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
-FAST = {"num_frames": 9, "first_frame_steps": [1, 1, 1], "later_frame_steps": [1, 1, 1]}  # 3 units, 9 steps
+# The tiny model is ~1 s per step on a busy 2-core CPU: keep jobs to a handful of steps.
+ONE_STEP_PER_STAGE = {"first_frame_steps": [1, 1, 1], "later_frame_steps": [1, 1, 1]}
+FAST = {"num_frames": 5, **ONE_STEP_PER_STAGE}  # 2 latent frames, 6 steps
+SINGLE_FRAME = {"num_frames": 1, **ONE_STEP_PER_STAGE}  # 1 latent frame, 3 steps
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +90,7 @@ def work(settings: Settings, pipeline: Any, hooks: Hooks | None = None, **kw: An
 def test_job_succeeds_with_progress_events_video_in_s3_and_webhooks(
     settings: Settings, store: JobStore, tiny_pipeline: Any
 ) -> None:
-    job = make_job(webhook_url="http://127.0.0.1:9/hook", num_frames=9)
+    job = make_job(webhook_url="http://127.0.0.1:9/hook", **FAST)
     submit(store, queue(store), job)
     hooks = Hooks()
     metrics = WorkerMetrics()
@@ -102,16 +105,15 @@ def test_job_succeeds_with_progress_events_video_in_s3_and_webhooks(
     types = [t for t, _ in evs]
     assert types[:2] == ["status", "status"] and types[-1] == "done"
     progress = [d for t, d in evs if t == "progress"]
-    steps_all = 4 * 3 + 2 * 3 * 3  # first latent frame 4+4+4, two later ones 3+3+3 (tiny defaults)
-    assert len(progress) == steps_all
+    assert len(progress) == 6  # 2 latent frames x 3 stages x 1 step
     percents = [p["percent"] for p in progress]
     assert percents == sorted(percents) and percents[-1] == 100.0
-    assert progress[-1]["units_done"] == progress[-1]["units_total"] == 3
+    assert progress[-1]["units_done"] == progress[-1]["units_total"] == 2
     assert evs[-1][1]["status"] == "succeeded" and evs[-1][1]["result"]["video_url"].startswith("http")
 
     result, m = final.result, final.metrics
     assert result is not None and not result.partial
-    assert (result.width, result.height, result.frames, result.fps, result.seed) == (128, 128, 9, 8, 7)
+    assert (result.width, result.height, result.frames, result.fps, result.seed) == (128, 128, 5, 8, 7)
     for value in (m.queue_s, m.text_s, m.sampling_s, m.decode_s, m.encode_s, m.upload_s, m.total_s):
         assert value is not None and value >= 0
     assert m.flops is not None and m.flops > 0 and m.tflops_per_s is not None and m.tflops_per_s > 0
@@ -121,7 +123,7 @@ def test_job_succeeds_with_progress_events_video_in_s3_and_webhooks(
     assert len(data) == result.bytes
     with av.open(io.BytesIO(data)) as container:
         frames = list(container.decode(video=0))
-    assert len(frames) == 9 and (frames[0].width, frames[0].height) == (128, 128)
+    assert len(frames) == 5 and (frames[0].width, frames[0].height) == (128, 128)
     assert storage.download(result.thumbnail_key or "")[:2] == b"\xff\xd8"  # JPEG magic
     assert b'"sha256"' in storage.download(result.video_key.replace(".mp4", ".json"))
 
@@ -142,7 +144,7 @@ def test_job_succeeds_with_progress_events_video_in_s3_and_webhooks(
 def test_running_job_is_canceled_within_one_step(
     settings: Settings, store: JobStore, tiny_pipeline: Any
 ) -> None:
-    job = make_job(webhook_url="http://127.0.0.1:9/hook")  # 17 frames, 48 steps: long enough to cancel
+    job = make_job(webhook_url="http://127.0.0.1:9/hook", num_frames=9, **ONE_STEP_PER_STAGE)  # 9 steps
     submit(store, queue(store), job)
     canceled_after: list[int] = []
 
@@ -168,7 +170,7 @@ def test_running_job_is_canceled_within_one_step(
     assert evs[-1][0] == "done" and evs[-1][1]["status"] == "canceled"
     progress_events = sum(1 for t, _ in evs if t == "progress")
     assert progress_events <= canceled_after[0] + 1  # at most the step already running when cancel landed
-    assert progress_events < 48
+    assert progress_events < 9
     assert hooks.types[-1] == "job.canceled"
 
 
@@ -189,7 +191,7 @@ def test_invalid_spec_fails_with_type_and_message(
 def test_upload_failure_is_reported_as_upload_failed(
     settings: Settings, store: JobStore, tiny_pipeline: Any
 ) -> None:
-    job = make_job(**FAST)
+    job = make_job(**SINGLE_FRAME)
     submit(store, queue(store), job)
     wrong = settings.model_copy(update={"s3_secret_key": settings.s3_access_key, "s3_create_bucket": False})
     work(wrong, tiny_pipeline)
@@ -220,7 +222,7 @@ def test_canceled_before_start_is_skipped(settings: Settings, store: JobStore, t
 
 
 def test_high_priority_is_taken_before_low(settings: Settings, store: JobStore, tiny_pipeline: Any) -> None:
-    low, high = make_job(**FAST), make_job(**FAST)
+    low, high = make_job(**SINGLE_FRAME), make_job(**SINGLE_FRAME)
     submit(store, queue(store, "low"), low)
     submit(store, queue(store, "high"), high)
     work(settings, tiny_pipeline)
