@@ -16,7 +16,15 @@ from torch import Tensor, nn
 
 from model.attention_block import AttentionBlock
 from model.config import NetworkConfig
-from model.layers import Conditioning, LastLayer, MLPEmbedder, patchify, timestep_embedding, unpatchify
+from model.layers import (
+    TIME_EMBED_DIM,
+    Conditioning,
+    LastLayer,
+    MLPEmbedder,
+    patchify,
+    timestep_embedding,
+    unpatchify,
+)
 from model.mmdim import MMDiMBlock, MMDiMContext, VideoFrames
 from model.mmdit import KV, MMDiTBlock
 from model.recompose import Recomposition, build_recomposition
@@ -81,22 +89,26 @@ class M4VNetwork(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.latent_channels = latent_channels
-        w, p, kw = cfg.width, cfg.patch_size, {"device": device, "dtype": dtype}
-        self.x_embedder = nn.Linear(latent_channels * p * p, w, **kw)
-        self.txt_in = nn.Linear(text_dim, w, **kw)
-        self.time_in = MLPEmbedder(256, w, **kw)
-        self.vector_in = MLPEmbedder(pooled_dim, w, **kw)
-        self.double_blocks = nn.ModuleList(MMDiTBlock(cfg, **kw) for _ in range(cfg.num_dual_blocks))
-        self.single_blocks = nn.ModuleList(
-            self._single(scan_backend, **kw) for _ in range(cfg.num_single_blocks)
+        w, p, dev, dt = cfg.width, cfg.patch_size, device, dtype
+        self.x_embedder = nn.Linear(latent_channels * p * p, w, device=dev, dtype=dt)
+        self.txt_in = nn.Linear(text_dim, w, device=dev, dtype=dt)
+        self.time_in = MLPEmbedder(TIME_EMBED_DIM, w, device=dev, dtype=dt)
+        self.vector_in = MLPEmbedder(pooled_dim, w, device=dev, dtype=dt)
+        self.double_blocks = nn.ModuleList(
+            MMDiTBlock(cfg, device=dev, dtype=dt) for _ in range(cfg.num_dual_blocks)
         )
-        self.final_layer = LastLayer(w, p, latent_channels, **kw)
+        self.single_blocks = nn.ModuleList(
+            self._single(scan_backend, dev, dt) for _ in range(cfg.num_single_blocks)
+        )
+        self.final_layer = LastLayer(w, p, latent_channels, device=dev, dtype=dt)
         self.token_counts: dict[str, int] = defaultdict(int)
 
-    def _single(self, scan_backend: str, **kw: object) -> nn.Module:
+    def _single(
+        self, scan_backend: str, device: torch.device | str | None, dtype: torch.dtype | None
+    ) -> MMDiMBlock | AttentionBlock:
         if self.cfg.single_block == "mmdim":
-            return MMDiMBlock(self.cfg, scan_backend, **kw)  # type: ignore[arg-type]
-        return AttentionBlock(self.cfg, **kw)  # type: ignore[arg-type]
+            return MMDiMBlock(self.cfg, scan_backend, device=device, dtype=dtype)
+        return AttentionBlock(self.cfg, device=device, dtype=dtype)
 
     def reset_token_counts(self) -> None:
         self.token_counts.clear()
@@ -142,21 +154,20 @@ class M4VNetwork(nn.Module):
         pooled = self._pooled(text)
         zero = torch.zeros(pooled.shape[0], device=pooled.device)
         cond = self._conditioning(zero, pooled)
-        txt, _, entries = self._run(list(history), text, cond, full_hw, has_current=False)
+        txt, _, (dual, single) = self._run(list(history), text, cond, full_hw, has_current=False)
         lc = sum(self._plan_tokens(history))
         key_mask = torch.cat([text.mask.to(pooled.device), text.mask.new_ones(pooled.shape[0], lc)], dim=1)
         fg = self._full_grid(full_hw)
-        dual, single = entries[: len(self.double_blocks)], entries[len(self.double_blocks) :]
         return ContextCache(
-            pooled.shape[0],
-            len(history),
-            fg,
-            key_mask,
-            pooled,
-            cond.ctx,
-            txt,
-            dual,
-            single,  # type: ignore[arg-type]
+            batch=pooled.shape[0],
+            frame=len(history),
+            full_grid=fg,
+            key_mask=key_mask,
+            pooled_vec=pooled,
+            ctx_vec=cond.ctx,
+            text_out=txt,
+            dual=dual,
+            single=single,
         )
 
     # ---- internals --------------------------------------------------------------------------------------
@@ -242,18 +253,19 @@ class M4VNetwork(nn.Module):
         cond: Conditioning,
         full_hw: tuple[int, int],
         has_current: bool,
-    ) -> tuple[Tensor, Tensor, list[KV | MMDiMContext]]:
+    ) -> tuple[Tensor, Tensor, tuple[list[KV], list[MMDiMContext | KV]]]:
         """All blocks over [text; frames]. Returns text after the MM-DiT blocks, the final video tokens and,
         for the context pass (no current frame), each block's cache entry."""
         text_mask = text.mask.to(text.tokens.device, torch.bool)
         plan = self._plan(text_mask, frames, full_hw, has_current)
         txt, vid = self._embed(frames, text)
         lt, keep = txt.shape[1], not has_current
-        entries: list[KV | MMDiMContext] = []
+        dual: list[KV] = []
+        single: list[MMDiMContext | KV] = []
         for i, blk in enumerate(self.double_blocks):
             txt, vid, kv = blk(txt, vid, cond, plan.n_cur, plan.pe, plan.mask)
             self.token_counts[f"dual.{i}"] += lt + vid.shape[1]
-            entries += [kv] if keep else []
+            dual += [kv] if keep else []
         seq = torch.cat([txt, vid], dim=1)  # (B, Lt+Lv, D)
         for i, blk in enumerate(self.single_blocks):
             if isinstance(blk, MMDiMBlock):
@@ -263,8 +275,8 @@ class M4VNetwork(nn.Module):
             else:
                 seq, ctx = blk(seq, cond, plan.n_cur, plan.pe, plan.mask)
                 self.token_counts[f"single.{i}"] += seq.shape[1]
-            entries += [ctx] if keep else []
-        return txt, seq[:, lt:], entries
+            single += [ctx] if keep and ctx is not None else []
+        return txt, seq[:, lt:], (dual, single)
 
     def _velocity(self, cur_tokens: Tensor, vec_cur: Tensor, x: Tensor) -> Tensor:
         out = self.final_layer(cur_tokens, vec_cur)  # (B, n, C*p*p)
@@ -280,6 +292,7 @@ class M4VNetwork(nn.Module):
         pe = rope_table(frame_positions(k, grid, fg, x.device), self.cfg.rope_axes, self.cfg.rope_theta)
         key_mask = torch.cat([cache.key_mask, cache.key_mask.new_ones(x.shape[0], n)], dim=1)[:, None, None]
         for i, (blk, kv) in enumerate(zip(self.double_blocks, cache.dual, strict=True)):
+            assert isinstance(blk, MMDiTBlock)
             tok = blk.forward_cached(tok, cond, pe, key_mask, kv)
             self.token_counts[f"dual.{i}"] += n
         pool = self._pool_grid(fg)
@@ -289,7 +302,7 @@ class M4VNetwork(nn.Module):
                 tok = blk.forward_cached(tok, cond, grid, pool, k, entry)
                 self.token_counts[f"single.{i}"] += n + 1
             else:
-                assert isinstance(entry, KV)
+                assert isinstance(blk, AttentionBlock) and isinstance(entry, KV)
                 tok = blk.forward_cached(tok, cond, pe, key_mask, entry)
                 self.token_counts[f"single.{i}"] += n
         return self._velocity(tok, cond.cur, x)

@@ -164,8 +164,8 @@ def test_cached_forward_rejects_a_batch_of_another_size() -> None:
 
 def test_padded_text_content_does_not_reach_the_output() -> None:
     net = make_net()
-    text, hist = make_text(), pyramid_history()
-    x, t = torch.randn(2, C, 32, 32), torch.full((2,), 500.0)
+    text, hist = make_text(), [torch.randn(2, C, 8, 8), torch.randn(2, C, 16, 16)]
+    x, t = torch.randn(2, C, 16, 16), torch.full((2,), 500.0)
     noisy = TextEmbeddings(text.tokens.clone(), text.mask, text.pooled)
     noisy.tokens[~text.mask] = 100.0 * torch.randn(int((~text.mask).sum()), TEXT_DIM)
     with torch.no_grad():
