@@ -151,6 +151,8 @@ class M4VNetwork(nn.Module):
         """Run text + history (modulated with c(t=0)) through every block once ("causal" mode only)."""
         if self.cfg.context_mode != "causal":
             raise ValueError(f"prepare_context needs context_mode 'causal', not {self.cfg.context_mode!r}")
+        if len(history) >= self.cfg.max_latent_frames:
+            raise ValueError(f"frame index {len(history)} >= max_latent_frames {self.cfg.max_latent_frames}")
         pooled = self._pooled(text)
         zero = torch.zeros(pooled.shape[0], device=pooled.device)
         cond = self._conditioning(zero, pooled)
