@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -161,12 +163,11 @@ def up_cmd(
             soft_wrap=True,  # one line even when stderr is a pipe: scripts look for the URL
         )
         if prompt is not None:
-            code = run_generate(
-                console, stack.url, prompt, output, _body(frames, seed, None, None, None, None), None
-            )
+            body = _body(frames, seed, None, None, None, None)
+            code = _generate_while_watching(console, stack, prompt, output, body)
         else:
             console.print("press Ctrl-C to stop")
-            code = _watch(console, stack)
+            code = _watch(console, stack) or 0
     except KeyboardInterrupt:
         console.print("stopping")
     except StackError as exc:
@@ -178,14 +179,33 @@ def up_cmd(
     raise typer.Exit(code)
 
 
-def _watch(console: Console, stack: Stack) -> int:
-    while True:
+def _watch(console: Console, stack: Stack, done: Callable[[], bool] = lambda: False) -> int | None:
+    """Block until done() or a child dies; 1 (after printing its log tail) if one died, else None."""
+    while not done():
         dead = stack.dead_child()
         if dead is not None:
             tail = escape(dead.log_tail())
             console.print(f"[red]{dead.name} exited with {dead.exit_code()}[/]; log {dead.log_path}:\n{tail}")
             return 1
-        time.sleep(1.0)
+        time.sleep(0.5)
+    return None
+
+
+def _generate_while_watching(
+    console: Console, stack: Stack, prompt: str, out: Path, body: dict[str, object]
+) -> int:
+    """Run the client in a thread so that a crashed API or worker ends the run instead of hanging it."""
+    codes: list[int] = []
+    thread = threading.Thread(
+        target=lambda: codes.append(run_generate(console, stack.url, prompt, out, body, None)),
+        name="m4v-generate",
+        daemon=True,  # abandoned if a child dies; stopping the stack then ends its HTTP calls
+    )
+    thread.start()
+    died = _watch(console, stack, done=lambda: not thread.is_alive())
+    if died is not None:
+        return died
+    return codes[0] if codes else 1
 
 
 @app.command("api")
