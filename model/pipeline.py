@@ -1,0 +1,223 @@
+"""VideoPipeline, what the worker calls: text encode -> sampler -> streaming VAE decode, timings, FLOPs.
+
+Each latent frame is decoded as soon as the sampler finishes it, so the first frames reach on_chunk while the
+rest of the video is still being sampled; decode_s is the sum of those interleaved decodes and sampling_s
+excludes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from model.config import ModelConfig, get_preset
+from model.flops import estimate_flops
+from model.loading import load_weights
+from model.network import M4VNetwork
+from model.pipeline_types import (
+    ChunkCallback,
+    DecodedChunk,
+    GenerationRequest,
+    GenerationResult,
+    PhaseTimings,
+    ProgressCallback,
+)
+from model.sampler import sample_video
+from model.text_encoder import TextEmbeddings, TextEncoder, build_text_encoder
+from model.vae import CausalVAE, StreamingDecoder
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def check_request(cfg: ModelConfig, req: GenerationRequest) -> None:
+    """Cross-field validation against the preset; the ValueError names the offending field and value."""
+    if (req.width, req.height) not in cfg.resolutions:
+        raise ValueError(
+            f"width/height {req.width}x{req.height} not supported by preset {cfg.name!r}; "
+            f"choose one of {[f'{w}x{h}' for w, h in cfg.resolutions]}"
+        )
+    tf = cfg.vae.temporal_factor
+    if not 1 <= req.num_frames <= cfg.max_frames or (req.num_frames - 1) % tf:
+        raise ValueError(f"num_frames {req.num_frames} must be {tf}k+1 and in [1, {cfg.max_frames}]")
+    stages = cfg.sampler.num_stages
+    for name in ("first_frame_steps", "later_frame_steps"):
+        steps = getattr(req, name)
+        if steps is not None and (len(steps) != stages or min(steps) < 1):
+            raise ValueError(f"{name} {steps} must be {stages} positive step counts (one per stage)")
+
+
+def find_packaged_weights(preset: str) -> Path | None:
+    """model/weights/<preset> (checkpoint dir) or model/weights/<preset>.safetensors, if shipped."""
+    for path in (WEIGHTS_DIR / preset, WEIGHTS_DIR / f"{preset}.safetensors"):
+        if path.exists():
+            return path
+    return None
+
+
+def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """(1, 3, n, H, W) in [-1, 1] -> (n, H, W, 3) uint8."""
+    x = ((video[0].float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).cpu().numpy()  # (n, H, W, 3)
+
+
+@dataclass
+class _ChunkSink:
+    """on_latent target: decodes each finished latent frame at once and hands the frames on."""
+
+    decoder: StreamingDecoder
+    dtype: torch.dtype
+    timings: PhaseTimings
+    on_chunk: ChunkCallback | None
+    chunks: list[np.ndarray] = field(default_factory=list)
+    frames_done: int = 0
+
+    def __call__(self, unit: int, latent: torch.Tensor) -> None:
+        began = time.perf_counter()
+        frames = to_uint8_frames(self.decoder.decode_next(latent.to(self.dtype)))
+        self.timings.decode_s += time.perf_counter() - began
+        self.chunks.append(frames)
+        chunk = DecodedChunk(unit=unit, first_frame=self.frames_done, frames=frames)
+        self.frames_done += frames.shape[0]
+        if self.on_chunk is not None:
+            self.on_chunk(chunk)
+
+
+class VideoPipeline:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        network: nn.Module,
+        vae: CausalVAE,
+        text_encoder: TextEncoder,
+        *,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        use_cache: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.network = network.eval()
+        self.vae = vae.eval()
+        self.text_encoder = text_encoder
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.use_cache = use_cache
+
+    @classmethod
+    def from_preset(
+        cls,
+        name_or_cfg: str | ModelConfig,
+        *,
+        weights: str | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+        scan_backend: str = "auto",
+        use_cache: bool = True,
+        stand_in_text: bool = False,
+    ) -> VideoPipeline:
+        """Build network, VAE and text encoder for a preset; dtype None means float32."""
+        cfg = get_preset(name_or_cfg) if isinstance(name_or_cfg, str) else name_or_cfg
+        dtype = dtype or torch.float32
+        network = M4VNetwork(
+            cfg.network,
+            latent_channels=cfg.vae.latent_channels,
+            text_dim=cfg.text.token_dim,
+            pooled_dim=cfg.text.pooled_dim,
+            scan_backend=scan_backend,
+            device=device,
+            dtype=dtype,
+        )
+        vae = CausalVAE(cfg.vae, device=device, dtype=dtype)
+        path = weights or find_packaged_weights(cfg.name)
+        if path is None:
+            log.warning("preset %r: no weights given or packaged, using RANDOM weights", cfg.name)
+        else:
+            log.info("preset %r: loading weights from %s", cfg.name, path)
+            load_weights(str(path), {"network": network, "vae": vae}, device=device, dtype=dtype)
+        text_encoder = build_text_encoder(cfg.text, device=device, dtype=dtype, stand_in=stand_in_text)
+        return cls(cfg, network, vae, text_encoder, device=device, dtype=dtype, use_cache=use_cache)
+
+    @property
+    def cached(self) -> bool:
+        return self.use_cache and self.cfg.network.context_mode == "causal"
+
+    def generate(
+        self,
+        req: GenerationRequest,
+        on_progress: ProgressCallback | None = None,
+        on_chunk: ChunkCallback | None = None,
+    ) -> GenerationResult:
+        """Run one request; on_progress may raise to cancel (the exception propagates, no result)."""
+        check_request(self.cfg, req)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        with torch.inference_mode():
+            timings = PhaseTimings()
+            began = time.perf_counter()
+            negative = (
+                req.negative_prompt if req.negative_prompt is not None else self.cfg.sampler.negative_prompt
+            )
+            text = self.text_encoder.encode([req.prompt, negative])  # rows: [cond; uncond]
+            timings.text_s = time.perf_counter() - began
+            sink = _ChunkSink(self.vae.stream_decoder(), self.dtype, timings, on_chunk)
+            began = time.perf_counter()
+            self._sample(req, text, sink, on_progress)
+            timings.sampling_s = time.perf_counter() - began - timings.decode_s
+        frames = np.concatenate(sink.chunks)
+        if frames.shape[0] != req.num_frames:
+            raise RuntimeError(f"decoded {frames.shape[0]} frames, expected {req.num_frames}")
+        peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else 0
+        return GenerationResult(
+            frames=frames, seed=req.seed, timings=timings, flops=self._flops(req), peak_memory_bytes=peak
+        )
+
+    def _steps(self, req: GenerationRequest) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        sp = self.cfg.sampler
+        return req.first_frame_steps or sp.first_frame_steps, req.later_frame_steps or sp.later_frame_steps
+
+    def _sample(
+        self,
+        req: GenerationRequest,
+        text: TextEmbeddings,
+        sink: _ChunkSink,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        steps_first, steps_later = self._steps(req)
+        sample_video(
+            self.network,
+            text,
+            self.cfg,
+            num_latent_frames=self.cfg.latent_frames(req.num_frames),
+            full_hw=self.cfg.latent_grid(req.width, req.height),
+            steps_first=steps_first,
+            steps_later=steps_later,
+            guidance_first=req.guidance_scale,
+            guidance_later=req.video_guidance_scale,
+            generator=torch.Generator("cpu").manual_seed(req.seed),
+            device=self.device,
+            dtype=self.dtype,
+            use_cache=self.use_cache,
+            on_latent=sink,
+            on_step=on_progress,
+        )
+
+    def _flops(self, req: GenerationRequest) -> dict[str, float]:
+        steps_first, steps_later = self._steps(req)
+        breakdown = estimate_flops(
+            self.cfg,
+            width=req.width,
+            height=req.height,
+            num_frames=req.num_frames,
+            first_frame_steps=steps_first,
+            later_frame_steps=steps_later,
+            cfg_batch=2,
+            cached=self.cached,
+        )
+        return dict(breakdown.components)
