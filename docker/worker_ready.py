@@ -48,7 +48,7 @@ def is_ready(settings: Settings, timeout_s: float = 2.0) -> tuple[bool, str]:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    ready, reason = is_ready(Settings())
+    ready, reason = is_ready(Settings())  # type: ignore[call-arg]
     (log.info if ready else log.warning)(reason)
     return 0 if ready else 1
 
