@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from model.config import ModelConfig, get_preset
 from model.flops import estimate_flops
@@ -94,7 +93,7 @@ class VideoPipeline:
     def __init__(
         self,
         cfg: ModelConfig,
-        network: nn.Module,
+        network: M4VNetwork,
         vae: CausalVAE,
         text_encoder: TextEncoder,
         *,

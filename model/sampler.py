@@ -12,10 +12,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from torch import nn
 
 from model.config import ModelConfig
 from model.pipeline_types import StepProgress
@@ -26,6 +25,16 @@ log = logging.getLogger(__name__)
 
 StepCallback = Callable[[StepProgress], None]
 LatentCallback = Callable[[int, torch.Tensor], None]
+
+
+class Denoiser(Protocol):
+    """What the loop needs of the network (model/network.py M4VNetwork)."""
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, **context: Any) -> torch.Tensor: ...
+
+    def prepare_context(
+        self, *, text: TextEmbeddings, history: list[torch.Tensor], full_hw: tuple[int, int]
+    ) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ class _Context:
 
     def __init__(
         self,
-        net: nn.Module,
+        net: Denoiser,
         text: TextEmbeddings,
         history: list[torch.Tensor],
         full_hw: tuple[int, int],
@@ -67,7 +76,7 @@ class _Context:
 
 
 def sample_video(
-    net: nn.Module,
+    net: Denoiser,
     text: TextEmbeddings,
     cfg: ModelConfig,
     *,
