@@ -111,6 +111,7 @@ def test_tiled_stream_is_close_to_untiled(vae: CausalVAE) -> None:
     assert not torch.allclose(tiled, full)
     # Each tile's causal cache makes the stream equal to decoding that tile's whole clip at once.
     torch.testing.assert_close(tiled, _per_tile_full_decode(vae, latents, 24, 6), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(_with_tiles(vae, 96, 0.25).decode_tiled(latents), tiled, rtol=1e-4, atol=1e-4)
 
 
 def _per_tile_full_decode(vae: CausalVAE, latents: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
