@@ -30,7 +30,8 @@ class SSEEvent:
 
 def parse_sse(lines: Iterable[str]) -> Iterator[SSEEvent]:
     """Events from SSE text lines (WHATWG rules: comments, multi-line data, blank line ends)."""
-    event, data, event_id = "message", [], None
+    event, event_id = "message", None
+    data: list[str] = []
     for line in lines:
         if not line:
             if data:
