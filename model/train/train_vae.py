@@ -1,0 +1,98 @@
+"""Phase 1: the tiny causal VAE on world clips (L1 + L2 + small KL + edge loss), then latent normalisation."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from model.config import ModelConfig
+from model.train.common import Budget, LossLog, autocast, clip_batch
+from model.train.world import random_specs
+from model.vae import CausalVAE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VAETrainConfig:
+    steps: int = 2000
+    max_seconds: float = 1e9
+    batch: int = 16
+    lr: float = 1e-3
+    kl_weight: float = 1e-6
+    edge_weight: float = 0.5
+    log_every: int = 50
+
+
+def edge_loss(recon: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+    """L1 between spatial finite differences: keeps shape edges (and so fill ratios) crisp."""
+    dx = lambda v: v[..., :, 1:] - v[..., :, :-1]  # noqa: E731
+    dy = lambda v: v[..., 1:, :] - v[..., :-1, :]  # noqa: E731
+    return F.l1_loss(dx(recon), dx(video)) + F.l1_loss(dy(recon), dy(video))
+
+
+def vae_loss(
+    vae: CausalVAE, video: torch.Tensor, tc: VAETrainConfig, g: torch.Generator
+) -> dict[str, torch.Tensor]:
+    mean, logvar = vae.encode_dist(video)  # (B, C, T, h, w) each
+    z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=g, device=g.device).to(mean)
+    recon = vae.decoder(z)  # (B, 3, F, H, W)
+    rec = recon.float()
+    l1, l2 = F.l1_loss(rec, video), F.mse_loss(rec, video)
+    kl = 0.5 * (mean.float() ** 2 + logvar.float().exp() - 1 - logvar.float()).mean()
+    edge = edge_loss(rec, video)
+    total = l1 + l2 + tc.kl_weight * kl * mean.shape[1] + tc.edge_weight * edge
+    return {"loss": total, "l1": l1, "l2": l2, "kl": kl, "edge": edge}
+
+
+def train_vae(
+    vae: CausalVAE, cfg: ModelConfig, tc: VAETrainConfig, device: torch.device, seed: int, loss_log: LossLog
+) -> int:
+    """Train in place; returns the number of steps taken."""
+    g_cpu = torch.Generator().manual_seed(seed)
+    g_dev = torch.Generator(device).manual_seed(seed + 1)
+    opt = torch.optim.AdamW(vae.parameters(), lr=tc.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
+    budget, step = Budget(tc.steps, tc.max_seconds), 0
+    vae.train()
+    while not budget.done(step):
+        video = clip_batch(random_specs(tc.batch, g_cpu), cfg, g_cpu, device)
+        with autocast(device):
+            losses = vae_loss(vae, video, tc, g_dev)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        step += 1
+        if step % tc.log_every == 0 or step == 1 or budget.done(step):
+            loss_log.write(step, **{k: round(v.item(), 6) for k, v in losses.items()})
+    vae.eval()
+    return step
+
+
+@torch.no_grad()
+def normalise_latents(
+    vae: CausalVAE, cfg: ModelConfig, device: torch.device, seed: int, n: int = 64
+) -> list[float]:
+    """Fold a per-channel 1/std into the encoder's mean head and std into the decoder's input conv.
+
+    The preset keeps scaling_factor 1 and shift 0, so this makes the latents the sampler sees ~unit variance
+    (what flow matching from N(0, I) expects) without touching config.py. Exact: the decoder's causal conv pads
+    by zeros in space and by replicating the first frame in time, both commute with a per-channel scale.
+    """
+    g = torch.Generator().manual_seed(seed)
+    mean = vae.encode_dist(clip_batch(random_specs(n, g), cfg, g, device))[0]  # (n, C, T, h, w)
+    std = mean.float().transpose(0, 1).flatten(1).std(dim=1).clamp_min(1e-3)  # (C,)
+    c = std.numel()
+    enc, dec = vae.encoder.conv_out.conv, vae.decoder.conv_in.conv
+    enc.weight[:c] /= std[:, None, None, None, None].to(enc.weight)
+    enc.bias[:c] /= std.to(enc.bias)
+    enc.bias[c:] -= 2.0 * torch.log(std).to(enc.bias)
+    dec.weight *= std[None, :, None, None, None].to(dec.weight)
+    log.info("latent per-channel std before normalisation: %s", [round(s, 4) for s in std.tolist()])
+    return [math.log(s) for s in std.tolist()]
