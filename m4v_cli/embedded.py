@@ -28,6 +28,8 @@ from worker.contract.settings import Settings
 
 log = logging.getLogger(__name__)
 
+SETTLE_S = 1.0
+
 
 class StackError(RuntimeError):
     """A part of the embedded stack failed to start; the message names it and carries its log tail."""
@@ -136,11 +138,15 @@ def _start_processes(stack: Stack, opts: UpOptions, on_step: Callable[[str], Non
     _wait(stack, opts.ready_timeout_s, "the API to answer /readyz", lambda: _api_ready(stack.url))
     on_step("waiting for the worker to load the model")
     _wait(stack, opts.ready_timeout_s, "the worker to load the model", lambda: _worker_loaded(stack))
+    # The heartbeat is written just before the worker enters its loop; a crash right there would leave a
+    # "loaded" key behind for a few periods, so make sure both children are still running a moment later.
+    time.sleep(SETTLE_S)
+    _wait(stack, 0.0, "the API and the worker to keep running", lambda: True)
 
 
 def _wait(stack: Stack, timeout_s: float, what: str, ready: Callable[[], bool]) -> None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
         dead = stack.dead_child()
         if dead is not None:
             raise StackError(
@@ -149,6 +155,8 @@ def _wait(stack: Stack, timeout_s: float, what: str, ready: Callable[[], bool]) 
             )
         if ready():
             return
+        if time.monotonic() > deadline:
+            break
         time.sleep(0.25)
     raise StackError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 

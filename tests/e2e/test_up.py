@@ -42,6 +42,8 @@ def test_up_serves_a_loaded_worker_and_a_signal_stops_everything(tmp_path: Path,
     proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
         url = _wait_for_url(proc, timeout_s=240)
+        time.sleep(2.0)  # `m4v up` exits 1 within a second if the API or the worker dies after start
+        assert proc.poll() is None, f"m4v up exited {proc.returncode}: {proc.stderr.read()[-4000:]}"  # type: ignore[union-attr]
         workers = httpx.get(f"{url}/workers", timeout=10).json()
         assert workers["ready"] == 1
         assert workers["workers"][0]["preset"] == "tiny"
