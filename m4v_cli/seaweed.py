@@ -17,6 +17,19 @@ import httpx
 log = logging.getLogger(__name__)
 
 
+_PORT_FLAGS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,9 +69,12 @@ class SeaweedS3:
             "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1",
             f"-s3.port={self.s3_port}",
-            f"-master.port={free_port()}",
-            f"-volume.port={free_port()}",
-            f"-filer.port={free_port()}",
+            # Every listener on a free port (grpc ones too: their default is port + 10000, which can
+            # collide or overflow), Iceberg off: two servers side by side (tests, a second `m4v up`)
+            # must not clash.
+            *(f"-{name}={free_port()}" for name in _PORT_FLAGS),
+            "-s3.port.iceberg=0",
+            "-master.telemetry=false",
             "-admin.ui=false",
             "-webdav=false",
             f"-s3.config={config}",

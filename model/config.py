@@ -107,7 +107,8 @@ class TextConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Pyramidal flow matching [pyramidflow]; stage k spans noise levels [1-k/S, 1-(k+1)/S] before correction."""
+    """Pyramidal flow matching [pyramidflow]; stage k spans noise levels [1-k/S, 1-(k+1)/S] before the
+    jump-point correction."""
 
     num_stages: int = 3
     first_frame_steps: tuple[int, ...] = (20, 20, 20)

@@ -18,7 +18,7 @@ from worker.contract import JobRecord
 
 log = logging.getLogger(__name__)
 
-BLOCK_MS = 5000
+BLOCK_MS = 2000  # well under state.SSE_SOCKET_TIMEOUT_S
 BATCH = 100
 DONE = "done"
 

@@ -9,7 +9,8 @@ from service.errors import JobNotFoundError
 from service.schemas import JobOut
 from service.state import ServiceState
 from worker.contract import JobRecord
-from worker.contract.store import JobNotFound, utcnow
+from worker.contract.store import JobNotFoundError as NoStoredJobError
+from worker.contract.store import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ def load_job(state: ServiceState, job_id: str, owner: str | None) -> JobRecord:
     """The job, or 404 (also for another owner's job, so ids cannot be probed)."""
     try:
         job = state.store.get(job_id)
-    except JobNotFound:
+    except NoStoredJobError:
         raise JobNotFoundError(job_id) from None
     if job.owner != owner:
         raise JobNotFoundError(job_id)

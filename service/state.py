@@ -13,6 +13,7 @@ from service.presign import Presigner
 from service.queue import JobQueue
 from worker.contract import JobStore, Settings
 
+SSE_SOCKET_TIMEOUT_S = 30.0
 SOCKET_TIMEOUT_S = 5.0
 
 
@@ -41,8 +42,13 @@ class ServiceState:
             settings=settings,
             preset=get_preset(settings.preset),
             redis=client,
-            # No socket_timeout: SSE reads block on purpose (XREAD BLOCK), bounded by their own block_ms.
-            aredis=aredis.Redis.from_url(settings.redis_url, socket_connect_timeout=SOCKET_TIMEOUT_S),
+            # SSE reads block on purpose (XREAD BLOCK up to event_stream.BLOCK_MS): the read timeout
+            # must exceed that block, or an idle stream dies with TimeoutError mid-response.
+            aredis=aredis.Redis.from_url(
+                settings.redis_url,
+                socket_connect_timeout=SOCKET_TIMEOUT_S,
+                socket_timeout=SSE_SOCKET_TIMEOUT_S,
+            ),
             store=store,
             queue=queue,
             presigner=Presigner(settings),

@@ -17,7 +17,7 @@ from service.queue import estimate_job_timeout_s
 from service.state import ServiceState
 from worker.contract import GenerateRequest, JobRecord, JobSpec
 from worker.contract.models import MAX_SEED, check_against_preset, resolve_frames
-from worker.contract.store import JobNotFound, utcnow
+from worker.contract.store import JobNotFoundError, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def _replay(state: ServiceState, idem_key: str, digest: str, owner: str | None) 
     while True:  # the first request may still be between reserving the key and storing its job
         try:
             job = state.store.get(job_id)
-        except JobNotFound:
+        except JobNotFoundError:
             if time.monotonic() > deadline:
                 raise IdempotencyConflictError(
                     "a request with this Idempotency-Key is still being processed; retry",

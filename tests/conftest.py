@@ -1,4 +1,4 @@
-"""Real services for tests: the machine's Redis (each test gets its own key prefix) and a SeaweedFS S3 server."""
+"""Real services for tests: the machine's Redis (a key prefix per test) and a SeaweedFS S3 server."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ from rq.timeouts import JobTimeoutException
 
 from model.pipeline_types import DecodedChunk, GenerationRequest, GenerationResult
 from worker.contract import JobError, JobMetrics, JobRecord, JobResult, JobStore, Settings
-from worker.contract.store import JobNotFound
+from worker.contract.store import JobNotFoundError
 from worker.encode import encode_mp4, encode_thumbnail
 from worker.heartbeat import WorkerState
 from worker.metrics import WorkerMetrics
@@ -144,7 +144,7 @@ class JobRun:
 
         try:
             job = self.store.update(self.job_id, change)
-        except JobNotFound:
+        except JobNotFoundError:
             log.warning("job record missing; skipping", extra={"job_id": self.job_id})
             return None
         if not moved:

@@ -150,7 +150,7 @@ def run(settings: Settings | None = None) -> None:
     if settings.worker_metrics_port:
         process.context.metrics.serve(settings.worker_metrics_port)
     process.start()
-    log.info("worker ready", extra={"name": process.context.state.name, "preset": settings.preset})
+    log.info("worker ready", extra={"worker": process.context.state.name, "preset": settings.preset})
     try:
         process.worker.work(logging_level=settings.log_level.upper())
     finally:

@@ -35,7 +35,7 @@ import httpx
 import redis
 
 from worker.contract import JobRecord, JobStore, WebhookAttempt
-from worker.contract.store import JobNotFound
+from worker.contract.store import JobNotFoundError
 
 if TYPE_CHECKING:
     from worker.contract import Settings
@@ -327,7 +327,7 @@ class WebhookSender:
         )
         try:
             self.store.update(delivery.job_id, lambda job: job.webhook_deliveries.append(entry))
-        except JobNotFound:
+        except JobNotFoundError:
             log.warning("webhook for an expired job", extra={"job_id": delivery.job_id})
 
 

@@ -48,7 +48,9 @@ def check_against_preset(req: GenerateRequest, cfg: ModelConfig) -> list[tuple[s
         errors.append(("width", "give both width and height, or neither"))
     elif req.width is not None and (req.width, req.height) not in cfg.resolutions:
         allowed = ", ".join(f"{w}x{h}" for w, h in cfg.resolutions)
-        errors.append(("width", f"{req.width}x{req.height} is not served by preset {cfg.name}; use one of {allowed}"))
+        errors.append(
+            ("width", f"{req.width}x{req.height} is not served by preset {cfg.name}; use one of {allowed}")
+        )
     if req.num_frames is not None and req.duration_s is not None:
         errors.append(("num_frames", "give num_frames or duration_s, not both"))
     tf = cfg.vae.temporal_factor

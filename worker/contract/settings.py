@@ -1,4 +1,4 @@
-"""One settings class (prefix M4V_) for the API, the workers and the CLI. Built at start-up, never at import."""
+"""One settings class (prefix M4V_) for the API, the workers and the CLI. Built at start-up, not import."""
 
 from __future__ import annotations
 
@@ -21,8 +21,12 @@ class Settings(BaseSettings):
     # --- model ---
     preset: str = Field("tiny", description="model preset served: tiny, m4v-768p, attn-768p")
     weights: str | None = Field(None, description="checkpoint dir/file or s3:// URL; tiny: packaged weights")
-    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="worker device; auto = CUDA if present")
-    scan_backend: Literal["auto", "kernel", "ref"] = Field("auto", description="Mamba2 scan: kernels or PyTorch")
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        "auto", description="worker device; auto = CUDA if present"
+    )
+    scan_backend: Literal["auto", "kernel", "ref"] = Field(
+        "auto", description="Mamba2 scan: kernels or PyTorch"
+    )
     context_cache: bool = Field(True, description="reuse text/history context within a (unit, stage)")
     t5_path: str | None = Field(None, description="local T5 encoder dir (transformers layout), t5_clip")
     clip_path: str | None = Field(None, description="local CLIP text model dir (transformers layout)")

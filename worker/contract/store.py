@@ -58,14 +58,16 @@ class Keys:
 keys = Keys()
 
 
-class JobNotFound(KeyError):
+class JobNotFoundError(KeyError):
     pass
 
 
 class JobStore:
     """Reads and updates job records atomically (WATCH/MULTI), and appends job events."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "m4v", ttl_s: int = 7 * 24 * 3600, events_maxlen: int = 5000):
+    def __init__(
+        self, client: redis.Redis, prefix: str = "m4v", ttl_s: int = 7 * 24 * 3600, events_maxlen: int = 5000
+    ):
         self.r = client
         self.keys = Keys(prefix)
         self.ttl_s = ttl_s
@@ -77,7 +79,7 @@ class JobStore:
     def get(self, job_id: str) -> JobRecord:
         raw = self.r.get(self.keys.job(job_id))
         if raw is None:
-            raise JobNotFound(job_id)
+            raise JobNotFoundError(job_id)
         return JobRecord.model_validate_json(raw)
 
     def get_many(self, job_ids: Iterable[str]) -> list[JobRecord | None]:
@@ -94,7 +96,7 @@ class JobStore:
                     pipe.watch(key)
                     raw = pipe.get(key)
                     if raw is None:
-                        raise JobNotFound(job_id)
+                        raise JobNotFoundError(job_id)
                     job = JobRecord.model_validate_json(raw)
                     if change(job) is False:
                         pipe.unwatch()
@@ -106,7 +108,9 @@ class JobStore:
                 except redis.WatchError:
                     continue
 
-    def transition(self, job_id: str, allowed_from: Iterable[str], to: str, **fields: Any) -> JobRecord | None:
+    def transition(
+        self, job_id: str, allowed_from: Iterable[str], to: str, **fields: Any
+    ) -> JobRecord | None:
         """Move a job to status `to` only if its status is in allowed_from; None if it was not."""
         allowed = set(allowed_from)
         moved = False
@@ -128,14 +132,19 @@ class JobStore:
     def append_event(self, job_id: str, event_type: str, data: dict[str, Any]) -> str:
         key = self.keys.events(job_id)
         with self.r.pipeline(transaction=True) as pipe:
-            pipe.xadd(key, {"type": event_type, "data": json.dumps(data, default=str)},
-                      maxlen=self.events_maxlen, approximate=True)
+            pipe.xadd(
+                key,
+                {"type": event_type, "data": json.dumps(data, default=str)},
+                maxlen=self.events_maxlen,
+                approximate=True,
+            )
             pipe.expire(key, self.ttl_s)
             event_id, _ = pipe.execute()
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
-    def read_events(self, job_id: str, after: str = "0-0", block_ms: int | None = None,
-                    count: int = 100) -> list[tuple[str, str, dict[str, Any]]]:
+    def read_events(
+        self, job_id: str, after: str = "0-0", block_ms: int | None = None, count: int = 100
+    ) -> list[tuple[str, str, dict[str, Any]]]:
         """Events after stream id `after` as (id, type, data); blocks up to block_ms for new ones."""
         res = self.r.xread({self.keys.events(job_id): after}, count=count, block=block_ms)
         out: list[tuple[str, str, dict[str, Any]]] = []
