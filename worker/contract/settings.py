@@ -55,6 +55,22 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, description="port of `m4v api`")
     public_url: str | None = Field(None, description="base URL used in status_url/events_url links")
 
+    # --- API security and limits (service/auth.py, service/ratelimit.py, service/limits.py) ---
+    auth_mode: Literal["keys", "open"] = Field(
+        "keys", description="keys: Bearer API keys required; open: no auth (`m4v up` default; logs a WARNING)"
+    )
+    api_keys: list[SecretStr] = Field(
+        [], description='JSON list of "<key id>:<sha256 hex of the key>"; `m4v keys create` makes one'
+    )
+    rate_limit_requests: int = Field(
+        600, ge=0, description="requests per key per rate_limit_window_s (open mode: per client IP); 0 = off"
+    )
+    rate_limit_window_s: int = Field(60, ge=1, description="rate-limit window (fixed, in Redis)")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="request bodies above this answer 413")
+    max_prompt_chars: int = Field(
+        2000, ge=1, le=2000, description="prompt and negative_prompt length limit (at most the schema's 2000)"
+    )
+
     # --- worker ---
     worker_name: str | None = Field(None, description="unique worker name; default host:pid")
     worker_metrics_port: int = Field(9100, description="Prometheus port of the worker; 0 = off")
