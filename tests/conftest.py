@@ -18,6 +18,15 @@ from m4v_cli.seaweed import SeaweedS3
 REDIS_URL = os.environ.get("M4V_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _open_auth_by_default() -> Iterator[None]:
+    """Settings default to auth_mode=keys; tests (and the processes they start) run in open mode unless they
+    pass auth_mode="keys" themselves, as tests/service/test_auth*.py do."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("M4V_AUTH_MODE", os.environ.get("M4V_TEST_AUTH_MODE", "open"))
+        yield
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     redis.Redis.from_url(REDIS_URL).ping()
