@@ -2,6 +2,8 @@
 
     ServiceError                      500 internal
      +-- InvalidRequestError          422 validation_error     details = [{field, message}]
+     +-- AuthenticationError          401 unauthorized         no, malformed or unknown API key
+     +-- RateLimitedError             429 rate_limited         per-key window used up; Retry-After
      +-- JobNotFoundError             404 not_found            unknown job, or another owner's job
      +-- VideoNotReadyError           404 video_not_ready      the job has no video (yet)
      +-- IdempotencyConflictError     409 idempotency_conflict
@@ -50,6 +52,22 @@ class InvalidRequestError(ServiceError):
     def from_fields(cls, problems: list[tuple[str, str]]) -> InvalidRequestError:
         message = "; ".join(f"{field}: {msg}" for field, msg in problems)
         return cls(message, details=[{"field": field, "message": msg} for field, msg in problems])
+
+
+class AuthenticationError(ServiceError):
+    status_code = 401
+    error_type = "unauthorized"
+
+    def __init__(self, message: str):
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="m4v-serve"'})
+
+
+class RateLimitedError(ServiceError):
+    status_code = 429
+    error_type = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int, details: Any = None):
+        super().__init__(message, details=details, headers={"Retry-After": str(retry_after_s)})
 
 
 class JobNotFoundError(ServiceError):
