@@ -1,20 +1,129 @@
-"""Who is calling. Open mode for now: every caller is the anonymous owner (None).
+"""Who is calling: API keys as Bearer tokens, stored only as SHA-256 hashes; open mode when configured so.
 
-API keys come later: this is the one place that will map a key to a hashed owner id, and raise
-401/403 through service.errors. Routes already scope jobs and idempotency keys by owner.
+Settings.api_keys holds "<key id>:<sha256 hex of the key>" entries (`m4v keys create` prints a new key once,
+with its entry). A job belongs to the id of the key that created it; reads with another key answer 404
+(service.jobs.load_job). Keys are 256-bit random tokens, so a plain (unsalted) SHA-256 is enough: there is
+nothing to brute-force, and a hash leaked from the config cannot be used as a key.
+
+auth_mode=open (the `m4v up` default) makes every caller the anonymous owner None and logs a WARNING at start.
+Every authenticated request also counts against its caller's rate limit (service.ratelimit): per key id,
+or per client IP in open mode.
 """
 
 from __future__ import annotations
 
-from fastapi import Request
+import hashlib
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Annotated
 
-OPEN_OWNER = "open"  # the owner segment of idempotency keys in open mode
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.errors import AuthenticationError
+from service.ratelimit import RateLimiter
+from worker.contract import Settings
+
+log = logging.getLogger(__name__)
+
+OPEN_OWNER = "open"  # the owner segment of idempotency keys in open mode (never a key id)
+TOKEN_PREFIX = "m4v_"
+KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+bearer = HTTPBearer(
+    auto_error=False, description="API key: Authorization: Bearer m4v_... (`m4v keys create`)"
+)
 
 
-def current_owner(request: Request) -> str | None:
-    """The caller's owner id; None in open mode."""
-    del request
-    return None
+def new_api_key() -> str:
+    """A fresh key: m4v_ + 43 URL-safe characters (256 random bits)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_entry(key_id: str, key: str) -> str:
+    """The Settings.api_keys entry for key: "<key id>:<sha256 hex>"."""
+    if not KEY_ID.match(key_id) or key_id == OPEN_OWNER:
+        raise ValueError(f"key id {key_id!r}: use 1-64 of A-Z a-z 0-9 _ . - (not {OPEN_OWNER!r})")
+    return f"{key_id}:{hash_api_key(key)}"
+
+
+@dataclass(frozen=True)
+class KeyRegistry:
+    """sha256 hex -> key id."""
+
+    by_hash: dict[str, str]
+
+    @classmethod
+    def from_entries(cls, entries: list[str]) -> KeyRegistry:
+        """Parse "<id>:<sha256 hex>" entries; errors name the entry's position, never its text."""
+        by_hash: dict[str, str] = {}
+        for index, entry in enumerate(entries):
+            key_id, _, digest = entry.strip().partition(":")
+            digest = digest.lower()
+            if not KEY_ID.match(key_id) or key_id == OPEN_OWNER or not SHA256_HEX.match(digest):
+                raise ValueError(f"M4V_API_KEYS entry {index} is not '<key id>:<64 hex digits>'")
+            if digest in by_hash:
+                raise ValueError(f"M4V_API_KEYS entry {index} repeats the hash of key {by_hash[digest]!r}")
+            by_hash[digest] = key_id
+        return cls(by_hash)
+
+    def identify(self, token: str) -> str | None:
+        """The key id of token, or None. A dict lookup on the token's SHA-256 leaks nothing useful in its
+        timing: the caller cannot steer the digest."""
+        return self.by_hash.get(hash_api_key(token))
+
+
+@dataclass(frozen=True)
+class Authenticator:
+    open_mode: bool
+    registry: KeyRegistry
+    limiter: RateLimiter
+
+    @classmethod
+    def from_settings(cls, settings: Settings, limiter: RateLimiter) -> Authenticator:
+        registry = KeyRegistry.from_entries([k.get_secret_value() for k in settings.api_keys])
+        open_mode = settings.auth_mode == "open"
+        if open_mode:
+            log.warning(
+                "auth_mode=open: no API keys are checked and every caller shares one owner; "
+                "set M4V_AUTH_MODE=keys and M4V_API_KEYS for anything reachable by others"
+            )
+        elif not registry.by_hash:
+            log.error("auth_mode=keys but M4V_API_KEYS is empty: every job request will answer 401")
+        else:
+            log.info("api keys loaded", extra={"key_ids": sorted(set(registry.by_hash.values()))})
+        return cls(open_mode, registry, limiter)
+
+    def owner(self, credentials: HTTPAuthorizationCredentials | None, client_ip: str) -> str | None:
+        """The caller's owner id (None in open mode), after counting it against its rate limit."""
+        if self.open_mode:
+            self.limiter.check(f"ip:{client_ip}")
+            return None
+        if credentials is None:
+            raise AuthenticationError("missing API key: send the header 'Authorization: Bearer <key>'")
+        key_id = self.registry.identify(credentials.credentials)
+        if key_id is None:
+            log.info("rejected an unknown API key", extra={"client": client_ip})
+            raise AuthenticationError("invalid API key")
+        self.limiter.check(f"key:{key_id}")
+        return key_id
+
+
+def current_owner(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> str | None:
+    """The caller's owner id; None in open mode. 401 without a known key, 429 over the rate limit."""
+    auth: Authenticator = request.app.state.m4v.auth
+    client_ip = request.client.host if request.client else "unknown"
+    return auth.owner(credentials, client_ip)
 
 
 def owner_key(owner: str | None) -> str:

@@ -8,9 +8,11 @@ import redis
 import redis.asyncio as aredis
 
 from model.config import ModelConfig, get_preset
+from service.auth import Authenticator
 from service.metrics import ApiMetrics
 from service.presign import Presigner
 from service.queue import JobQueue
+from service.ratelimit import RateLimiter
 from worker.contract import JobStore, Settings
 
 SSE_SOCKET_TIMEOUT_S = 30.0
@@ -27,6 +29,7 @@ class ServiceState:
     queue: JobQueue
     presigner: Presigner
     metrics: ApiMetrics
+    auth: Authenticator  # API keys and the per-caller rate limit
 
     @classmethod
     def open(cls, settings: Settings, metrics: ApiMetrics) -> ServiceState:
@@ -53,6 +56,12 @@ class ServiceState:
             queue=queue,
             presigner=Presigner(settings),
             metrics=metrics,
+            auth=Authenticator.from_settings(
+                settings,
+                RateLimiter(
+                    client, settings.key_prefix, settings.rate_limit_requests, settings.rate_limit_window_s
+                ),
+            ),
         )
 
     async def close(self) -> None:
