@@ -12,9 +12,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.errors import install_error_handlers
+from service.limits import LimitBody
 from service.logs import configure_logging
 from service.metrics import ApiMetrics
-from service.middleware import LimitBody, ObserveRequests
+from service.middleware import ObserveRequests
 from service.routes import events, generate, health, jobs, metrics, workers
 from service.state import ServiceState
 from worker.contract import Settings
@@ -44,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(LimitBody)
+    app.add_middleware(LimitBody, max_bytes=settings.max_body_bytes)
     app.add_middleware(ObserveRequests, metrics=api_metrics)  # added last = outermost: sees the 413s too
     for router in (
         generate.router,

@@ -7,7 +7,7 @@
      +-- JobNotFoundError             404 not_found            unknown job, or another owner's job
      +-- VideoNotReadyError           404 video_not_ready      the job has no video (yet)
      +-- IdempotencyConflictError     409 idempotency_conflict
-     +-- PayloadTooLargeError         413 payload_too_large     (raised by middleware.LimitBody)
+     +-- PayloadTooLargeError         413 payload_too_large     (raised by limits.LimitBody)
      +-- ServiceUnavailableError      503 unavailable          always with Retry-After
           +-- QueueFullError          503 queue_full
           +-- StoreUnavailableError   503 store_unavailable    Redis down (redis.ConnectionError/TimeoutError)

@@ -1,5 +1,6 @@
 """Pure ASGI middlewares (safe around streaming SSE responses): per-request observation (one access-log
-line and the HTTP metrics, labelled by route template /jobs/{id}, not the raw path) and a body-size limit."""
+line and the HTTP metrics, labelled by route template /jobs/{id}, not the raw path). The body-size limit
+is service.limits.LimitBody."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import time
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLargeError, error_response
 from service.metrics import ApiMetrics
 
 log = logging.getLogger("service.access")
@@ -57,26 +57,3 @@ class ObserveRequests:
                     "duration_ms": round(seconds * 1000, 2),
                 },
             )
-
-
-MAX_BODY_BYTES = 64 * 1024  # a GenerateRequest is at most a few KiB (prompts are capped at 2000 chars)
-
-
-class LimitBody:
-    """413 before reading a body that declares more than max_bytes (Content-Length)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            declared = dict(scope["headers"]).get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-                error = PayloadTooLargeError(
-                    f"request body of {int(declared)} bytes exceeds {self.max_bytes} bytes",
-                    details={"limit": self.max_bytes},
-                )
-                await error_response(error)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)

@@ -6,9 +6,10 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import ValidationError
 
+from service.auth import current_owner
 from service.deps import StateDep
 from service.schemas import ErrorOut, WorkerOut, WorkersOut
 
@@ -32,7 +33,12 @@ def _parse(key: bytes, raw: bytes | str | None, now: datetime) -> WorkerOut | No
     return worker
 
 
-@router.get("/workers", response_model=WorkersOut, responses={503: {"model": ErrorOut}})
+@router.get(
+    "/workers",
+    response_model=WorkersOut,
+    responses={503: {"model": ErrorOut}},
+    dependencies=[Depends(current_owner)],  # any valid key; fleet details are not public
+)
 def workers(state: StateDep) -> WorkersOut:
     keys = sorted(state.redis.scan_iter(match=state.store.keys.worker_pattern(), count=500))
     raws = state.redis.mget(keys) if keys else []
