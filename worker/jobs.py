@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -32,9 +33,12 @@ from model.pipeline_types import DecodedChunk, GenerationRequest, GenerationResu
 from worker.contract import JobError, JobMetrics, JobRecord, JobResult, JobStore, Settings
 from worker.contract.store import JobNotFoundError
 from worker.encode import encode_mp4, encode_thumbnail
+from worker.faults import oom_error
 from worker.heartbeat import WorkerState
 from worker.metrics import WorkerMetrics
 from worker.progress import JobCanceledError, JobTimedOutError, ProgressReporter
+from worker.shutdown import DrainRequestedError, StepGate, requeue_drained
+from worker.spool import Spool, SpooledObject
 from worker.storage import Storage, StorageError, video_keys
 from worker.webhooks import WebhookSender, job_view
 
@@ -59,6 +63,8 @@ class JobContext:
     webhooks: WebhookSender
     metrics: WorkerMetrics
     state: WorkerState
+    drain: threading.Event = field(default_factory=threading.Event)  # SIGTERM: stop at a step boundary
+    spool: Spool | None = None  # where finished videos go when S3 refuses them (worker/spool.py)
 
 
 _context: ContextVar[JobContext] = ContextVar("m4v_job_context")
@@ -104,6 +110,9 @@ class JobRun:
         self.ctx.metrics.busy.set(1)
         try:
             return self._execute(job)
+        except DrainRequestedError as exc:
+            requeue_drained(self.store, job, str(exc))
+            return "requeued"
         except JobCanceledError as exc:
             log.info("job canceled", extra={"job_id": job.id, "reason": str(exc)})
             return self._end(job, "canceled", None, result=self._partial_result(job))
@@ -111,8 +120,7 @@ class JobRun:
             error = JobError(type="timeout", message=str(exc) or "job timed out")
             return self._end(job, "timed_out", error, result=self._partial_result(job))
         except torch.cuda.OutOfMemoryError as exc:
-            torch.cuda.empty_cache()
-            return self._end(job, "failed", JobError(type="out_of_memory", message=str(exc)[:500]))
+            return self._end(job, "failed", oom_error(exc))
         except StorageError as exc:
             return self._end(job, "failed", JobError(type="upload_failed", message=str(exc)[:500]))
         except ValueError as exc:
@@ -184,7 +192,9 @@ class JobRun:
             webhooks=self.ctx.webhooks,
         )
         result: GenerationResult = self.ctx.pipeline.generate(
-            request, on_progress=reporter, on_chunk=self._chunk
+            request,
+            on_progress=StepGate(reporter, self.ctx.drain, self.ctx.settings.drain_finish_fraction),
+            on_chunk=self._chunk,
         )
         began = time.perf_counter()
         video = encode_mp4(result.frames, fps=spec.fps)
@@ -216,15 +226,24 @@ class JobRun:
             partial=partial,
             frames_done=frames,
         )
-        storage.upload(keys.video, mp4, "video/mp4")
-        storage.upload(keys.thumbnail, jpg, "image/jpeg")
         meta = {
             "id": job.id,
             "created_at": job.created_at.isoformat(),
             "spec": job.spec.model_dump(mode="json"),
             "result": result.model_dump(mode="json", exclude={"video_url", "expires_at", "thumbnail_url"}),
         }
-        storage.upload(keys.metadata, json.dumps(meta, indent=2).encode(), "application/json")
+        objects = [
+            SpooledObject(keys.video, mp4, "video/mp4"),
+            SpooledObject(keys.thumbnail, jpg, "image/jpeg"),
+            SpooledObject(keys.metadata, json.dumps(meta, indent=2).encode(), "application/json"),
+        ]
+        try:
+            for obj in objects:
+                storage.upload(obj.key, obj.data, obj.content_type)
+        except StorageError:
+            if self.ctx.spool is not None and not partial:
+                self.ctx.spool.keep(job.id, objects, result)
+            raise
         return result
 
     def _partial_result(self, job: JobRecord) -> JobResult | None:

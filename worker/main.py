@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import redis
 import torch
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from rq import Queue
 
 from worker.contract import JobStore, Settings
@@ -26,7 +28,9 @@ from worker.heartbeat import Heartbeat, WorkerState
 from worker.jobs import JobContext
 from worker.metrics import WorkerMetrics
 from worker.pipeline import load_pipeline
+from worker.recovery import Reaper, Recovery
 from worker.rqworker import M4VWorker
+from worker.spool import Spool
 from worker.storage import Storage
 from worker.webhooks import WebhookDispatcher, WebhookSender
 
@@ -89,15 +93,20 @@ class WorkerProcess:
     context: JobContext
     heartbeat: Heartbeat
     dispatcher: WebhookDispatcher
+    recovery: Recovery | None = None
 
     def start(self) -> None:
         self.context.state.model_loaded = True
         self.context.metrics.ready.set(1)
         self.heartbeat.start()
         self.dispatcher.start()
+        if self.recovery is not None:
+            self.recovery.start()
 
     def stop(self) -> None:
         self.context.metrics.ready.set(0)
+        if self.recovery is not None:
+            self.recovery.stop()
         self.dispatcher.stop()
         self.heartbeat.stop()
         self.context.webhooks.close()
@@ -111,7 +120,14 @@ def build_worker(
     webhook_transport: httpx.BaseTransport | None = None,
 ) -> WorkerProcess:
     """Everything but the work loop. Pass `pipeline` to reuse an already loaded one (tests, CLI)."""
-    client = redis.Redis.from_url(settings.redis_url)
+    # A Redis restart of a few seconds is retried inside each command instead of failing the job.
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 10),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
     name = settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
     if pipeline is None:
         device = choose_device(settings.device)
@@ -130,15 +146,25 @@ def build_worker(
     webhooks = WebhookSender.from_settings(
         settings, client, store, transport=webhook_transport, metrics=metrics
     )
-    context = JobContext(settings, store, pipeline, storage, webhooks, metrics, state)
+    spool = Spool.from_settings(settings)
+    context = JobContext(settings, store, pipeline, storage, webhooks, metrics, state, spool=spool)
     queues = [Queue(q, connection=client) for q in store.keys.queues()]
-    worker = M4VWorker(queues, context=context, name=name, connection=client)
+    worker = M4VWorker(queues, context=context, name=name, connection=client, lease_s=settings.job_lease_s)
+    recovery = Recovery(
+        Reaper(client, store, settings.max_attempts, webhooks),
+        worker.renew_lease,
+        period_s=min(settings.heartbeat_s, settings.job_lease_s / 3),
+        reap_every_s=settings.reaper_interval_s,
+        retry_spool=lambda: spool.retry_all(storage, store, webhooks),
+        spool_every_s=settings.spool_retry_s,
+    )
     return WorkerProcess(
         settings=settings,
         worker=worker,
         context=context,
         heartbeat=Heartbeat(client, store.keys.worker(name), state, settings.heartbeat_s),
         dispatcher=WebhookDispatcher(webhooks),
+        recovery=recovery,
     )
 
 
@@ -152,9 +178,22 @@ def run(settings: Settings | None = None) -> None:
     process.start()
     log.info("worker ready", extra={"worker": process.context.state.name, "preset": settings.preset})
     try:
-        process.worker.work(logging_level=settings.log_level.upper())
+        serve_until_stopped(process, settings)
     finally:
         process.stop()
+
+
+def serve_until_stopped(process: WorkerProcess, settings: Settings, max_wait_s: float = 30.0) -> None:
+    """rq's work loop quits on a Redis error it cannot retry; start it again (with backoff) unless a
+    SIGTERM/SIGINT asked us to stop. A job cut by the outage is recovered by the reaper (lease lapse)."""
+    wait_s = 1.0
+    while True:
+        process.worker.work(logging_level=settings.log_level.upper())
+        if process.worker._stop_requested or process.context.drain.is_set():
+            return
+        log.warning("rq work loop ended (Redis unreachable?); restarting", extra={"retry_in_s": wait_s})
+        time.sleep(wait_s)
+        wait_s = min(max_wait_s, wait_s * 2)
 
 
 def run_burst(

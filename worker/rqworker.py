@@ -3,13 +3,19 @@
 Jobs are enqueued by name ("worker.jobs.run_job"); the loaded pipeline and clients reach run_job through
 a context variable set around each job, so nothing global is created at import.
 
-SIGTERM: rq's warm shutdown lets the current job finish, then the worker exits (a long job is not cut
-at a step boundary and requeued; the deployment's termination grace period must cover one job).
+Lease: a running job's StartedJobRegistry entry lives job_lease_s (not rq's job_timeout + 60 s) and the
+Recovery thread (worker/recovery.py) renews it via renew_lease(); a SIGKILLed worker's job lapses quickly.
+
+SIGTERM (one, as docker/worker_drain.py sends): rq's warm shutdown plus a drain request; the job stops at
+the next sampler step boundary and goes back to the queue (or finishes if nearly done, see
+worker/shutdown.py), then the worker exits. A second SIGTERM is rq's cold shutdown (the job is abandoned
+and recovered by the reaper).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,10 +30,60 @@ log = logging.getLogger(__name__)
 class M4VWorker(SimpleWorker):
     """Dequeues in the order the queues are given (high, normal, low) and runs jobs with its context."""
 
-    def __init__(self, queues: Sequence[Queue], *, context: JobContext, **kwargs: Any) -> None:
+    def __init__(
+        self, queues: Sequence[Queue], *, context: JobContext, lease_s: int = 30, **kwargs: Any
+    ) -> None:
         super().__init__(list(queues), **kwargs)
         self.context = context
+        self.lease_s = lease_s
+        self._lease_job: Job | None = None
+        self._lease_lock = threading.Lock()
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        return self.lease_s
+
+    def renew_lease(self) -> None:
+        """Extend the running job's StartedJobRegistry entry (called from the Recovery thread)."""
+        with self._lease_lock:
+            job = self._lease_job
+            if job is not None and self.execution is not None:
+                self.maintain_heartbeats(job)
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        self.context.drain.set()
+        super().request_stop(signum, frame)
 
     def perform_job(self, job: Job, queue: Queue) -> bool:
-        with use_context(self.context):
-            return bool(super().perform_job(job, queue))
+        with self._lease_lock:
+            self._lease_job = job
+        try:
+            with use_context(self.context):
+                ok = bool(super().perform_job(job, queue))
+        finally:
+            with self._lease_lock:
+                self._lease_job = None
+        self._requeue_if_drained(job, queue)
+        return ok
+
+    def _requeue_if_drained(self, job: Job, queue: Queue) -> None:
+        """A job stopped by SIGTERM has its record back at `queued`; rq just finished its copy, so put a
+        fresh rq job (same id) at the front of its queue and drop the finished copy's expiry."""
+        from worker.contract.store import JobNotFoundError
+
+        try:
+            status = self.context.store.get(job.id).status
+        except JobNotFoundError:
+            return
+        if status != "queued":
+            return
+        queue.enqueue(
+            job.func_name,
+            *job.args,
+            job_id=job.id,
+            job_timeout=job.timeout,
+            result_ttl=job.result_ttl,
+            failure_ttl=job.failure_ttl,
+            at_front=True,
+        )
+        self.connection.persist(job.key)
+        log.info("drained job requeued", extra={"job_id": job.id, "queue": queue.name})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -55,8 +56,14 @@ class Storage:
         access_key: str | None = None,
         secret_key: str | None = None,
         multipart_threshold_bytes: int = 8 * 1024 * 1024,
+        upload_attempts: int = 5,
+        retry_base_s: float = 0.5,
+        retry_max_s: float = 8.0,
     ) -> None:
         self.bucket = bucket
+        self.upload_attempts = max(1, upload_attempts)
+        self.retry_base_s = retry_base_s
+        self.retry_max_s = retry_max_s
         self.client = boto3.client(
             "s3",
             endpoint_url=endpoint_url,
@@ -64,8 +71,13 @@ class Storage:
             aws_access_key_id=access_key,
             aws_secret_access_key=secret_key,
             # path style: SeaweedFS/MinIO endpoints have no per-bucket DNS names.
+            # botocore retries throttling/5xx within one try; upload() adds its own backoff loop on top.
             config=Config(
-                signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 3}
+                signature_version="s3v4",
+                s3={"addressing_style": "path"},
+                retries={"max_attempts": 3, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=30,
             ),
         )
         self.transfer = TransferConfig(
@@ -82,6 +94,9 @@ class Storage:
             access_key=settings.s3_access_key.get_secret_value() if settings.s3_access_key else None,
             secret_key=settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None,
             multipart_threshold_bytes=settings.multipart_threshold_bytes,
+            upload_attempts=settings.s3_upload_attempts,
+            retry_base_s=settings.s3_retry_base_s,
+            retry_max_s=settings.s3_retry_max_s,
         )
 
     def ensure_bucket(self) -> None:
@@ -102,17 +117,30 @@ class Storage:
             raise StorageError(f"create_bucket {self.bucket}: {exc}") from exc
 
     def upload(self, key: str, data: bytes, content_type: str) -> None:
-        """Upload bytes; boto3's transfer manager switches to multipart above the threshold."""
-        try:
-            self.client.upload_fileobj(
-                io.BytesIO(data),
-                self.bucket,
-                key,
-                ExtraArgs={"ContentType": content_type},
-                Config=self.transfer,
-            )
-        except (ClientError, BotoCoreError, Boto3Error) as exc:
-            raise StorageError(f"upload s3://{self.bucket}/{key}: {exc}") from exc
+        """Upload bytes (multipart above the threshold), up to upload_attempts tries with exponential
+        backoff between them; StorageError after the last. Same key, same bytes: a retry overwrites."""
+        delay = self.retry_base_s
+        for attempt in range(1, self.upload_attempts + 1):
+            try:
+                self.client.upload_fileobj(
+                    io.BytesIO(data),
+                    self.bucket,
+                    key,
+                    ExtraArgs={"ContentType": content_type},
+                    Config=self.transfer,
+                )
+                return
+            except (ClientError, BotoCoreError, Boto3Error) as exc:
+                if attempt == self.upload_attempts:
+                    raise StorageError(
+                        f"upload s3://{self.bucket}/{key} failed after {attempt} tries: {exc}"
+                    ) from exc
+                log.warning(
+                    "upload failed; retrying",
+                    extra={"key": key, "attempt": attempt, "retry_in_s": delay, "error": str(exc)[:200]},
+                )
+                time.sleep(delay)
+                delay = min(self.retry_max_s, delay * 2)
 
     def download(self, key: str) -> bytes:
         try:

@@ -76,5 +76,20 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(9100, description="Prometheus port of the worker; 0 = off")
     heartbeat_s: float = Field(5.0, description="worker heartbeat period")
     max_attempts: int = Field(3, description="runs of a job before an abandoned job is failed")
+    job_lease_s: int = Field(
+        30, ge=2, description="rq started-job lease, renewed every heartbeat_s; lapsed = abandoned job"
+    )
+    reaper_interval_s: float = Field(10.0, gt=0, description="how often a worker looks for abandoned jobs")
+    drain_finish_fraction: float = Field(
+        0.9, ge=0, le=1, description="on SIGTERM, finish a job this far along; requeue it otherwise"
+    )
+    torch_threads: int = Field(0, ge=0, description="torch CPU threads of a worker; 0 = torch's default")
+    s3_upload_attempts: int = Field(5, ge=1, description="tries per S3 upload before upload_failed")
+    s3_retry_base_s: float = Field(0.5, ge=0, description="first backoff between S3 upload tries (doubles)")
+    s3_retry_max_s: float = Field(8.0, ge=0, description="longest backoff between S3 upload tries")
+    spool_dir: str | None = Field(
+        None, description="where videos that could not be uploaded are kept; default <tmp>/m4v-spool"
+    )
+    spool_retry_s: float = Field(60.0, gt=0, description="how often a worker retries spooled uploads")
     log_level: str = Field("INFO", description="logging level")
     log_json: bool = Field(True, description="structured JSON logs")

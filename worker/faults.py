@@ -1,0 +1,36 @@
+"""Mapping of hardware faults at the job boundary (worker/jobs.py): CUDA out of memory -> out_of_memory.
+
+The failed job's tensors die with its frames; this frees what the caching allocator still holds so the next
+job starts from a clean pool, and turns the exception into the JobError clients see.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+
+import torch
+
+from worker.contract import JobError
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 500
+
+
+def free_accelerator_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def oom_error(exc: torch.cuda.OutOfMemoryError) -> JobError:
+    """Free cached GPU memory and describe the failure (error.type out_of_memory)."""
+    free_accelerator_memory()
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else "CUDA out of memory"
+    log.warning("job ran out of GPU memory", extra={"error": message[:200]})
+    return JobError(
+        type="out_of_memory",
+        message=f"{message[:MAX_MESSAGE_CHARS]} (try fewer frames or a lower resolution)",
+    )

@@ -1,0 +1,217 @@
+"""Abandoned jobs: a worker that dies mid-job (SIGKILL, node loss, OOM killer) leaves its job `running`.
+
+rq's own mechanism does the detection: every running job has an execution in the queue's
+StartedJobRegistry scored by a lease expiry. A SimpleWorker never renews it during a job (its lease would be
+job_timeout + 60 s), so M4VWorker uses a short lease (Settings.job_lease_s) that the Recovery thread renews
+every heartbeat_s while the job runs. StartedJobRegistry.cleanup() then finds lapsed leases and calls our
+exception handler with AbandonedJobError before deciding between rq's retry and its FailedJobRegistry:
+
+  record running/queued, attempts < max_attempts -> record back to queued, rq's own job.retry() requeues it
+  record running, attempts >= max_attempts        -> record failed, error.type worker_lost, rq marks it failed
+  record already terminal                         -> left alone (the worker died after finishing it)
+
+At-least-once: a re-run uploads to the same keys (derived from the job id): it overwrites, never duplicates.
+Every worker process runs a Recovery thread; a Redis lock lets exactly one of them reap at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import redis
+from rq import Queue
+from rq.exceptions import AbandonedJobError
+from rq.job import Job
+
+from worker.contract import JobError, JobProgress, JobRecord, JobStore
+from worker.contract.store import JobNotFoundError
+
+if TYPE_CHECKING:
+    from worker.webhooks import WebhookSender
+
+log = logging.getLogger(__name__)
+
+INTERMEDIATE_STUCK_S = 60  # rq's own threshold for a job dequeued but never registered as started
+
+
+@dataclass(frozen=True)
+class Settlement:
+    job_id: str
+    outcome: str  # "requeued", "failed", "ignored"
+    attempts: int
+
+
+def settle_abandoned(
+    store: JobStore, job_id: str, max_attempts: int, reason: str, webhooks: WebhookSender | None = None
+) -> Settlement:
+    """Decide an abandoned job's fate on its record: back to queued, or failed with worker_lost."""
+    outcome = "ignored"
+    now = datetime.now(UTC)
+
+    def change(job: JobRecord) -> bool:
+        nonlocal outcome
+        if job.status not in ("running", "queued"):
+            outcome = "ignored"
+            return False
+        if job.status == "running" and job.attempts >= max_attempts:
+            job.status = "failed"
+            job.finished_at = now
+            job.error = JobError(
+                type="worker_lost",
+                message=f"{reason}; gave up after {job.attempts} of {max_attempts} attempts",
+            )
+            outcome = "failed"
+        else:
+            job.status = "queued"
+            job.started_at = None
+            job.worker = None
+            job.progress = JobProgress()
+            outcome = "requeued"
+        return True
+
+    try:
+        job = store.update(job_id, change)
+    except JobNotFoundError:
+        return Settlement(job_id, "ignored", 0)
+    if outcome == "requeued":
+        store.append_event(
+            job_id, "status", {"job_id": job_id, "status": "queued", "at": now.isoformat(), "reason": reason}
+        )
+    elif outcome == "failed":
+        from worker.webhooks import job_view  # webhooks pulls in httpx; only the failure path needs it
+
+        view = job_view(job)
+        store.append_event(job_id, "done", view)
+        if webhooks is not None:
+            webhooks.submit(job, "failed", data=view)
+    log.warning(
+        "abandoned job settled",
+        extra={"job_id": job_id, "outcome": outcome, "attempts": job.attempts, "reason": reason},
+    )
+    return Settlement(job_id, outcome, job.attempts)
+
+
+@dataclass
+class Reaper:
+    """rq StartedJobRegistry.cleanup over our queues under one Redis lock, settling each abandoned job."""
+
+    client: redis.Redis
+    store: JobStore
+    max_attempts: int
+    webhooks: WebhookSender | None = None
+    lock_timeout_s: float = 60.0
+    settled: list[Settlement] = field(default_factory=list)
+
+    @property
+    def lock_key(self) -> str:
+        return f"{self.store.keys.prefix}:reaper:lock"
+
+    def handle(self, job: Job, exc_type: type[BaseException], exc_value: Any, tb: Any) -> bool:
+        """rq exception handler; for AbandonedJobError it sets retries so rq's cleanup requeues the job."""
+        if not issubclass(exc_type, AbandonedJobError):
+            return True
+        settlement = settle_abandoned(
+            self.store, job.id, self.max_attempts, "worker lost (lease expired)", self.webhooks
+        )
+        self.settled.append(settlement)
+        if settlement.outcome == "requeued":
+            job.retries_left = 1  # rq's cleanup: retries_left > 0 -> job.retry(queue) -> back in the queue
+            job.retry_intervals = None
+            job.enqueue_at_front_on_retry = True
+        return False
+
+    def reap_once(self) -> list[Settlement]:
+        """One pass over every queue; [] if another process holds the lock."""
+        lock = self.client.lock(self.lock_key, timeout=self.lock_timeout_s)
+        if not lock.acquire(blocking=False):
+            return []
+        self.settled = []
+        try:
+            for name in self.store.keys.queues():
+                queue = Queue(name, connection=self.client)
+                queue.started_job_registry.cleanup(exception_handlers=[self.handle])
+                self._requeue_stuck_intermediate(queue)
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                log.warning("reaper lock expired before release", extra={"key": self.lock_key})
+        return list(self.settled)
+
+    def _requeue_stuck_intermediate(self, queue: Queue) -> None:
+        """A job popped by a worker that died before registering it: rq would fail it; we requeue it."""
+        inter = queue.intermediate_queue
+        for job_id in inter.get_job_ids():
+            if job_id in queue.started_job_registry:
+                continue
+            if inter.set_first_seen(job_id) or not inter.should_be_cleaned_up(job_id):
+                continue
+            inter.remove(job_id)
+            job = queue.fetch_job(job_id)
+            if job is None:
+                continue
+            settlement = settle_abandoned(
+                self.store, job_id, self.max_attempts, "worker lost before start", self.webhooks
+            )
+            self.settled.append(settlement)
+            if settlement.outcome == "requeued":
+                queue.enqueue_job(job, at_front=True)
+
+
+class Recovery:
+    """Background thread of a worker: renews the running job's lease every period_s, reaps every
+    reap_every_s, and retries spooled uploads every spool_every_s."""
+
+    def __init__(
+        self,
+        reaper: Reaper,
+        renew_lease: Callable[[], None],
+        period_s: float,
+        reap_every_s: float,
+        retry_spool: Callable[[], object] | None = None,
+        spool_every_s: float = 60.0,
+    ) -> None:
+        self.reaper = reaper
+        self.renew_lease = renew_lease
+        self.period_s = period_s
+        self.reap_every_s = reap_every_s
+        self.retry_spool = retry_spool
+        self.spool_every_s = spool_every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Recovery:
+        self._thread = threading.Thread(target=self._run, name="m4v-recovery", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        last_reap = last_spool = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            self._guard(self.renew_lease, "lease renewal failed")
+            if now - last_reap >= self.reap_every_s:
+                last_reap = now
+                self._guard(self.reaper.reap_once, "reaper pass failed")
+            if self.retry_spool is not None and now - last_spool >= self.spool_every_s:
+                last_spool = now
+                self._guard(self.retry_spool, "spool retry failed")
+            self._stop.wait(self.period_s)
+
+    @staticmethod
+    def _guard(fn: Callable[[], object], message: str) -> None:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - a Redis/S3 blip must not end the recovery thread
+            log.warning(message, exc_info=True)

@@ -1,0 +1,65 @@
+"""SIGTERM at a step boundary: the sampler finishes its current step, then the job goes back to the queue.
+
+M4VWorker.request_stop sets JobContext.drain; StepGate (wrapping the per-step progress callback) raises
+DrainRequestedError after the step unless the sampler is at least `finish_fraction` through, in which case the
+job runs to the end. requeue_drained() puts the record back to `queued` without counting the attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from worker.contract import JobProgress, JobRecord, JobStore
+
+if TYPE_CHECKING:
+    from model.pipeline_types import StepProgress
+
+log = logging.getLogger(__name__)
+
+
+class DrainRequestedError(Exception):
+    """The worker was asked to stop (SIGTERM); the job is to be requeued at this step boundary."""
+
+
+@dataclass
+class StepGate:
+    """on_progress wrapper: runs the reporter, then stops the job if a drain was requested."""
+
+    inner: Callable[[StepProgress], None]
+    drain: threading.Event
+    finish_fraction: float
+
+    def __call__(self, p: StepProgress) -> None:
+        self.inner(p)
+        if self.drain.is_set() and p.fraction < self.finish_fraction:
+            raise DrainRequestedError(f"worker stopping at step {p.steps_done}/{p.steps_all}")
+
+
+def requeue_drained(store: JobStore, job: JobRecord, reason: str) -> bool:
+    """running -> queued, attempt not counted; False if the record had already left `running`."""
+    moved = False
+
+    def change(rec: JobRecord) -> bool:
+        nonlocal moved
+        if rec.status != "running":
+            return False
+        rec.status = "queued"
+        rec.attempts = max(0, rec.attempts - 1)
+        rec.started_at = None
+        rec.worker = None
+        rec.progress = JobProgress()
+        moved = True
+        return True
+
+    store.update(job.id, change)
+    if moved:
+        at = datetime.now(UTC).isoformat()
+        event = {"job_id": job.id, "status": "queued", "at": at, "reason": reason}
+        store.append_event(job.id, "status", event)
+        log.info("job requeued on worker shutdown", extra={"job_id": job.id, "reason": reason})
+    return moved
