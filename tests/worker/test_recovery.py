@@ -1,0 +1,220 @@
+"""worker/recovery.py, shutdown.py, spool.py, faults.py and storage retries with real Redis, rq and SeaweedFS.
+
+An abandoned job is made the way a SIGKILLed worker leaves one: a real M4VWorker dequeues it and registers
+its execution with a 1 s lease, then nobody renews the lease.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import torch
+from rq import Queue
+
+from m4v_cli.seaweed import SeaweedS3
+from model.pipeline_types import StepProgress
+from worker.contract import JobError, JobResult, JobStore
+from worker.faults import oom_error
+from worker.recovery import Reaper
+from worker.rqworker import M4VWorker
+from worker.shutdown import DrainRequestedError, StepGate, requeue_drained
+from worker.spool import Spool, SpooledObject
+from worker.storage import Storage, StorageError
+
+from .jobs_helpers import make_job, submit
+
+
+def abandon(client: redis.Redis, store: JobStore, attempts: int) -> tuple[str, Queue]:
+    """Submit a job, let a real rq worker take it with a 1 s lease and mark the record running, then die."""
+    queue = Queue(store.keys.queue("normal"), connection=client)
+    job = make_job()
+    submit(store, queue, job)
+    worker = M4VWorker([queue], context=None, lease_s=1, connection=client)  # type: ignore[arg-type]
+    worker.register_birth()
+    dequeued = Queue.dequeue_any([queue], None, connection=client)
+    assert dequeued is not None and dequeued[0].id == job.id
+    worker.prepare_execution(dequeued[0])
+
+    def run(rec: Any) -> None:
+        rec.status, rec.attempts, rec.worker = "running", attempts, worker.name
+
+    store.update(job.id, run)
+    return job.id, queue
+
+
+@pytest.fixture
+def client(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)
+
+
+@pytest.fixture
+def store(client: redis.Redis, key_prefix: str) -> JobStore:
+    return JobStore(client, prefix=key_prefix)
+
+
+def wait_for_lapse() -> None:
+    time.sleep(2.2)  # lease 1 s; rq scores in whole seconds
+
+
+def test_abandoned_job_under_max_attempts_is_requeued_by_rq_retry(
+    client: redis.Redis, store: JobStore
+) -> None:
+    job_id, queue = abandon(client, store, attempts=1)
+    reaper = Reaper(client, store, max_attempts=3)
+    assert reaper.reap_once() == []  # lease still valid: nothing abandoned yet
+    wait_for_lapse()
+    settled = reaper.reap_once()
+    assert [(s.job_id, s.outcome) for s in settled] == [(job_id, "requeued")]
+    rec = store.get(job_id)
+    assert rec.status == "queued" and rec.attempts == 1 and rec.worker is None
+    assert queue.job_ids == [job_id]
+    assert job_id not in queue.started_job_registry
+    assert store.read_events(job_id)[-1][2]["reason"].startswith("worker lost")
+
+
+def test_abandoned_job_at_max_attempts_fails_with_worker_lost(client: redis.Redis, store: JobStore) -> None:
+    job_id, queue = abandon(client, store, attempts=3)
+    wait_for_lapse()
+    settled = Reaper(client, store, max_attempts=3).reap_once()
+    assert [s.outcome for s in settled] == ["failed"]
+    rec = store.get(job_id)
+    assert rec.status == "failed" and rec.error is not None and rec.error.type == "worker_lost"
+    assert "3 of 3 attempts" in rec.error.message
+    assert queue.job_ids == []
+    assert store.read_events(job_id)[-1][1] == "done"
+
+
+def test_finished_record_of_abandoned_job_is_left_alone(client: redis.Redis, store: JobStore) -> None:
+    job_id, queue = abandon(client, store, attempts=1)
+    store.transition(job_id, ["running"], "succeeded")
+    wait_for_lapse()
+    assert [s.outcome for s in Reaper(client, store, max_attempts=3).reap_once()] == ["ignored"]
+    assert store.get(job_id).status == "succeeded" and queue.job_ids == []
+
+
+def test_only_one_reaper_runs_at_a_time(client: redis.Redis, store: JobStore) -> None:
+    job_id, _queue = abandon(client, store, attempts=1)
+    wait_for_lapse()
+    reaper = Reaper(client, store, max_attempts=3)
+    held = client.lock(reaper.lock_key, timeout=10)
+    assert held.acquire(blocking=False)
+    try:
+        assert reaper.reap_once() == []
+        assert store.get(job_id).status == "running"
+    finally:
+        held.release()
+    assert [s.outcome for s in reaper.reap_once()] == ["requeued"]
+
+
+def test_renewed_lease_keeps_a_live_job_from_being_reaped(client: redis.Redis, store: JobStore) -> None:
+    queue = Queue(store.keys.queue("normal"), connection=client)
+    job = make_job()
+    submit(store, queue, job)
+    worker = M4VWorker([queue], context=None, lease_s=2, connection=client)  # type: ignore[arg-type]
+    worker.register_birth()
+    rq_job, _ = Queue.dequeue_any([queue], None, connection=client)  # type: ignore[misc]
+    worker.prepare_execution(rq_job)
+    worker._lease_job = rq_job
+    for _ in range(4):
+        time.sleep(0.8)
+        worker.renew_lease()
+    assert Reaper(client, store, max_attempts=3).reap_once() == []
+    assert job.id in queue.started_job_registry
+
+
+def step(done: int, total: int) -> StepProgress:
+    return StepProgress(0, 1, 0, 1, done, total, done, total, 0.1)
+
+
+def test_step_gate_stops_on_drain_unless_nearly_done() -> None:
+    import threading
+
+    seen: list[int] = []
+    drain = threading.Event()
+    gate = StepGate(lambda p: seen.append(p.steps_done), drain, finish_fraction=0.9)
+    gate(step(1, 10))
+    drain.set()
+    with pytest.raises(DrainRequestedError, match="2/10"):
+        gate(step(2, 10))
+    gate(step(9, 10))  # 90 % done: finish rather than requeue
+    assert seen == [1, 2, 9]
+
+
+def test_drained_job_goes_back_to_queued_without_counting_the_attempt(store: JobStore) -> None:
+    job = make_job()
+    job.status, job.attempts, job.worker = "running", 1, "w1"
+    store.create(job)
+    assert requeue_drained(store, job, "worker stopping")
+    rec = store.get(job.id)
+    assert (rec.status, rec.attempts, rec.worker) == ("queued", 0, None)
+    assert not requeue_drained(store, job, "again")  # no longer running
+
+
+def test_oom_maps_to_out_of_memory_with_a_hint() -> None:
+    exc = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore detail")
+    err = oom_error(exc)
+    assert err.type == "out_of_memory"
+    assert err.message.startswith("CUDA out of memory. Tried to allocate 20.00 GiB")
+    assert "more detail" not in err.message and "fewer frames" in err.message
+
+
+def test_upload_to_a_dead_endpoint_fails_after_bounded_backoff() -> None:
+    storage = Storage(
+        "b",
+        endpoint_url="http://127.0.0.1:9",
+        access_key="a",
+        secret_key="s",
+        upload_attempts=3,
+        retry_base_s=0.05,
+        retry_max_s=0.1,
+    )
+    began = time.monotonic()
+    with pytest.raises(StorageError, match="after 3 tries"):
+        storage.upload("videos/x.mp4", b"x", "video/mp4")
+    assert 0.15 <= time.monotonic() - began < 30
+
+
+def result_for(key: str, data: bytes) -> JobResult:
+    return JobResult(
+        video_key=key,
+        bytes=len(data),
+        width=16,
+        height=16,
+        frames=1,
+        fps=8,
+        seed=1,
+        sha256="0",
+        frames_done=1,
+    )
+
+
+def test_spooled_video_is_uploaded_later_and_the_job_succeeds(
+    tmp_path: Path, store: JobStore, s3_server: SeaweedS3, s3_bucket: str
+) -> None:
+    job = make_job()
+    job.status, job.error = "failed", JobError(type="upload_failed", message="S3 down")
+    store.create(job)
+    spool = Spool(tmp_path / "spool")
+    data = b"\x00mp4" * 100
+    spool.keep(job.id, [SpooledObject(f"videos/{job.id}.mp4", data, "video/mp4")], result_for("k", data))
+    assert spool.pending() == [job.id]
+
+    dead = Storage("b", endpoint_url="http://127.0.0.1:9", access_key="a", secret_key="s", upload_attempts=1)
+    assert spool.retry_all(dead, store)[job.id].startswith("error:")
+    assert spool.pending() == [job.id] and store.get(job.id).status == "failed"
+
+    live = Storage(
+        s3_bucket,
+        endpoint_url=s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+    )
+    assert spool.retry_all(live, store) == {job.id: "succeeded"}
+    assert live.download(f"videos/{job.id}.mp4") == data
+    rec = store.get(job.id)
+    assert rec.status == "succeeded" and rec.error is None and rec.result is not None
+    assert spool.pending() == []
