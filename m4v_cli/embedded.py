@@ -127,6 +127,8 @@ def _configure(stack: Stack, opts: UpOptions) -> None:
     env.setdefault("M4V_WORKER_NAME", f"embedded-{socket.gethostname()}-{os.getpid()}")
     env.setdefault("M4V_WORKER_METRICS_PORT", str(free_port()))
     env.setdefault("M4V_LOG_JSON", "false")
+    if env.setdefault("M4V_AUTH_MODE", "open") == "open":  # one machine, one user; the API warns too
+        log.warning("m4v up: API auth_mode=open (no API keys); set M4V_AUTH_MODE=keys to require keys")
 
 
 def _start_processes(stack: Stack, opts: UpOptions, on_step: Callable[[str], None]) -> None:

@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from m4v_cli.client import CLIError, GenerateOptions, generate
 from m4v_cli.embedded import Stack, StackError, UpOptions, default_home, start_stack
+from m4v_cli.keys import keys_app
 from m4v_cli.progress import JobProgressView
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,  # plain tracebacks: children of `m4v up` write them to log files
     help="M4V text-to-video service.",
 )
+app.add_typer(keys_app, name="keys")
 log = logging.getLogger("m4v_cli")
 
 ServerOpt = Annotated[str, typer.Option("--server", "-s", envvar="M4V_SERVER", help="API base URL")]
