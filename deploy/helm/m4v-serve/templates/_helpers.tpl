@@ -101,7 +101,7 @@ because an external URL may carry a password.
 {{/* Secret-backed settings; optional so that IAM-role S3 access and unsigned setups work. */}}
 {{- define "m4v-serve.secretEnv" -}}
 {{- $secret := include "m4v-serve.secretName" . }}
-{{- range $env := list "M4V_S3_ACCESS_KEY" "M4V_S3_SECRET_KEY" "M4V_WEBHOOK_SECRET" }}
+{{- range $env := list "M4V_S3_ACCESS_KEY" "M4V_S3_SECRET_KEY" "M4V_WEBHOOK_SECRET" "M4V_API_KEYS" }}
 - name: {{ $env }}
   valueFrom:
     secretKeyRef:
@@ -129,7 +129,7 @@ because an external URL may carry a password.
 {{- fail "keda: set keda.redis.address (host:port of the external Redis, as KEDA reaches it)" }}
 {{- end }}
 {{- range $k, $v := .Values.settings }}
-{{- if has $k (list "redis_url" "s3_access_key" "s3_secret_key" "webhook_secret") }}
+{{- if has $k (list "redis_url" "s3_access_key" "s3_secret_key" "webhook_secret" "api_keys") }}
 {{- fail (printf "settings.%s is a secret or chart-managed value: use secrets.* / redis.url" $k) }}
 {{- end }}
 {{- end }}
