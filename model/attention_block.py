@@ -10,7 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from model.config import NetworkConfig
-from model.layers import Conditioning, Modulation, QKNorm, attention, gate, layer_norm, modulate, split_heads
+from model.joint_attention import Attend, CachedAttend
+from model.layers import Conditioning, Modulation, QKNorm, gate, layer_norm, modulate, split_heads
 from model.mmdit import KV
 from model.rope import Rope, apply_rope
 
@@ -45,14 +46,17 @@ class AttentionBlock(nn.Module):
         y = self.linear2(torch.cat([attn, self.mlp_act(mlp)], dim=-1))
         return x + gate(y, n_cur, self.modulation(cond.ctx)[0], self.modulation(cond.cur)[0])
 
-    def forward(self, x: Tensor, cond: Conditioning, n_cur: int, pe: Rope, mask: Tensor) -> tuple[Tensor, KV]:
-        """x (B, L, D) = [text; video], last n_cur tokens the current frame; mask (B, 1, L, L) bool."""
+    def forward(
+        self, x: Tensor, cond: Conditioning, n_cur: int, pe: Rope, attend: Attend
+    ) -> tuple[Tensor, KV]:
+        """x (B, L, D) = [text; video], last n_cur tokens the current frame; attend = masked joint attention."""
         q, k, v, mlp = self._qkv_mlp(x, n_cur, cond, pe)
-        return self._out(x, attention(q, k, v, mask), mlp, n_cur, cond), KV(k, v)
+        return self._out(x, attend(q, k, v), mlp, n_cur, cond), KV(k, v)
 
-    def forward_cached(self, x: Tensor, cond: Conditioning, pe: Rope, key_mask: Tensor, ctx: KV) -> Tensor:
-        """x (B, n, D) the current frame against the cached context K/V; key_mask (B, 1, 1, Lc + n)."""
+    def forward_cached(
+        self, x: Tensor, cond: Conditioning, pe: Rope, attend: CachedAttend, ctx: KV
+    ) -> Tensor:
+        """x (B, n, D) the current frame against the cached context K/V (padded text masked by attend)."""
         n = x.shape[1]
         q, k, v, mlp = self._qkv_mlp(x, n, cond, pe)
-        k, v = torch.cat([ctx.k, k], dim=2), torch.cat([ctx.v, v], dim=2)  # (B, H, Lc+n, Dh)
-        return self._out(x, attention(q, k, v, key_mask), mlp, n, cond)
+        return self._out(x, attend(q, k, v, ctx.k, ctx.v), mlp, n, cond)

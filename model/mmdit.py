@@ -14,12 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from model.config import NetworkConfig
+from model.joint_attention import Attend, CachedAttend
 from model.layers import (
     Conditioning,
     ModOut,
     Modulation,
     QKNorm,
-    attention,
     gate,
     layer_norm,
     modulate,
@@ -78,26 +78,27 @@ class MMDiTBlock(nn.Module):
         self.vid = _Stream(cfg, device=device, dtype=dtype)
 
     def forward(
-        self, txt: Tensor, vid: Tensor, cond: Conditioning, n_cur: int, pe: Rope, mask: Tensor
+        self, txt: Tensor, vid: Tensor, cond: Conditioning, n_cur: int, pe: Rope, attend: Attend
     ) -> tuple[Tensor, Tensor, KV]:
-        """txt (B, Lt, D), vid (B, Lv, D) whose last n_cur tokens are the current frame; pe/mask over
-        [txt; vid]. Returns new txt, vid and the keys/values of all tokens (the context, when n_cur == 0)."""
+        """txt (B, Lt, D), vid (B, Lv, D) whose last n_cur tokens are the current frame; pe and the masked
+        joint attention `attend` (model/joint_attention.py) over [txt; vid]. Returns new txt, vid and the keys/values of all tokens (the context, when n_cur == 0)."""
         lt = txt.shape[1]
         t_ctx, t_cur = self.txt.mods(cond)
         v_ctx, v_cur = self.vid.mods(cond)
         tq, tk, tv = self.txt.qkv_heads(txt, 0, t_ctx[0], t_cur[0], pe[:lt])
         vq, vk, vv = self.vid.qkv_heads(vid, n_cur, v_ctx[0], v_cur[0], pe[lt:])
         k, v = torch.cat([tk, vk], dim=2), torch.cat([tv, vv], dim=2)  # (B, H, Lt+Lv, Dh)
-        attn = attention(torch.cat([tq, vq], dim=2), k, v, mask)  # (B, Lt+Lv, D)
+        attn = attend(torch.cat([tq, vq], dim=2), k, v)  # (B, Lt+Lv, D)
         txt = self.txt.finish(txt, attn[:, :lt], 0, t_ctx, t_cur)
         vid = self.vid.finish(vid, attn[:, lt:], n_cur, v_ctx, v_cur)
         return txt, vid, KV(k, v)
 
-    def forward_cached(self, vid: Tensor, cond: Conditioning, pe: Rope, key_mask: Tensor, ctx: KV) -> Tensor:
-        """Only the current frame: vid (B, n, D) attends to the cached context keys and its own tokens.
-        key_mask (B, 1, 1, Lc + n) bool."""
+    def forward_cached(
+        self, vid: Tensor, cond: Conditioning, pe: Rope, attend: CachedAttend, ctx: KV
+    ) -> Tensor:
+        """Only the current frame: vid (B, n, D) attends to the cached context keys (padded text masked by
+        `attend`) and its own tokens."""
         v_ctx, v_cur = self.vid.mods(cond)
         n = vid.shape[1]
         q, k, v = self.vid.qkv_heads(vid, n, v_ctx[0], v_cur[0], pe)
-        k, v = torch.cat([ctx.k, k], dim=2), torch.cat([ctx.v, v], dim=2)  # (B, H, Lc+n, Dh)
-        return self.vid.finish(vid, attention(q, k, v, key_mask), n, v_ctx, v_cur)
+        return self.vid.finish(vid, attend(q, k, v, ctx.k, ctx.v), n, v_ctx, v_cur)

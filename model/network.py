@@ -9,13 +9,15 @@ so prepare_context runs them once and forward(x, t, cache=cache) runs only the c
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 from model.attention_block import AttentionBlock
 from model.config import NetworkConfig
+from model.joint_attention import Attend, ContextAttention, JointLayout, build_joint_attention, joint_mask
 from model.layers import (
     TIME_EMBED_DIM,
     Conditioning,
@@ -29,6 +31,8 @@ from model.mmdim import MMDiMBlock, MMDiMContext, VideoFrames
 from model.mmdit import KV, MMDiTBlock
 from model.recompose import Recomposition, build_recomposition
 from model.rope import Rope, frame_positions, rope_table, text_positions
+from model.runtime import RuntimeOptions
+from model.step_graphs import StepGraphs
 from model.text_encoder import TextEmbeddings
 
 
@@ -45,6 +49,7 @@ class ContextCache:
     text_out: Tensor  # (B, Lt, D) text stream after the MM-DiT blocks
     dual: list[KV]  # per MM-DiT block: context keys/values (both streams, after RoPE)
     single: list[MMDiMContext | KV]  # per single block: scan state + temporal K/V, or attention K/V
+    attention: ContextAttention | None = field(default=None, repr=False)  # per-cache attention buffers
 
 
 @dataclass
@@ -55,23 +60,11 @@ class _Plan:
     frames: VideoFrames
     n_cur: int  # trailing tokens of the current frame (0 in the context pass)
     pe: Rope  # over [text; video]
-    mask: Tensor  # (B, 1, L, L) bool
+    attend: Attend  # masked joint attention over [text; video] (backend of RuntimeOptions)
     recomp: Recomposition | None
 
 
-def joint_mask(text_mask: Tensor, frame_ids: Tensor, causal: bool) -> Tensor:
-    """(B, 1, L, L) bool over [text; video]: a video token of frame f sees text and frames <= f; text sees
-    text only ("causal") or everything ("paper"); padded text is never a key (except to itself, so no row is
-    empty)."""
-    b, lt = text_mask.shape
-    dev = text_mask.device
-    text_frame = torch.full((lt,), -1, dtype=torch.long, device=dev)
-    key_frame = torch.cat([text_frame, frame_ids])  # (L,)
-    query_frame = torch.cat([text_frame if causal else text_frame + 2**31, frame_ids])  # (L,)
-    allowed = key_frame[None, :] <= query_frame[:, None]  # (L, L)
-    key_ok = torch.cat([text_mask, text_mask.new_ones(b, frame_ids.numel())], dim=1)  # (B, L)
-    eye = torch.eye(lt + frame_ids.numel(), dtype=torch.bool, device=dev)
-    return ((allowed[None] & key_ok[:, None, :]) | eye[None])[:, None]  # (B, 1, L, L)
+__all__ = ["ContextCache", "M4VNetwork", "joint_mask"]
 
 
 class M4VNetwork(nn.Module):
@@ -85,9 +78,11 @@ class M4VNetwork(nn.Module):
         scan_backend: str = "ref",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        runtime: RuntimeOptions | None = None,
     ) -> None:
         super().__init__()
         self.cfg = cfg
+        self.runtime = runtime or RuntimeOptions()
         self.latent_channels = latent_channels
         w, p, dev, dt = cfg.width, cfg.patch_size, device, dtype
         self.x_embedder = nn.Linear(latent_channels * p * p, w, device=dev, dtype=dt)
@@ -102,6 +97,20 @@ class M4VNetwork(nn.Module):
         )
         self.final_layer = LastLayer(w, p, latent_channels, device=dev, dtype=dt)
         self.token_counts: dict[str, int] = defaultdict(int)
+        self._graphs = StepGraphs(self._forward_cached)
+        if self.runtime.compile:
+            self.compile_blocks()
+
+    def compile_blocks(self) -> None:
+        """torch.compile every block's forward and forward_cached (per instance; shapes vary per (unit, stage),
+        so dynamic shapes are allowed and the recompile limit raised)."""
+        import torch._dynamo
+
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        mode = None if self.runtime.compile_mode == "default" else self.runtime.compile_mode
+        for blk in [*self.double_blocks, *self.single_blocks]:
+            blk.forward = torch.compile(blk.forward, mode=mode)  # type: ignore[method-assign]
+            blk.forward_cached = torch.compile(blk.forward_cached, mode=mode)  # type: ignore[method-assign]
 
     def _single(
         self, scan_backend: str, device: torch.device | str | None, dtype: torch.dtype | None
@@ -127,6 +136,8 @@ class M4VNetwork(nn.Module):
     ) -> Tensor:
         """x (B, C, h, w), t (B,) = sigma*1000 -> velocity (B, C, h, w). Either text+full_hw or cache."""
         if cache is not None:
+            if self.runtime.cuda_graphs and x.device.type == "cuda":
+                return self._graphs.run(x, t, cache)
             return self._forward_cached(x, t, cache)
         vid, cond = self._uncached(x, t, text, history, full_hw)
         return self._velocity(vid[-1], cond.cur, x)
@@ -160,7 +171,9 @@ class M4VNetwork(nn.Module):
         lc = sum(self._plan_tokens(history))
         key_mask = torch.cat([text.mask.to(pooled.device), text.mask.new_ones(pooled.shape[0], lc)], dim=1)
         fg = self._full_grid(full_hw)
+        attention = ContextAttention(key_mask, self.runtime.attention_backend)
         return ContextCache(
+            attention=attention,
             batch=pooled.shape[0],
             frame=len(history),
             full_grid=fg,
@@ -238,15 +251,14 @@ class M4VNetwork(nn.Module):
         pos = [text_positions(text_mask.shape[1], dev)]
         pos += [frame_positions(i, g, fg, dev) for i, g in enumerate(grids)]
         pe = rope_table(torch.cat(pos), cfg.rope_axes, cfg.rope_theta)
-        ids = [torch.full((h * w,), i, dtype=torch.long, device=dev) for i, (h, w) in enumerate(grids)]
-        frame_ids = torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long, device=dev)
-        mask = joint_mask(text_mask, frame_ids, cfg.context_mode == "causal")
+        layout = JointLayout(text_mask, tuple(h * w for h, w in grids), cfg.context_mode == "causal")
+        attend = build_joint_attention(layout, self.runtime.attention_backend)
         video = VideoFrames(grids, self._pool_grid(fg))
         recomp = None
         if cfg.single_block == "mmdim":
             recomp = build_recomposition(text_mask, video.tokens, cfg.context_mode, has_cur)
         n_cur = video.tokens[-1] if has_cur else 0
-        return _Plan(text_mask, video, n_cur, pe, mask, recomp)
+        return _Plan(text_mask, video, n_cur, pe, attend, recomp)
 
     def _run(
         self,
@@ -265,7 +277,7 @@ class M4VNetwork(nn.Module):
         dual: list[KV] = []
         single: list[MMDiMContext | KV] = []
         for i, blk in enumerate(self.double_blocks):
-            txt, vid, kv = blk(txt, vid, cond, plan.n_cur, plan.pe, plan.mask)
+            txt, vid, kv = blk(txt, vid, cond, plan.n_cur, plan.pe, plan.attend)
             self.token_counts[f"dual.{i}"] += lt + vid.shape[1]
             dual += [kv] if keep else []
         seq = torch.cat([txt, vid], dim=1)  # (B, Lt+Lv, D)
@@ -275,7 +287,7 @@ class M4VNetwork(nn.Module):
                 seq, ctx = blk(seq, cond, plan.n_cur, text_mask, plan.frames, plan.recomp, keep)
                 self.token_counts[f"single.{i}"] += plan.recomp.length
             else:
-                seq, ctx = blk(seq, cond, plan.n_cur, plan.pe, plan.mask)
+                seq, ctx = blk(seq, cond, plan.n_cur, plan.pe, plan.attend)
                 self.token_counts[f"single.{i}"] += seq.shape[1]
             single += [ctx] if keep and ctx is not None else []
         return txt, seq[:, lt:], (dual, single)
@@ -292,10 +304,12 @@ class M4VNetwork(nn.Module):
         tok = self.x_embedder(patchify(x.to(self.x_embedder.weight.dtype), self.cfg.patch_size))  # (B, n, D)
         n = tok.shape[1]
         pe = rope_table(frame_positions(k, grid, fg, x.device), self.cfg.rope_axes, self.cfg.rope_theta)
-        key_mask = torch.cat([cache.key_mask, cache.key_mask.new_ones(x.shape[0], n)], dim=1)[:, None, None]
+        if cache.attention is None:
+            cache.attention = ContextAttention(cache.key_mask, self.runtime.attention_backend)
+        attn = cache.attention
         for i, (blk, kv) in enumerate(zip(self.double_blocks, cache.dual, strict=True)):
             assert isinstance(blk, MMDiTBlock)
-            tok = blk.forward_cached(tok, cond, pe, key_mask, kv)
+            tok = blk.forward_cached(tok, cond, pe, partial(attn, i), kv)
             self.token_counts[f"dual.{i}"] += n
         pool = self._pool_grid(fg)
         for i, (blk, entry) in enumerate(zip(self.single_blocks, cache.single, strict=True)):
@@ -305,6 +319,6 @@ class M4VNetwork(nn.Module):
                 self.token_counts[f"single.{i}"] += n + 1
             else:
                 assert isinstance(blk, AttentionBlock) and isinstance(entry, KV)
-                tok = blk.forward_cached(tok, cond, pe, key_mask, entry)
+                tok = blk.forward_cached(tok, cond, pe, partial(attn, len(cache.dual) + i), entry)
                 self.token_counts[f"single.{i}"] += n
         return self._velocity(tok, cond.cur, x)

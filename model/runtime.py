@@ -1,0 +1,42 @@
+"""Runtime (speed) options of the network, the VAE decode and the pipeline; none changes the function computed.
+
+Defaults are the measured-safe behaviour (dense-mask SDPA, eager, no graphs, one tile at a time, decode inline).
+Each option is measured by bench/gpu_bench.py --variants before it becomes a default (docs/PERF_NOTES.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+AttentionBackend = Literal["sdpa_mask", "flex", "sdpa_split"]
+CompileMode = Literal["default", "max-autotune-no-cudagraphs"]
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    attention_backend: AttentionBackend = "sdpa_mask"  # joint attention of MM-DiT / attention blocks
+    compile: bool = False  # torch.compile each block's forward and forward_cached
+    compile_mode: CompileMode = "default"
+    cuda_graphs: bool = False  # capture the cached step once per (unit, stage) and replay it (CUDA only)
+    vae_tile_batch: int = 1  # spatial tiles decoded in one batch by the streaming VAE decoder
+    overlap_decode: bool = False  # decode unit k on a side thread/stream while unit k+1 samples
+
+    def __post_init__(self) -> None:
+        if self.attention_backend not in get_args(AttentionBackend):
+            raise ValueError(
+                f"attention_backend {self.attention_backend!r} not in {get_args(AttentionBackend)}"
+            )
+        if self.compile_mode not in get_args(CompileMode):
+            raise ValueError(f"compile_mode {self.compile_mode!r} not in {get_args(CompileMode)}")
+        if self.vae_tile_batch < 1:
+            raise ValueError(f"vae_tile_batch {self.vae_tile_batch} must be >= 1")
+
+    def label(self) -> str:
+        """Short name for benchmark tables, e.g. 'sdpa_split+compile+graphs'."""
+        parts = [self.attention_backend]
+        parts += ["compile" if self.compile_mode == "default" else "compile-max"] if self.compile else []
+        parts += ["graphs"] if self.cuda_graphs else []
+        parts += [f"tiles{self.vae_tile_batch}"] if self.vae_tile_batch > 1 else []
+        parts += ["overlap"] if self.overlap_decode else []
+        return "+".join(parts)
