@@ -1,0 +1,149 @@
+"""Chaos: 100 tiny jobs over 2 real worker processes (`python -m worker.main`, tiny preset, CPU, 1 thread)
+with 5 random SIGKILLs, each killed worker restarted. Every job must end succeeded, or failed with a reason
+(none left queued/running), and every succeeded job has exactly one video object in S3.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import redis
+from rq import Queue
+
+from m4v_cli.seaweed import SeaweedS3
+from tests.conftest import s3_client
+from tests.worker.jobs_helpers import make_job, submit
+from worker.contract import TERMINAL_STATUSES, JobStore
+
+ROOT = Path(__file__).resolve().parents[2]
+JOBS = 100
+KILLS = 5
+DEADLINE_S = 240
+
+
+def worker_env(redis_url: str, key_prefix: str, s3: SeaweedS3, bucket: str, spool: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "PYTHONPATH": str(ROOT),
+            "OMP_NUM_THREADS": "1",
+            "M4V_REDIS_URL": redis_url,
+            "M4V_KEY_PREFIX": key_prefix,
+            "M4V_S3_ENDPOINT": s3.endpoint,
+            "M4V_S3_BUCKET": bucket,
+            "M4V_S3_ACCESS_KEY": s3.access_key,
+            "M4V_S3_SECRET_KEY": s3.secret_key,
+            "M4V_PRESET": "tiny",
+            "M4V_DEVICE": "cpu",
+            "M4V_TORCH_THREADS": "1",
+            "M4V_WORKER_METRICS_PORT": "0",
+            "M4V_HEARTBEAT_S": "0.5",
+            "M4V_JOB_LEASE_S": "2",
+            "M4V_REAPER_INTERVAL_S": "0.5",
+            "M4V_MAX_ATTEMPTS": "3",
+            "M4V_SPOOL_DIR": str(spool),
+            "M4V_LOG_LEVEL": "WARNING",
+        }
+    )
+    return env
+
+
+class WorkerSlot:
+    """One worker process slot; kill() SIGKILLs it, start() brings up a fresh process."""
+
+    def __init__(self, index: int, env: dict[str, str], logs: Path) -> None:
+        self.index = index
+        self.env = env
+        self.logs = logs
+        self.starts = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.starts += 1
+        env = dict(self.env, M4V_WORKER_NAME=f"chaos-{self.index}-{self.starts}")
+        log = (self.logs / f"worker-{self.index}-{self.starts}.log").open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.main"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def test_random_sigkills_lose_no_job_and_duplicate_no_video(
+    redis_url: str, key_prefix: str, s3_server: SeaweedS3, s3_bucket: str, tmp_path: Path
+) -> None:
+    rng = random.Random(1234)
+    client = redis.Redis.from_url(redis_url)
+    store = JobStore(client, prefix=key_prefix)
+    queue = Queue(store.keys.queue("normal"), connection=client)
+    ids = []
+    for _ in range(JOBS):
+        job = make_job(
+            num_frames=rng.choice([1, 5]), first_frame_steps=[1, 1, 1], later_frame_steps=[1, 1, 1]
+        )
+        submit(store, queue, job)
+        ids.append(job.id)
+
+    env = worker_env(redis_url, key_prefix, s3_server, s3_bucket, tmp_path / "spool")
+    slots = [WorkerSlot(i, env, tmp_path) for i in range(2)]
+    for slot in slots:
+        slot.start()
+    began = time.monotonic()
+    kills = 0
+    try:
+        next_kill = began + rng.uniform(10, 16)
+        while time.monotonic() - began < DEADLINE_S:
+            records = store.get_many(ids)
+            if all(r is not None and r.status in TERMINAL_STATUSES for r in records):
+                break
+            if kills < KILLS and time.monotonic() >= next_kill:
+                victim = rng.choice(slots)
+                victim.kill()
+                victim.start()
+                kills += 1
+                next_kill = time.monotonic() + rng.uniform(8, 14)
+            time.sleep(0.2)
+    finally:
+        for slot in slots:
+            slot.stop()
+    elapsed = time.monotonic() - began
+
+    records = store.get_many(ids)
+    statuses = Counter(r.status if r is not None else "missing" for r in records)
+    assert kills == KILLS
+    assert set(statuses) <= {"succeeded", "failed"}, f"{statuses} after {elapsed:.0f}s"
+    for r in records:
+        assert r is not None
+        if r.status == "failed":
+            assert r.error is not None and r.error.type and r.error.message
+    objects = [
+        obj["Key"]
+        for page in s3_client(s3_server).get_paginator("list_objects_v2").paginate(Bucket=s3_bucket)
+        for obj in page.get("Contents", [])
+    ]
+    videos = Counter(Path(k).stem for k in objects if k.endswith(".mp4"))
+    for r in records:
+        assert r is not None
+        if r.status == "succeeded":
+            assert r.result is not None and videos[r.id] == 1 and r.result.video_key in objects
+    retried = sum(1 for r in records if r is not None and r.attempts > 1)
+    print(f"chaos: {dict(statuses)} in {elapsed:.0f}s, {kills} kills, {retried} jobs ran more than once")
