@@ -49,7 +49,7 @@ class AttentionBlock(nn.Module):
     def forward(
         self, x: Tensor, cond: Conditioning, n_cur: int, pe: Rope, attend: Attend
     ) -> tuple[Tensor, KV]:
-        """x (B, L, D) = [text; video], last n_cur tokens the current frame; attend = masked joint attention."""
+        """x (B, L, D) = [text; video], last n_cur tokens the current frame; attend: masked attention."""
         q, k, v, mlp = self._qkv_mlp(x, n_cur, cond, pe)
         return self._out(x, attend(q, k, v), mlp, n_cur, cond), KV(k, v)
 

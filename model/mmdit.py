@@ -81,7 +81,8 @@ class MMDiTBlock(nn.Module):
         self, txt: Tensor, vid: Tensor, cond: Conditioning, n_cur: int, pe: Rope, attend: Attend
     ) -> tuple[Tensor, Tensor, KV]:
         """txt (B, Lt, D), vid (B, Lv, D) whose last n_cur tokens are the current frame; pe and the masked
-        joint attention `attend` (model/joint_attention.py) over [txt; vid]. Returns new txt, vid and the keys/values of all tokens (the context, when n_cur == 0)."""
+        joint attention `attend` (model/joint_attention.py) over [txt; vid]. Returns new txt, vid and
+        the keys/values of all tokens (the context, when n_cur == 0)."""
         lt = txt.shape[1]
         t_ctx, t_cur = self.txt.mods(cond)
         v_ctx, v_cur = self.vid.mods(cond)

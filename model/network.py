@@ -102,8 +102,8 @@ class M4VNetwork(nn.Module):
             self.compile_blocks()
 
     def compile_blocks(self) -> None:
-        """torch.compile every block's forward and forward_cached (per instance; shapes vary per (unit, stage),
-        so dynamic shapes are allowed and the recompile limit raised)."""
+        """torch.compile every block's forward and forward_cached (per instance). Shapes vary per
+        (unit, stage), so dynamic shapes are allowed and the recompile limit is raised."""
         import torch._dynamo
 
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)

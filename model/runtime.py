@@ -1,6 +1,6 @@
-"""Runtime (speed) options of the network, the VAE decode and the pipeline; none changes the function computed.
+"""Runtime (speed) options of the network, VAE decode and pipeline; none changes the function computed.
 
-Defaults are the measured-safe behaviour (dense-mask SDPA, eager, no graphs, one tile at a time, decode inline).
+Defaults are the current behaviour (dense-mask SDPA, eager, no graphs, one tile at a time, inline decode).
 Each option is measured by bench/gpu_bench.py --variants before it becomes a default (docs/PERF_NOTES.md).
 """
 

@@ -51,7 +51,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("single_block", ["mmdim", "attention"])
-@pytest.mark.parametrize("padded_rows", [(1,), (0, 1), ()])
+@pytest.mark.parametrize("padded_rows", [(1,), ()])
 def test_uncached_forward_equals_the_dense_mask_reference(
     backend: str, single_block: str, padded_rows: tuple[int, ...]
 ) -> None:
