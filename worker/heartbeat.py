@@ -28,6 +28,8 @@ class WorkerState:
     model_loaded: bool = False
     loaded_at: datetime | None = None
     busy_job: str | None = None
+    flops_per_s: float | None = None  # measured throughput (worker/eta.py), for fleet ETAs
+    device_memory_bytes: int | None = None  # total device memory, for admission (None on CPU)
 
     def as_heartbeat(self) -> dict[str, Any]:
         return {
@@ -37,6 +39,8 @@ class WorkerState:
             "model_loaded": self.model_loaded,
             "loaded_at": self.loaded_at.isoformat() if self.loaded_at else None,
             "busy_job": self.busy_job,
+            "flops_per_s": self.flops_per_s,
+            "device_memory_bytes": self.device_memory_bytes,
             "heartbeat_at": datetime.now(UTC).isoformat(),
             "pid": os.getpid(),
         }

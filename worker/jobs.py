@@ -33,9 +33,11 @@ from model.pipeline_types import DecodedChunk, GenerationRequest, GenerationResu
 from worker.contract import JobError, JobMetrics, JobRecord, JobResult, JobStore, Settings
 from worker.contract.store import JobNotFoundError
 from worker.encode import encode_mp4, encode_thumbnail
+from worker.eta import JobEta
 from worker.faults import oom_error
 from worker.heartbeat import WorkerState
 from worker.metrics import WorkerMetrics
+from worker.preview import PreviewPublisher
 from worker.progress import JobCanceledError, JobTimedOutError, ProgressReporter
 from worker.shutdown import DrainRequestedError, StepGate, requeue_drained
 from worker.spool import Spool, SpooledObject
@@ -97,6 +99,8 @@ class JobRun:
     ctx: JobContext
     job_id: str
     chunks: list[np.ndarray] = field(default_factory=list)
+    eta: JobEta | None = None
+    preview: PreviewPublisher | None = None
 
     @property
     def store(self) -> JobStore:
@@ -131,6 +135,8 @@ class JobRun:
                 job, "failed", JobError(type="internal", message=f"{type(exc).__name__}: {exc}"[:500])
             )
         finally:
+            if self.eta is not None:
+                self.eta.finish()
             self.ctx.state.busy_job = None
             self.ctx.metrics.busy.set(0)
 
@@ -183,6 +189,8 @@ class JobRun:
             first_frame_steps=tuple(spec.first_frame_steps),
             later_frame_steps=tuple(spec.later_frame_steps),
         )
+        self.eta = JobEta.for_job(self.ctx, job)
+        self.preview = PreviewPublisher.for_job(self.ctx, job)
         reporter = ProgressReporter(
             self.store,
             job.id,
@@ -190,6 +198,7 @@ class JobRun:
             spec.preset,
             metrics=self.ctx.metrics,
             webhooks=self.ctx.webhooks,
+            eta=self.eta,
         )
         result: GenerationResult = self.ctx.pipeline.generate(
             request,
@@ -208,6 +217,8 @@ class JobRun:
 
     def _chunk(self, chunk: DecodedChunk) -> None:
         self.chunks.append(chunk.frames)
+        if self.preview is not None:
+            self.preview(chunk)
 
     def _upload(self, job: JobRecord, mp4: bytes, jpg: bytes, partial: bool, frames: int) -> JobResult:
         keys = video_keys(job.id, job.created_at)

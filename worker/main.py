@@ -23,6 +23,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from rq import Queue
 
+from worker.capacity import device_memory_bytes
 from worker.contract import JobStore, Settings
 from worker.heartbeat import Heartbeat, WorkerState
 from worker.jobs import JobContext
@@ -136,6 +137,7 @@ def build_worker(
         pipeline = load_pipeline(settings, device, choose_dtype(device))
     device = device or str(getattr(pipeline, "device", "cpu"))
     state = WorkerState(name=name, preset=settings.preset, device=device, loaded_at=datetime.now(UTC))
+    state.device_memory_bytes = device_memory_bytes(device)
     store = JobStore(
         client, prefix=settings.key_prefix, ttl_s=settings.job_ttl_s, events_maxlen=settings.events_maxlen
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -50,6 +51,7 @@ class ProgressReporter:
     preset: str
     metrics: WorkerMetrics | None = None
     webhooks: WebhookSender | None = None
+    eta: Callable[[StepProgress], float | None] | None = None  # worker/eta.py JobEta
     last_webhook_percent: float = -PROGRESS_WEBHOOK_EVERY_PERCENT
     steps_seen: int = 0
 
@@ -60,6 +62,7 @@ class ProgressReporter:
                 p.step_seconds
             )
         progress = to_job_progress(p)
+        eta_s = self.eta(p) if self.eta is not None else None
         still_running = True
 
         def change(job: JobRecord) -> bool:
@@ -68,19 +71,23 @@ class ProgressReporter:
                 still_running = False
                 return False
             job.progress = progress
+            job.eta_s = eta_s
             return True
 
         job = self.store.update(self.job_id, change)
         if not still_running or self.store.cancel_requested(self.job_id):
             raise JobCanceledError(f"job {self.job_id} canceled at step {p.steps_done}/{p.steps_all}")
-        self.store.append_event(self.job_id, "progress", {"job_id": self.job_id, **progress.model_dump()})
+        self.store.append_event(
+            self.job_id, "progress", {"job_id": self.job_id, **progress.model_dump(), "eta_s": eta_s}
+        )
         if (
             self.webhooks is not None
             and progress.percent - self.last_webhook_percent >= PROGRESS_WEBHOOK_EVERY_PERCENT
         ):
             self.last_webhook_percent = progress.percent
             self.webhooks.submit(job, "progress")
-        if self.deadline is not None and datetime.now(UTC) >= self.deadline:
+        deadline = job.deadline or self.deadline  # the record is the truth (an operator may move it)
+        if deadline is not None and datetime.now(UTC) >= deadline:
             raise JobTimedOutError(
-                f"deadline {self.deadline.isoformat()} passed at step {p.steps_done}/{p.steps_all}"
+                f"deadline {deadline.isoformat()} passed at step {p.steps_done}/{p.steps_all}"
             )

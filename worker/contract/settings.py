@@ -91,5 +91,14 @@ class Settings(BaseSettings):
         None, description="where videos that could not be uploaded are kept; default <tmp>/m4v-spool"
     )
     spool_retry_s: float = Field(60.0, gt=0, description="how often a worker retries spooled uploads")
+    previews: bool = Field(True, description="stream each finished unit as an HLS segment + preview event")
+
+    # --- admission (service/admission.py) ---
+    admission_max_flops: float | None = Field(
+        None, gt=0, description="refuse (422) requests whose estimated FLOPs exceed this; None = no cap"
+    )
+    admission_gpu_memory_bytes: int | None = Field(
+        None, gt=0, description="device memory assumed when no worker publishes one (CPU, scaled to zero)"
+    )
     log_level: str = Field("INFO", description="logging level")
     log_json: bool = Field(True, description="structured JSON logs")

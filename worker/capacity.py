@@ -1,0 +1,13 @@
+"""What this worker's device can hold, published in its heartbeat for the API's admission control."""
+
+from __future__ import annotations
+
+import torch
+
+
+def device_memory_bytes(device: str) -> int | None:
+    """Total memory of a CUDA device (None on CPU: host memory is not what admission guards)."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return None
+    return int(torch.cuda.get_device_properties(dev).total_memory)

@@ -1,0 +1,92 @@
+"""ETA of a running job: the FLOPs it still has to spend (model/flops.py step schedule) divided by this
+worker's measured throughput (a FLOP-weighted moving average per preset, worker/contract/throughput.py).
+
+Every sampler step feeds the meter with (FLOPs of the steps since the last call, wall time since then), so
+text encoding, the streamed decodes, preview uploads and Redis writes are all part of the measured rate,
+which is what an ETA needs. The first job of a fresh fleet has no rate yet (eta_s null) until its first
+step ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from model.flops import StepCost, remaining_flops, step_schedule
+from worker.contract.throughput import ThroughputMeter, drop_job_flops, set_job_flops
+
+if TYPE_CHECKING:
+    import redis
+
+    from model.config import ModelConfig
+    from model.pipeline_types import StepProgress
+    from worker.contract import JobRecord, JobSpec
+    from worker.heartbeat import WorkerState
+    from worker.jobs import JobContext
+
+log = logging.getLogger(__name__)
+
+
+def job_schedule(cfg: ModelConfig, spec: JobSpec, cached: bool) -> list[StepCost]:
+    return step_schedule(
+        cfg,
+        width=spec.width,
+        height=spec.height,
+        num_frames=spec.num_frames,
+        first_frame_steps=tuple(spec.first_frame_steps),
+        later_frame_steps=tuple(spec.later_frame_steps),
+        cached=cached,
+    )
+
+
+@dataclass
+class JobEta:
+    """Called after every sampler step (before the progress is written); returns eta_s or None."""
+
+    r: redis.Redis
+    prefix: str
+    job_id: str
+    schedule: list[StepCost]
+    meter: ThroughputMeter
+    state: WorkerState | None = None
+    ttl_s: int = 7 * 24 * 3600
+    steps_done: int = 0
+    last: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def start(
+        cls,
+        r: redis.Redis,
+        prefix: str,
+        job_id: str,
+        schedule: list[StepCost],
+        preset: str,
+        state: WorkerState | None = None,
+        ttl_s: int = 7 * 24 * 3600,
+    ) -> JobEta:
+        return cls(r, prefix, job_id, schedule, ThroughputMeter.load(r, prefix, preset), state, ttl_s)
+
+    @classmethod
+    def for_job(cls, ctx: JobContext, job: JobRecord) -> JobEta:
+        pipe = ctx.pipeline
+        schedule = job_schedule(pipe.cfg, job.spec, cached=bool(getattr(pipe, "cached", True)))
+        s = ctx.settings
+        return cls.start(ctx.store.r, s.key_prefix, job.id, schedule, job.spec.preset, ctx.state, s.job_ttl_s)
+
+    def __call__(self, p: StepProgress) -> float | None:
+        now = time.perf_counter()
+        done = min(p.steps_done, len(self.schedule))
+        spent = sum(s.total for s in self.schedule[self.steps_done : done])
+        self.meter.add(spent, now - self.last)
+        self.steps_done, self.last = done, now
+        left = remaining_flops(self.schedule, done)
+        set_job_flops(self.r, self.prefix, self.job_id, left, self.ttl_s)
+        rate = self.meter.rate
+        if self.state is not None:
+            self.state.flops_per_s = rate
+        return round(left / rate, 3) if rate else None
+
+    def finish(self) -> None:
+        drop_job_flops(self.r, self.prefix, self.job_id)
