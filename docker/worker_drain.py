@@ -1,7 +1,8 @@
 """preStop hook of a worker container: start rq's warm shutdown and block until the worker has exited.
 
-SIGTERM makes the rq worker stop dequeuing and finish the job it runs (worker/rqworker.py). A second SIGTERM
-is rq's cold shutdown, which abandons the job. The kubelet sends its own SIGTERM only after preStop returns,
+SIGTERM makes the rq worker stop dequeuing, finish the current sampler step and requeue the job (or finish it
+if nearly done), then exit (worker/rqworker.py, worker/shutdown.py). A second SIGTERM is rq's cold shutdown,
+which abandons the job (the reaper requeues it). The kubelet sends its own SIGTERM only after preStop returns,
 so this hook sends the first one itself and does not return while the worker lives: the kubelet's signal then
 finds nothing to cut. terminationGracePeriodSeconds bounds the whole wait.
 
