@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import redis
 from rq import Queue
 
-from m4v_cli.seaweed import SeaweedS3
+from m4v_cli.seaweed import SeaweedS3, free_port
 from tests.conftest import s3_client
 from tests.e2e.test_chaos import WorkerSlot, worker_env
 from tests.worker.jobs_helpers import make_job, submit
@@ -103,3 +104,97 @@ def test_s3_stopped_during_uploads_then_restarted_loses_no_video(
     for rec in store.get_many(ids):
         assert rec is not None and rec.result is not None and rec.result.video_key in keys
     assert [p for p in (tmp_path / "spool").iterdir() if not p.name.startswith(".")] == []
+
+
+def start_redis(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+    """A persistent (AOF, fsync always) redis-server of this test's own, so a restart keeps every job."""
+    data_dir.mkdir(exist_ok=True)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    wait_until(lambda: _pings(client), 20, "redis-server to start")
+    return proc
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def test_redis_restart_mid_run_gives_503s_and_loses_no_accepted_job(
+    key_prefix: str, s3_server: SeaweedS3, s3_bucket: str, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from worker.contract import Settings
+
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    server = start_redis(port, tmp_path / "redis")
+    slot = WorkerSlot(0, worker_env(url, key_prefix, s3_server, s3_bucket, tmp_path / "spool"), tmp_path)
+    api = TestClient(
+        create_app(
+            Settings(
+                redis_url=url,
+                key_prefix=key_prefix,
+                s3_endpoint=s3_server.endpoint,
+                s3_bucket=s3_bucket,
+                s3_access_key=s3_server.access_key,
+                s3_secret_key=s3_server.secret_key,
+            )
+        )
+    )
+    body = {
+        "prompt": "a ball",
+        "num_frames": 1,
+        "first_frame_steps": [1, 1, 1],
+        "later_frame_steps": [1, 1, 1],
+    }
+    ids: list[str] = []
+    try:
+        slot.start()
+        with api:
+            for _ in range(6):
+                resp = api.post("/generate", json=body)
+                assert resp.status_code in (200, 201, 202), resp.text
+                ids.append(resp.json()["id"])
+            store = JobStore(redis.Redis.from_url(url), prefix=key_prefix)
+            wait_until(lambda: store.get(ids[0]).status != "queued", 60, "the worker to start a job")
+            server.terminate()
+            server.wait(timeout=10)
+            down = api.post("/generate", json=body)
+            assert down.status_code == 503 and "Retry-After" in down.headers, down.text
+            time.sleep(2)
+            server = start_redis(port, tmp_path / "redis")
+            wait_until(
+                lambda: all(r is not None and r.status in TERMINAL_STATUSES for r in store.get_many(ids)),
+                120,
+                "every accepted job to finish after the Redis restart",
+            )
+            statuses = [r.status for r in store.get_many(ids) if r is not None]
+            assert statuses == ["succeeded"] * len(ids)
+            assert api.post("/generate", json=body).status_code in (200, 201, 202)
+    finally:
+        slot.stop()
+        server.terminate()
+        server.wait(timeout=10)
