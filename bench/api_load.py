@@ -160,7 +160,7 @@ async def run(args: argparse.Namespace, base_url: str, key: str) -> list[Phase]:
 def cleanup(redis_url: str, prefix: str) -> None:
     client = redis.Redis.from_url(redis_url)
     for priority in ("high", "normal", "low"):
-        ids = client.lrange(f"rq:queue:{prefix}-{priority}", 0, -1)
+        ids: list[bytes] = client.lrange(f"rq:queue:{prefix}-{priority}", 0, -1)  # type: ignore[assignment]
         for start in range(0, len(ids), 1000):
             client.delete(*[b"rq:job:" + i for i in ids[start : start + 1000]])
     for pattern in (f"{prefix}:*", f"rq:*{prefix}*"):
