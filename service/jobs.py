@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from service.errors import JobNotFoundError
+from service.eta import queued_eta_s
 from service.schemas import JobOut
 from service.state import ServiceState
 from worker.contract import JobRecord
@@ -30,6 +31,10 @@ def public_view(state: ServiceState, job: JobRecord, base_url: str) -> JobOut:
     """JobOut with the live queue position (queued) or fresh presigned URLs (finished with a video)."""
     out = JobOut.from_record(job, base_url, state.presigner.result(job.result) if job.result else None)
     out.queue_position = state.queue.position(job.id, job.priority) if job.status == "queued" else None
+    if job.status == "queued":
+        out.eta_s = queued_eta_s(state.redis, state.settings.key_prefix, state.queue, job)
+    elif job.finished:
+        out.eta_s = None
     return out
 
 

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from service.eta import QueueFlopsCollector
 from service.queue import JobQueue
 from worker.contract import JobStore
 
@@ -72,6 +73,7 @@ class ApiMetrics:
 
     def watch_queues(self, queue: JobQueue, store: JobStore) -> None:
         self.registry.register(QueueCollector(queue, store))
+        self.registry.register(QueueFlopsCollector(store.r, store.keys.prefix, queue))
 
     def observe_request(self, route: str, method: str, code: int, seconds: float) -> None:
         self.requests.labels(route=route, method=method, code=str(code)).inc()

@@ -49,6 +49,9 @@ def _request_flops(
     ).total
 
 
+request_flops = _request_flops  # public name: service/admission.py, service/eta.py
+
+
 @dataclass(frozen=True)
 class QueueDepth:
     priority: Priority

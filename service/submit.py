@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from model.config import ModelConfig
+from service.admission import admit
 from service.auth import owner_key
 from service.errors import IdempotencyConflictError, InvalidRequestError, QueueFullError
 from service.limits import check_prompt_limits
@@ -75,6 +76,7 @@ def submit(
             return Submission(_replay(state, idem_key, digest, owner), created=False)
     try:
         _admit(state)
+        admit(state, spec, job_id)  # FLOP / GPU-memory limits (service/admission.py)
         job = _create(state, req, spec, job_id, owner)
     except BaseException:
         if idem_key is not None:  # nothing was created: let the client retry with the same key

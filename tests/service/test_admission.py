@@ -1,0 +1,91 @@
+"""Admission by estimated FLOPs and GPU memory, queued-job ETAs and m4v_queue_flops: the API against real
+Redis; worker heartbeats and throughput are written to Redis exactly as workers write them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from model.config import get_preset
+from model.flops import estimate_flops
+from model.memory import estimate_peak_memory
+from service.app import create_app
+from tests.service.conftest import assert_error_shape, submit
+from worker.contract import JobStore, Settings
+from worker.contract.throughput import ThroughputMeter, job_flops
+
+TINY = get_preset("tiny")
+
+
+def tiny_flops(num_frames: int) -> float:
+    return estimate_flops(TINY, width=128, height=128, num_frames=num_frames).total
+
+
+def tiny_peak(num_frames: int) -> int:
+    return estimate_peak_memory(TINY, width=128, height=128, num_frames=num_frames).total
+
+
+def publish_worker(store: JobStore, name: str, **fields: object) -> None:
+    """A heartbeat as worker/heartbeat.py writes it."""
+    hb = {"name": name, "preset": "tiny", "device": "cuda", "model_loaded": True, "busy_job": None, **fields}
+    store.r.set(store.keys.worker(name), json.dumps(hb), px=60_000)
+
+
+def test_request_above_the_flop_cap_is_refused_with_422_naming_the_limit(settings: Settings) -> None:
+    cap = (tiny_flops(9) + tiny_flops(17)) / 2
+    with TestClient(create_app(settings.model_copy(update={"admission_max_flops": cap}))) as c:
+        err = assert_error_shape(
+            c.post("/generate", json={"prompt": "x", "num_frames": 17}), 422, "exceeds_flop_limit"
+        )
+        assert "M4V_ADMISSION_MAX_FLOPS" in err["message"]
+        assert err["details"]["limit_value"] == cap and err["details"]["estimate"] > cap
+        assert c.post("/generate", json={"prompt": "x", "num_frames": 9}).status_code == 202
+
+
+def test_request_above_the_largest_worker_gpu_is_refused_with_413(
+    client: TestClient, store: JobStore
+) -> None:
+    publish_worker(store, "small", device_memory_bytes=tiny_peak(9) + 1)
+    err = assert_error_shape(
+        client.post("/generate", json={"prompt": "x", "num_frames": 33}), 413, "exceeds_gpu_memory"
+    )
+    assert "largest worker GPU" in err["message"] and "GiB" in err["message"]
+    assert err["details"]["estimate"] == tiny_peak(33)
+    assert client.post("/generate", json={"prompt": "x", "num_frames": 9}).status_code == 202
+    publish_worker(store, "big", device_memory_bytes=80 << 30)  # one worker that can hold it is enough
+    assert client.post("/generate", json={"prompt": "x", "num_frames": 33}).status_code == 202
+
+
+def test_memory_cap_setting_applies_when_no_worker_publishes_memory(settings: Settings) -> None:
+    limit = tiny_peak(1) - 1
+    with TestClient(create_app(settings.model_copy(update={"admission_gpu_memory_bytes": limit}))) as c:
+        err = assert_error_shape(c.post("/generate", json={"prompt": "x"}), 413, "exceeds_gpu_memory")
+        assert "M4V_ADMISSION_GPU_MEMORY_BYTES" in err["message"]
+
+
+def test_queued_jobs_get_an_eta_from_the_flops_ahead_and_the_fleet_rate(
+    client: TestClient, store: JobStore
+) -> None:
+    assert submit(client, num_frames=9)["eta_s"] is None  # nothing measured yet
+    meter = ThroughputMeter.load(store.r, store.keys.prefix, "tiny")
+    meter.add(1e9, 1.0)  # 1 GFLOP/s measured for the preset
+    publish_worker(store, "w1", flops_per_s=2e9)
+    publish_worker(store, "w2", flops_per_s=3e9)  # fleet: 5 GFLOP/s
+    second = submit(client, num_frames=17)
+    high = submit(client, num_frames=1, priority="high")
+    eta_high = client.get(f"/jobs/{high['id']}").json()["eta_s"]
+    eta_second = client.get(f"/jobs/{second['id']}").json()["eta_s"]
+    assert eta_high == pytest.approx(tiny_flops(1) / 5e9, rel=1e-3)
+    assert eta_second == pytest.approx((tiny_flops(1) + tiny_flops(9) + tiny_flops(17)) / 5e9, rel=1e-3)
+
+
+def test_queue_flops_metric_sums_the_queued_estimates(client: TestClient, store: JobStore) -> None:
+    submit(client, num_frames=9)
+    submit(client, num_frames=17, priority="low")
+    text = client.get("/metrics").text
+    line = next(x for x in text.splitlines() if x.startswith("m4v_queue_flops "))
+    assert float(line.split()[1]) == pytest.approx(tiny_flops(9) + tiny_flops(17), rel=1e-6)
+    ids = [i.decode() for i in store.r.lrange(f"rq:queue:{store.keys.prefix}-low", 0, -1)]
+    assert job_flops(store.r, store.keys.prefix, ids) == [pytest.approx(tiny_flops(17))]
