@@ -27,9 +27,11 @@ from model.pipeline_types import (
     PhaseTimings,
     ProgressCallback,
 )
+from model.runtime import RuntimeOptions
 from model.sampler import sample_video
 from model.text_encoder import TextEmbeddings, TextEncoder, build_text_encoder
 from model.vae import CausalVAE, StreamingDecoder
+from model.vae_stream import BatchedStreamingDecoder, OverlappedSink, stream_decoder
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
 class _ChunkSink:
     """on_latent target: decodes each finished latent frame at once and hands the frames on."""
 
-    decoder: StreamingDecoder
+    decoder: StreamingDecoder | BatchedStreamingDecoder
     dtype: torch.dtype
     timings: PhaseTimings
     on_chunk: ChunkCallback | None
@@ -100,8 +102,10 @@ class VideoPipeline:
         device: torch.device | str,
         dtype: torch.dtype,
         use_cache: bool = True,
+        runtime: RuntimeOptions | None = None,
     ) -> None:
         self.cfg = cfg
+        self.runtime = runtime or network.runtime
         self.network = network.eval()
         self.vae = vae.eval()
         self.text_encoder = text_encoder
@@ -120,8 +124,10 @@ class VideoPipeline:
         scan_backend: str = "auto",
         use_cache: bool = True,
         stand_in_text: bool = False,
+        runtime: RuntimeOptions | None = None,
     ) -> VideoPipeline:
-        """Build network, VAE and text encoder for a preset; dtype None means float32."""
+        """Build network, VAE and text encoder for a preset; dtype None means float32; runtime: speed
+        options (model/runtime.py), default the reference behaviour."""
         cfg = get_preset(name_or_cfg) if isinstance(name_or_cfg, str) else name_or_cfg
         dtype = dtype or torch.float32
         network = M4VNetwork(
@@ -132,6 +138,7 @@ class VideoPipeline:
             scan_backend=scan_backend,
             device=device,
             dtype=dtype,
+            runtime=runtime,
         )
         vae = CausalVAE(cfg.vae, device=device, dtype=dtype)
         path = weights or find_packaged_weights(cfg.name)
@@ -141,7 +148,9 @@ class VideoPipeline:
             log.info("preset %r: loading weights from %s", cfg.name, path)
             load_weights(str(path), {"network": network, "vae": vae}, device=device, dtype=dtype)
         text_encoder = build_text_encoder(cfg.text, device=device, dtype=dtype, stand_in=stand_in_text)
-        return cls(cfg, network, vae, text_encoder, device=device, dtype=dtype, use_cache=use_cache)
+        return cls(
+            cfg, network, vae, text_encoder, device=device, dtype=dtype, use_cache=use_cache, runtime=runtime
+        )
 
     @property
     def cached(self) -> bool:
@@ -165,10 +174,19 @@ class VideoPipeline:
             )
             text = self.text_encoder.encode([req.prompt, negative])  # rows: [cond; uncond]
             timings.text_s = time.perf_counter() - began
-            sink = _ChunkSink(self.vae.stream_decoder(), self.dtype, timings, on_chunk)
+            decoder = stream_decoder(self.vae, self.runtime.vae_tile_batch)
+            sink = _ChunkSink(decoder, self.dtype, timings, on_chunk)
             began = time.perf_counter()
-            self._sample(req, text, sink, on_progress)
-            timings.sampling_s = time.perf_counter() - began - timings.decode_s
+            if self.runtime.overlap_decode:  # decode (on_chunk too) runs on a side thread; see vae_stream
+                overlapped = OverlappedSink(sink, self.device)
+                try:
+                    self._sample(req, text, overlapped, on_progress)
+                    timings.sampling_s = time.perf_counter() - began
+                finally:
+                    overlapped.close()
+            else:
+                self._sample(req, text, sink, on_progress)
+                timings.sampling_s = time.perf_counter() - began - timings.decode_s
         frames = np.concatenate(sink.chunks)
         if frames.shape[0] != req.num_frames:
             raise RuntimeError(f"decoded {frames.shape[0]} frames, expected {req.num_frames}")
@@ -185,7 +203,7 @@ class VideoPipeline:
         self,
         req: GenerationRequest,
         text: TextEmbeddings,
-        sink: _ChunkSink,
+        sink: _ChunkSink | OverlappedSink,
         on_progress: ProgressCallback | None,
     ) -> None:
         steps_first, steps_later = self._steps(req)

@@ -64,7 +64,9 @@ class CausalConv3d(nn.Module):
         if cache is not None:
             if self.conv.stride[0] != 1:
                 raise ValueError("streaming through a time-strided conv is not supported")
-            cache.tails[key] = x[:, :, x.shape[2] - self.time_pad :].detach()
+            # clone: a slice would keep the whole (time_pad + T)-frame concatenation alive (T = 8 after
+            # temporal up-sampling), ~5x the memory the cache needs
+            cache.tails[key] = x[:, :, x.shape[2] - self.time_pad :].detach().clone()
         return self.conv(x)
 
 

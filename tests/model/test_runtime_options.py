@@ -1,0 +1,116 @@
+"""Speed options leave results unchanged: batched VAE tiles, bounded cache, overlapped decode, step graphs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from model.config import PRESETS
+from model.network import M4VNetwork
+from model.pipeline import VideoPipeline
+from model.pipeline_types import DecodedChunk, GenerationRequest
+from model.runtime import RuntimeOptions
+from model.step_graphs import StepGraphs
+from model.text_encoder import TextEmbeddings
+from model.vae import CausalVAE
+from model.vae_stream import BatchedStreamingDecoder
+
+TINY_VAE = dataclasses.replace(PRESETS["tiny"].vae, tile_px=96, tile_overlap=0.25)  # 2 x 2 tiles at 128 px
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("tile_batch", [3])
+def test_batched_tiles_decode_the_same_frames_as_one_tile_at_a_time(tile_batch: int) -> None:
+    torch.manual_seed(0)
+    vae = CausalVAE(TINY_VAE).eval()
+    ref, fast = vae.stream_decoder(), BatchedStreamingDecoder(vae, tile_batch)
+    for _ in range(2):
+        z = torch.randn(1, 8, 1, 32, 32)
+        want, got = ref.decode_next(z), fast.decode_next(z)
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert len(fast.caches) == 2 and fast.frames_done == ref.frames_done == 5  # tiles {0,1,2}, {3}
+
+
+@torch.no_grad()
+def test_streaming_cache_keeps_only_the_frames_it_needs() -> None:
+    torch.manual_seed(0)
+    vae = CausalVAE(PRESETS["tiny"].vae).eval()
+    dec = vae.stream_decoder()
+    for _ in range(2):  # the second latent frame runs 4 frames through the temporally up-sampled levels
+        dec.decode_next(torch.randn(1, 8, 1, 16, 16))
+    (cache,) = dec.caches.values()
+    for tail in cache.tails.values():
+        assert tail.shape[2] == 2  # kernel 3: two past frames
+        assert tail.untyped_storage().nbytes() == tail.numel() * tail.element_size()  # no hidden frames
+
+
+def _req() -> GenerationRequest:
+    return GenerationRequest(
+        prompt="a red fox", width=128, height=128, num_frames=5, seed=3,
+        first_frame_steps=(1, 1, 1), later_frame_steps=(1, 1, 1),
+    )  # fmt: skip
+
+
+def test_overlapped_decode_and_batched_tiles_give_the_same_video_in_unit_order() -> None:
+    torch.manual_seed(0)
+    ref = VideoPipeline.from_preset("tiny")
+    opts = RuntimeOptions(overlap_decode=True, vae_tile_batch=4, attention_backend="sdpa_split")
+    fast = VideoPipeline(
+        ref.cfg, ref.network, ref.vae, ref.text_encoder, device="cpu", dtype=torch.float32, runtime=opts
+    )
+    chunks: list[DecodedChunk] = []
+    want = ref.generate(_req()).frames
+    got = fast.generate(_req(), on_chunk=chunks.append).frames
+    assert [c.unit for c in chunks] == [0, 1] and [c.first_frame for c in chunks] == [0, 1]
+    assert got.shape == want.shape == (5, 128, 128, 3)
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # uint8 rounding of fp32 noise
+
+
+def test_overlapped_decode_errors_surface_from_generate() -> None:
+    torch.manual_seed(0)
+    pipe = VideoPipeline.from_preset("tiny", runtime=RuntimeOptions(overlap_decode=True))
+
+    def boom(chunk: DecodedChunk) -> None:
+        raise RuntimeError(f"sink failed at unit {chunk.unit}")
+
+    with pytest.raises(RuntimeError, match="sink failed at unit 0"):
+        pipe.generate(_req(), on_chunk=boom)
+
+
+def _tiny_net(**runtime: object) -> M4VNetwork:
+    torch.manual_seed(0)
+    cfg = PRESETS["tiny"].network
+    return M4VNetwork(cfg, latent_channels=8, text_dim=384, pooled_dim=384, runtime=RuntimeOptions(**runtime))  # type: ignore[arg-type]
+
+
+def test_step_graphs_reuse_static_buffers_per_cache_and_recapture_on_a_new_one() -> None:
+    net = _tiny_net()
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[1, 3:] = False
+    text = TextEmbeddings(torch.randn(2, 5, 384), mask, torch.randn(2, 384))
+    graphs = StepGraphs(net._forward_cached)
+    with torch.no_grad():
+        for n_hist in (1, 2):
+            hist = [torch.randn(2, 8, 16, 16) for _ in range(n_hist)]
+            cache = net.prepare_context(text=text, history=hist, full_hw=(16, 16))
+            outs = []
+            for step in range(3):
+                x, t = torch.randn(2, 8, 16, 16), torch.full((2,), 800.0 - 200 * step)
+                got = graphs.run(x, t, cache)
+                torch.testing.assert_close(got, net(x, t, cache=cache), rtol=1e-5, atol=1e-5)
+                outs.append(got)
+            assert outs[0].data_ptr() != outs[1].data_ptr()  # callers get copies, not the static output
+            assert not torch.equal(outs[0], outs[1])
+    assert graphs.captures == 2  # one per (unit, stage) cache
+
+
+def test_compile_option_compiles_every_block() -> None:
+    net = _tiny_net(compile=True)
+    blocks = [*net.double_blocks, *net.single_blocks]
+    assert all(hasattr(b.forward, "_torchdynamo_orig_callable") for b in blocks)
+    assert all(hasattr(b.forward_cached, "_torchdynamo_orig_callable") for b in blocks)
+    assert not hasattr(_tiny_net().double_blocks[0].forward, "_torchdynamo_orig_callable")
