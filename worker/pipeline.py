@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import torch
 
     from model.pipeline import VideoPipeline
+    from model.runtime import RuntimeOptions
     from worker.contract import Settings
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,20 @@ def resolve_weights(settings: Settings, cache_dir: Path | None = None) -> str | 
     return settings.weights
 
 
+def runtime_options(settings: Settings) -> RuntimeOptions:
+    """The speed options of model/runtime.py from M4V_* settings."""
+    from model.runtime import RuntimeOptions
+
+    return RuntimeOptions(
+        attention_backend=settings.attention_backend,
+        compile=settings.compile_blocks,
+        compile_mode=settings.compile_mode,
+        cuda_graphs=settings.cuda_graphs,
+        vae_tile_batch=settings.vae_tile_batch,
+        overlap_decode=settings.overlap_decode,
+    )
+
+
 def load_pipeline(
     settings: Settings, device: str, dtype: torch.dtype, cache_dir: Path | None = None
 ) -> VideoPipeline:
@@ -75,6 +90,7 @@ def load_pipeline(
         dtype=dtype,
         scan_backend=settings.scan_backend,
         use_cache=settings.context_cache,
+        runtime=runtime_options(settings),
     )
     log.info("pipeline loaded", extra={"preset": settings.preset, "device": device, "dtype": str(dtype)})
     return pipe

@@ -114,3 +114,17 @@ def test_compile_option_compiles_every_block() -> None:
     assert all(hasattr(b.forward, "_torchdynamo_orig_callable") for b in blocks)
     assert all(hasattr(b.forward_cached, "_torchdynamo_orig_callable") for b in blocks)
     assert not hasattr(_tiny_net().double_blocks[0].forward, "_torchdynamo_orig_callable")
+
+
+def test_worker_settings_turn_the_options_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.contract import Settings
+    from worker.pipeline import runtime_options
+
+    assert runtime_options(Settings()) == RuntimeOptions()
+    monkeypatch.setenv("M4V_ATTENTION_BACKEND", "sdpa_split")
+    monkeypatch.setenv("M4V_COMPILE_BLOCKS", "true")
+    monkeypatch.setenv("M4V_CUDA_GRAPHS", "true")
+    monkeypatch.setenv("M4V_VAE_TILE_BATCH", "4")
+    monkeypatch.setenv("M4V_OVERLAP_DECODE", "true")
+    opts = runtime_options(Settings())
+    assert opts == RuntimeOptions("sdpa_split", True, "default", True, 4, True)

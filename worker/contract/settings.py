@@ -31,6 +31,15 @@ class Settings(BaseSettings):
     t5_path: str | None = Field(None, description="local T5 encoder dir (transformers layout), t5_clip")
     clip_path: str | None = Field(None, description="local CLIP text model dir (transformers layout)")
     text_stand_in: bool = Field(False, description="benchmarks only: random text embeddings, no T5/CLIP")
+    # speed options (model/runtime.py RuntimeOptions; defaults = reference behaviour, see docs/PERF_NOTES.md)
+    attention_backend: Literal["sdpa_mask", "flex", "sdpa_split"] = Field(
+        "sdpa_mask", description="joint attention: dense mask, FlexAttention, or split/packed SDPA"
+    )
+    compile_blocks: bool = Field(False, description="torch.compile every network block")
+    compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = Field("default", description="mode")
+    cuda_graphs: bool = Field(False, description="capture/replay the cached step per (unit, stage) (CUDA)")
+    vae_tile_batch: int = Field(1, ge=1, description="spatial VAE tiles decoded in one batch")
+    overlap_decode: bool = Field(False, description="decode unit k on a side thread while unit k+1 samples")
 
     # --- storage (S3-compatible) ---
     s3_endpoint: str | None = Field(None, description="S3 endpoint URL; None = AWS (or embedded in `m4v up`)")
