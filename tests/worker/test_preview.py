@@ -5,6 +5,7 @@ the tiny model, SeaweedFS. Previews are fetched through their presigned URLs, as
 from __future__ import annotations
 
 import io
+import logging
 import threading
 from typing import Any
 
@@ -94,6 +95,9 @@ def test_preview_events_arrive_before_the_job_ends_and_decode_to_the_frames_done
     assert seen[0][2] == "running"  # the first preview was playable while the job was still running
     assert [d["ended"] for d, _, _ in seen] == [False, False, True]
     assert all(d["delay_s"] >= 0 and d["format"] == "hls" for d, _, _ in seen)
+    logging.getLogger(__name__).warning(
+        "unit finished -> preview event: %s s", [d["delay_s"] for d, _, _ in seen]
+    )
 
     # the streamed frames are the final video's frames (up to lossy coding)
     final_mp4 = Storage.from_settings(settings).download(final.result.video_key)  # type: ignore[union-attr]
