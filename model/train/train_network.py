@@ -1,7 +1,7 @@
 """Phase 3: the M4V network with pyramidal flow matching on frozen-VAE latents of world clips.
 
 Each step renders a batch, encodes it (posterior mean, no grad), and for every stage draws a unit per group of
-examples, builds the sampler's history and noisy input (model/train/flow_batch.py), and regresses the velocity.
+examples, builds the sampler's history and noisy input (model/train/flow_batch.py), regresses the velocity.
 Captions come from the MiniLM cache; ~10% are replaced by the empty prompt so CFG has an unconditional model.
 """
 
@@ -81,9 +81,12 @@ class EMA:
 
 
 @torch.no_grad()
-def encode_latents(vae: CausalVAE, video: torch.Tensor, device: torch.device) -> torch.Tensor:
+def encode_latents(
+    vae: CausalVAE, video: torch.Tensor, device: torch.device, chunk: int = 128
+) -> torch.Tensor:
+    """Posterior means (B, C, T, h, w), encoded ``chunk`` clips at a time (encoder activations are large)."""
     with autocast(device):
-        return vae.encode(video).float()  # (B, C, T, h, w)
+        return torch.cat([vae.encode(v).float() for v in video.split(chunk)])
 
 
 def flow_loss(

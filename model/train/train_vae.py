@@ -82,7 +82,7 @@ def normalise_latents(
     """Fold a per-channel 1/std into the encoder's mean head and std into the decoder's input conv.
 
     The preset keeps scaling_factor 1 and shift 0, so this makes the latents the sampler sees ~unit variance
-    (what flow matching from N(0, I) expects) without touching config.py. Exact: the decoder's causal conv pads
+    (what flow matching from N(0, I) expects) with config.py untouched. Exact: the decoder's causal conv pads
     by zeros in space and by replicating the first frame in time, both commute with a per-channel scale.
     """
     g = torch.Generator().manual_seed(seed)

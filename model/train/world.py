@@ -65,7 +65,7 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
 
 
 def sample_geometry(specs: list[ClipSpec], frames: int, size: int, g: torch.Generator) -> Geometry:
-    """Trajectories: moves travel 36-60 px, grow/shrink go between half-sizes 9 and 24, all inside the frame."""
+    """Trajectories: moves travel 36-60 px, grow/shrink span half-sizes ~9 to ~24, all inside the frame."""
     n = len(specs)
     s = torch.linspace(0.0, 1.0, frames, dtype=torch.float64)[None]  # (1, F) clip time
     r0 = _uniform(n, 12.0, 19.0, g)[:, None]

@@ -1,0 +1,142 @@
+"""Prompt adherence of the tiny preset on held-out combinations and unseen paraphrases (issue 5).
+
+python bench/tiny_eval.py [--weights PATH] [--prompts 240] [--batch 60] [--device cuda] [--text-cache PATH]
+    [--time-cpu] [--out bench/results/tiny_eval.json]
+
+Prompts come from model.train.captions.eval_prompts (colour x shape x motion triples never trained on, written
+with sentence templates never trained on). Clips are sampled in batches with the preset's default steps and
+guidance (seed = prompt index); the analytic detector (model/detector.py) scores each clip. --time-cpu also
+times one clip through VideoPipeline on this machine's CPU (the number the model card reports).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from model.detector import detect
+from model.pipeline import VideoPipeline, to_uint8_frames
+from model.pipeline_types import GenerationRequest
+from model.sampler import sample_video
+from model.text_encoder import TextEmbeddings, TextEncoder
+from model.train.captions import eval_prompts
+
+log = logging.getLogger("tiny_eval")
+
+
+def generate_batch(pipe: VideoPipeline, encoder: TextEncoder, prompts: list[str], seed: int) -> list:
+    """Frames (n, H, W, 3) uint8 for each prompt, sampled together as one batch."""
+    cfg = pipe.cfg
+    text = TextEmbeddings.cat(
+        [encoder.encode(prompts), encoder.encode([cfg.sampler.negative_prompt] * len(prompts))]
+    )
+    w, h = cfg.default_resolution
+    with torch.inference_mode():
+        latents = sample_video(
+            pipe.network,
+            text,
+            cfg,
+            num_latent_frames=cfg.latent_frames(cfg.default_frames),
+            full_hw=cfg.latent_grid(w, h),
+            steps_first=cfg.sampler.first_frame_steps,
+            steps_later=cfg.sampler.later_frame_steps,
+            guidance_first=7.0,
+            guidance_later=5.0,
+            generator=torch.Generator("cpu").manual_seed(seed),
+            device=pipe.device,
+            dtype=pipe.dtype,
+        )
+        video = pipe.vae.decode(latents.to(pipe.dtype))  # (B, 3, F, H, W)
+    return [to_uint8_frames(video[i : i + 1]) for i in range(video.shape[0])]
+
+
+def evaluate(pipe: VideoPipeline, encoder: TextEncoder, count: int, batch: int) -> dict:
+    items = eval_prompts(count)
+    hits = {"color": 0, "shape": 0, "motion": 0, "all": 0}
+    rows = []
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        clips = generate_batch(pipe, encoder, [p for _, p in chunk], seed=start)
+        for (spec, prompt), frames in zip(chunk, clips, strict=True):
+            det = detect(frames)
+            m = det.matches(spec.color, spec.shape, spec.motion)
+            m["all"] = all(m.values())
+            for k in hits:
+                hits[k] += m[k]
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "want": [spec.color, spec.shape, spec.motion],
+                    "got": [det.color, det.shape, det.motion],
+                }
+            )
+    n = len(items)
+    return {"prompts": n, "accuracy": {k: v / n for k, v in hits.items()}, "clips": rows}
+
+
+def time_cpu(weights: str | None) -> dict:
+    torch.set_num_threads(torch.get_num_threads())
+    pipe = VideoPipeline.from_preset("tiny", weights=weights, device="cpu")
+    cfg = pipe.cfg
+    w, h = cfg.default_resolution
+    req = GenerationRequest(
+        prompt="a red circle moving right on a black background",
+        width=w,
+        height=h,
+        num_frames=cfg.default_frames,
+        seed=0,
+    )
+    pipe.generate(req)  # warm-up
+    began = time.perf_counter()
+    res = pipe.generate(req)
+    return {
+        "cpu_seconds": time.perf_counter() - began,
+        "threads": torch.get_num_threads(),
+        "timings": res.timings.__dict__,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--prompts", type=int, default=240)
+    p.add_argument("--batch", type=int, default=60)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--text-cache", type=Path, default=None, help="MiniLM cache (boxes without the package)")
+    p.add_argument("--time-cpu", action="store_true")
+    p.add_argument("--skip-eval", action="store_true")
+    p.add_argument("--out", type=Path, default=Path("bench/results/tiny_eval.json"))
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    report: dict = {"machine": platform.processor() or platform.machine(), "device": args.device}
+    if args.device.startswith("cuda"):
+        report["card"] = torch.cuda.get_device_name()
+    if not args.skip_eval:
+        pipe = VideoPipeline.from_preset(
+            "tiny", weights=args.weights, device=args.device, stand_in_text=args.text_cache is not None
+        )
+        if args.text_cache is not None:
+            from model.train.text_cache import TextCache
+
+            encoder: TextEncoder = TextCache(args.text_cache, args.device)
+        else:
+            encoder = pipe.text_encoder
+        began = time.perf_counter()
+        report.update(evaluate(pipe, encoder, args.prompts, args.batch))
+        report["eval_seconds"] = time.perf_counter() - began
+        log.info("accuracy %s", json.dumps(report["accuracy"]))
+    if args.time_cpu:
+        report.update(time_cpu(args.weights))
+        log.info("one clip on CPU: %.1f s", report["cpu_seconds"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
