@@ -24,7 +24,7 @@ for name in ("triton", "mamba_ssm", "causal_conv1d"):
         print(name, "NOT IMPORTABLE:", type(e).__name__, e)
 print("gpu", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")
 PY
-M4V_TEST_OUT=$OUT python3 -m pytest -q -rs -m cuda tests/model/test_kernels.py 2>&1 | tee "$OUT/pytest.txt"
+M4V_TEST_OUT=$OUT python3 -m pytest -q -rs --noconftest -p no:cacheprovider -m cuda tests/model/test_kernels.py 2>&1 | tee "$OUT/pytest.txt"
 rc=${PIPESTATUS[0]}
 [ -f "$OUT/kernel_errors.json" ] && cat "$OUT/kernel_errors.json"
 exit "$rc"
