@@ -303,6 +303,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--e2e", default="", help="comma-separated frame counts for real VideoPipeline runs")
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--reps", type=int, default=None)
+    p.add_argument(
+        "--variants", default="", help="'all' or names from bench/variants.py: RuntimeOptions timings"
+    )
+    p.add_argument("--variants-only", action="store_true", help="skip the main benchmark, time variants only")
     args = p.parse_args(argv)
     if args.dry_run:
         args.device, args.preset, args.quick = "cpu", "tiny", True
@@ -334,6 +338,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     first_units = [u for u in units if u < n[0]]
     matmul = matmul_tflops(device, dtype, 8192 if cuda else 1024, s.clock)
     log.info("bf16 matmul ceiling: %.1f TFLOP/s", matmul)
+    variants = None
+    if args.variants or args.variants_only:
+        from bench.variants import run_variants, table
+
+        variants = run_variants(cfg_m, cfg_a, s, args.variants or "all", n[0] - 1)
+        log.info("\n%s", table(variants))
+        if args.variants_only:
+            meta = {"card": card, **versions(), "matmul_tflops": matmul, "dtype": str(dtype)}
+            return write_results(args, card, {**meta, "scan_backend": backend, "variants": variants})
 
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
@@ -390,14 +403,21 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             results[f"{name}_e2e_{frames}f_s_measured"] = seconds
             results[f"{name}_peak_mem_gb_{frames}f_measured"] = peak / 2**30
             log.info("measured e2e %s %d frames: %.2f s", name, frames, seconds)
+    if variants is not None:
+        results["variants"] = variants
     results["tables"] = {
         "m4v_cached": [dataclasses.asdict(r) for r in m_cached],
         "m4v_uncached": [dataclasses.asdict(r) for r in m_uncached],
         "attn_cached": [dataclasses.asdict(r) for r in a_cached],
     }
+    return write_results(args, card, results)
+
+
+def write_results(args: argparse.Namespace, card: str, results: dict[str, object]) -> dict[str, object]:
     args.out.mkdir(parents=True, exist_ok=True)
     slug = "".join(c if c.isalnum() else "-" for c in card).strip("-").lower()
-    path = args.out / f"{dt.date.today().isoformat()}-{slug}.json"
+    suffix = "-variants" if args.variants_only else ""
+    path = args.out / f"{dt.date.today().isoformat()}-{slug}{suffix}.json"
     path.write_text(json.dumps(results, indent=2))
     log.info("\n%s\n\nwrote %s", markdown(results), path)
     return results
