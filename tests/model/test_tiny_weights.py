@@ -1,0 +1,41 @@
+"""The shipped tiny checkpoint loads through the packaged path and makes clips the detector agrees with."""
+
+from __future__ import annotations
+
+import pytest
+
+from model.config import get_preset
+from model.detector import detect
+from model.pipeline import VideoPipeline, find_packaged_weights
+from model.pipeline_types import GenerationRequest
+
+# Seen attribute values in a training-style sentence; seeds fixed so the check is deterministic.
+CASES = [
+    ("a red circle moving right on a black background", ("red", "circle", "right")),
+    ("a yellow square growing on a gray background", ("yellow", "square", "grow")),
+]
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> VideoPipeline:
+    return VideoPipeline.from_preset("tiny", device="cpu")
+
+
+def test_tiny_weights_are_packaged_and_small() -> None:
+    path = find_packaged_weights("tiny")
+    assert path is not None and path.name == "tiny.safetensors"
+    assert path.stat().st_size <= 16 * 2**20
+
+
+# The shipped checkpoint is under-trained (held-out accuracy 0.4%, docs/MODEL_CARD.md): this is the check a
+# trained checkpoint must pass. strict=True: once it passes, the xfail must go.
+@pytest.mark.xfail(strict=True, reason="shipped tiny checkpoint is under-trained; see docs/MODEL_CARD.md")
+@pytest.mark.parametrize(("prompt", "want"), CASES)
+def test_tiny_weights_follow_the_prompt(
+    pipeline: VideoPipeline, prompt: str, want: tuple[str, str, str]
+) -> None:
+    cfg = get_preset("tiny")
+    w, h = cfg.default_resolution
+    req = GenerationRequest(prompt=prompt, width=w, height=h, num_frames=cfg.default_frames, seed=0)
+    det = detect(pipeline.generate(req).frames)
+    assert (det.color, det.shape, det.motion) == want
