@@ -9,10 +9,9 @@ from model.detector import detect
 from model.pipeline import VideoPipeline, find_packaged_weights
 from model.pipeline_types import GenerationRequest
 
-# Seen attribute values in a training-style sentence; seeds fixed so the check is deterministic.
+# One clip keeps CI short (~20-40 s on 2 cores); seed fixed so the check is deterministic.
 CASES = [
     ("a red circle moving right on a black background", ("red", "circle", "right")),
-    ("a yellow square growing on a gray background", ("yellow", "square", "grow")),
 ]
 
 
