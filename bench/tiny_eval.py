@@ -30,7 +30,9 @@ from model.train.captions import eval_prompts
 log = logging.getLogger("tiny_eval")
 
 
-def generate_batch(pipe: VideoPipeline, encoder: TextEncoder, prompts: list[str], seed: int) -> list:
+def generate_batch(
+    pipe: VideoPipeline, encoder: TextEncoder, prompts: list[str], seed: int, guidance: tuple[float, float]
+) -> list:
     """Frames (n, H, W, 3) uint8 for each prompt, sampled together as one batch."""
     cfg = pipe.cfg
     text = TextEmbeddings.cat(
@@ -46,8 +48,8 @@ def generate_batch(pipe: VideoPipeline, encoder: TextEncoder, prompts: list[str]
             full_hw=cfg.latent_grid(w, h),
             steps_first=cfg.sampler.first_frame_steps,
             steps_later=cfg.sampler.later_frame_steps,
-            guidance_first=7.0,
-            guidance_later=5.0,
+            guidance_first=guidance[0],
+            guidance_later=guidance[1],
             generator=torch.Generator("cpu").manual_seed(seed),
             device=pipe.device,
             dtype=pipe.dtype,
@@ -56,13 +58,19 @@ def generate_batch(pipe: VideoPipeline, encoder: TextEncoder, prompts: list[str]
     return [to_uint8_frames(video[i : i + 1]) for i in range(video.shape[0])]
 
 
-def evaluate(pipe: VideoPipeline, encoder: TextEncoder, count: int, batch: int) -> dict:
+def evaluate(
+    pipe: VideoPipeline,
+    encoder: TextEncoder,
+    count: int,
+    batch: int,
+    guidance: tuple[float, float] = (7.0, 5.0),
+) -> dict:
     items = eval_prompts(count)
     hits = {"color": 0, "shape": 0, "motion": 0, "all": 0}
     rows = []
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
-        clips = generate_batch(pipe, encoder, [p for _, p in chunk], seed=start)
+        clips = generate_batch(pipe, encoder, [p for _, p in chunk], seed=start, guidance=guidance)
         for (spec, prompt), frames in zip(chunk, clips, strict=True):
             det = detect(frames)
             m = det.matches(spec.color, spec.shape, spec.motion)
@@ -109,6 +117,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=60)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--text-cache", type=Path, default=None, help="MiniLM cache (boxes without the package)")
+    p.add_argument("--guidance", type=float, nargs=2, default=(7.0, 5.0), help="first frame, later frames")
     p.add_argument("--time-cpu", action="store_true")
     p.add_argument("--skip-eval", action="store_true")
     p.add_argument("--out", type=Path, default=Path("bench/results/tiny_eval.json"))
@@ -128,7 +137,8 @@ def main() -> None:
         else:
             encoder = pipe.text_encoder
         began = time.perf_counter()
-        report.update(evaluate(pipe, encoder, args.prompts, args.batch))
+        report.update(evaluate(pipe, encoder, args.prompts, args.batch, tuple(args.guidance)))
+        report["guidance"] = list(args.guidance)
         report["eval_seconds"] = time.perf_counter() - began
         log.info("accuracy %s", json.dumps(report["accuracy"]))
     if args.time_cpu:
