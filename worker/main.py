@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import socket
 import sys
 import time
@@ -151,7 +152,10 @@ def build_worker(
     spool = Spool.from_settings(settings)
     context = JobContext(settings, store, pipeline, storage, webhooks, metrics, state, spool=spool)
     queues = [Queue(q, connection=client) for q in store.keys.queues()]
-    worker = M4VWorker(queues, context=context, name=name, connection=client, lease_s=settings.job_lease_s)
+    # rq refuses to register a name whose previous holder died without deregistering (SIGKILL, OOM kill):
+    # a container restarted in the same pod keeps M4V_WORKER_NAME, so rq gets a per-process suffix.
+    rq_name = f"{name}.{secrets.token_hex(3)}"
+    worker = M4VWorker(queues, context=context, name=rq_name, connection=client, lease_s=settings.job_lease_s)
     recovery = Recovery(
         Reaper(client, store, settings.max_attempts, webhooks),
         worker.renew_lease,

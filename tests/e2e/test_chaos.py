@@ -67,7 +67,9 @@ class WorkerSlot:
 
     def start(self) -> None:
         self.starts += 1
-        env = dict(self.env, M4V_WORKER_NAME=f"chaos-{self.index}-{self.starts}")
+        # The same name on every restart, like a container restarted inside its pod (the chart sets the pod
+        # name): the new process must come up although the killed one never deregistered from rq.
+        env = dict(self.env, M4V_WORKER_NAME=f"slot-{self.index}")
         log = (self.logs / f"worker-{self.index}-{self.starts}.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "worker.main"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -110,18 +112,25 @@ def test_random_sigkills_lose_no_job_and_duplicate_no_video(
     began = time.monotonic()
     kills = 0
     try:
-        next_kill = began + rng.uniform(10, 16)
+        # Kill by progress, not by the clock, so all kills land mid-run however fast the machine is.
+        kill_at = sorted(rng.sample(range(5, JOBS - 20), KILLS))
         while time.monotonic() - began < DEADLINE_S:
             records = store.get_many(ids)
-            if all(r is not None and r.status in TERMINAL_STATUSES for r in records):
+            done = sum(1 for r in records if r is not None and r.status in TERMINAL_STATUSES)
+            if done == JOBS:
                 break
-            if kills < KILLS and time.monotonic() >= next_kill:
+            if kills < KILLS and done >= kill_at[kills]:
                 victim = rng.choice(slots)
                 victim.kill()
                 victim.start()
                 kills += 1
-                next_kill = time.monotonic() + rng.uniform(8, 14)
             time.sleep(0.2)
+        # Every restarted worker must still be serving (it re-registered under its old name).
+        exited = {
+            slot.index: slot.proc.poll()
+            for slot in slots
+            if slot.proc is not None and slot.proc.poll() is not None
+        }
     finally:
         for slot in slots:
             slot.stop()
@@ -130,6 +139,7 @@ def test_random_sigkills_lose_no_job_and_duplicate_no_video(
     records = store.get_many(ids)
     statuses = Counter(r.status if r is not None else "missing" for r in records)
     assert kills == KILLS
+    assert not exited, f"worker slots exited on their own (slot: exit code): {exited}"
     assert set(statuses) <= {"succeeded", "failed"}, f"{statuses} after {elapsed:.0f}s"
     for r in records:
         assert r is not None
