@@ -1,5 +1,6 @@
-"""ETA of a running job: the FLOPs it still has to spend (model/flops.py step schedule) divided by this
-worker's measured throughput (a FLOP-weighted moving average per preset, worker/contract/throughput.py).
+"""ETA of a running job from the FLOPs and steps it still has (model/flops.py step schedule) and this
+preset's measured step cost (worker/contract/throughput.py: seconds = a + b * FLOPs per step, fitted on a
+moving window, plus the measured encode + upload tail).
 
 Every sampler step feeds the meter with (FLOPs of the steps since the last call, wall time since then), so
 text encoding, the streamed decodes, preview uploads and Redis writes are all part of the measured rate,
@@ -79,14 +80,21 @@ class JobEta:
         now = time.perf_counter()
         done = min(p.steps_done, len(self.schedule))
         spent = sum(s.total for s in self.schedule[self.steps_done : done])
-        self.meter.add(spent, now - self.last)
+        self.meter.add(spent, now - self.last, steps=done - self.steps_done)
         self.steps_done, self.last = done, now
         left = remaining_flops(self.schedule, done)
         set_job_flops(self.r, self.prefix, self.job_id, left, self.ttl_s)
-        rate = self.meter.rate
         if self.state is not None:
-            self.state.flops_per_s = rate
-        return round(left / rate, 3) if rate else None
+            self.state.flops_per_s = self.meter.rate
+        # The measured tail already holds the last unit's decode (it runs after the last step's report).
+        last_decode = self.schedule[-1].decode if done < len(self.schedule) else 0.0
+        eta = self.meter.seconds_left(left - last_decode, len(self.schedule) - done)
+        return round(eta, 3) if eta is not None else None
+
+    def record_tail(self) -> None:
+        """The job's video is stored: learn the time from the last sampler step to here (last decode,
+        encode, upload), which every ETA adds."""
+        self.meter.add_tail(time.perf_counter() - self.last)
 
     def finish(self) -> None:
         drop_job_flops(self.r, self.prefix, self.job_id)

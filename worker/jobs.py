@@ -212,6 +212,8 @@ class JobRun:
         began = time.perf_counter()
         job_result = self._upload(job, video.data, thumbnail, partial=False, frames=video.frames)
         upload_s = time.perf_counter() - began
+        if self.eta is not None:
+            self.eta.record_tail()
         metrics = self._metrics(job, result, encode_s, upload_s)
         return self._end(job, "succeeded", None, result=job_result, metrics=metrics, gen=result)
 

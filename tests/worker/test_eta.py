@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import pytest
+
 from tests.worker.jobs_helpers import make_job, submit
 from tests.worker.test_jobs import ONE_STEP_PER_STAGE, queue, settings, store, tiny_pipeline, work  # noqa: F401
 from worker.contract import JobStore, Settings
@@ -42,3 +44,19 @@ def test_eta_of_a_running_tiny_job_is_within_30_percent_after_warm_up(
     log.warning("ETA relative errors (eta - actual) / actual: %s", [round(e, 3) for e in errors])
     median = sorted(abs(e) for e in errors)[len(errors) // 2]
     assert median <= 0.30, errors
+
+
+def test_step_cost_fit_separates_per_step_overhead_from_flop_rate(store: JobStore) -> None:
+    """Small pyramid stages cost more than their FLOPs: the fit recovers seconds = a + b * flops."""
+    from worker.contract.throughput import ThroughputMeter
+
+    meter = ThroughputMeter.load(store.r, store.keys.prefix, "tiny")
+    assert meter.seconds_left(1e12, 10) is None  # nothing measured yet
+    a, b = 0.05, 1e-12  # 50 ms per step + 1 TFLOP/s
+    for flops in [1e9, 4e10, 1e11, 5e11] * 5:
+        meter.add(flops, a + b * flops)
+    fit = ThroughputMeter.load(store.r, store.keys.prefix, "tiny").step_cost()
+    assert fit is not None
+    assert abs(fit[0] - a) < 1e-6 and abs(fit[1] - b) / b < 1e-6
+    meter.add_tail(2.0)
+    assert meter.seconds_left(3e11, 4) == pytest.approx(4 * a + 3e11 * b + 2.0)

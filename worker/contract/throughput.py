@@ -1,9 +1,11 @@
 """FLOP bookkeeping in Redis that the workers write and the API reads (ETAs, admission, m4v_queue_flops).
 
 Keys (prefix p):
-  {p}:throughput:{preset}  hash {flops, seconds}: exponentially decayed sums of the FLOPs the workers spent
-                           and the wall time they took, per preset; rate = flops / seconds (a FLOP-weighted
-                           moving average that survives worker restarts and scale-to-zero)
+  {p}:throughput:{preset}  hash of exponentially decayed sums per preset, surviving worker restarts and
+                           scale-to-zero: flops, seconds (rate = flops / seconds, a FLOP-weighted moving
+                           average) and n, sf, st, sff, sft (per-step count, FLOPs, seconds and their
+                           products) for the affine step-cost fit seconds = a + b * flops, plus tail_s, a
+                           moving average of the time after sampling (encode + upload)
   {p}:job_flops            hash job id -> FLOPs the job still has to spend: the whole-request estimate at
                            submission, the remaining FLOPs after every sampler step, deleted when it ends
 Each worker's own rate also travels in its heartbeat (flops_per_s), so the fleet's throughput is the sum
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 import redis
 
 DECAY_PER_STEP = 0.97  # a window of ~30 sampler steps: adapts within a job, smooth over single steps
+TAIL_WEIGHT = 0.3  # moving average of the encode + upload time over the last few jobs
+_FIELDS = ("flops", "seconds", "n", "sf", "st", "sff", "sft", "tail_s")
 
 
 def throughput_key(prefix: str, preset: str) -> str:
@@ -37,25 +41,72 @@ class ThroughputMeter:
     key: str
     flops: float = 0.0
     seconds: float = 0.0
+    n: float = 0.0
+    sf: float = 0.0
+    st: float = 0.0
+    sff: float = 0.0
+    sft: float = 0.0
+    tail_s: float = 0.0
 
     @classmethod
     def load(cls, r: redis.Redis, prefix: str, preset: str) -> ThroughputMeter:
         key = throughput_key(prefix, preset)
-        raw = r.hmget(key, ["flops", "seconds"])
-        flops, seconds = (float(v) if v is not None else 0.0 for v in raw)
-        return cls(r, key, flops, seconds)
+        raw = r.hmget(key, list(_FIELDS))
+        return cls(r, key, *(float(v) if v is not None else 0.0 for v in raw))
 
     @property
     def rate(self) -> float | None:
         """FLOP/s, or None before anything was measured."""
         return self.flops / self.seconds if self.flops > 0 and self.seconds > 0 else None
 
-    def add(self, flops: float, seconds: float) -> None:
-        if flops <= 0 or seconds <= 0:
+    def add(self, flops: float, seconds: float, steps: int = 1) -> None:
+        """One observation: `steps` sampler steps that spent `flops` in `seconds`."""
+        if flops <= 0 or seconds <= 0 or steps <= 0:
             return
-        self.flops = DECAY_PER_STEP * self.flops + flops
-        self.seconds = DECAY_PER_STEP * self.seconds + seconds
-        self.r.hset(self.key, mapping={"flops": self.flops, "seconds": self.seconds})
+        d = DECAY_PER_STEP
+        f, t = flops / steps, seconds / steps  # the fit is per step
+        self.flops, self.seconds = d * self.flops + flops, d * self.seconds + seconds
+        self.n, self.sf, self.st = d * self.n + steps, d * self.sf + f * steps, d * self.st + t * steps
+        self.sff, self.sft = d * self.sff + f * f * steps, d * self.sft + f * t * steps
+        self._save()
+
+    def add_tail(self, seconds: float) -> None:
+        """Time a job spent after its last sampler step (encode + upload)."""
+        if seconds < 0:
+            return
+        self.tail_s = seconds if self.tail_s == 0 else (1 - TAIL_WEIGHT) * self.tail_s + TAIL_WEIGHT * seconds
+        self._save()
+
+    def _save(self) -> None:
+        self.r.hset(self.key, mapping={name: getattr(self, name) for name in _FIELDS})
+
+    def step_cost(self) -> tuple[float, float] | None:
+        """(a seconds per step, b seconds per FLOP) of the fit seconds = a + b * flops, or None.
+
+        Per-step overhead (kernel launches, Python, Redis writes) makes small pyramid stages cost more
+        than their FLOPs say; a pure FLOP rate then over-estimates big steps and under-estimates small ones.
+        Falls back to (0, 1 / rate) until the steps seen differ enough in size to separate the two terms.
+        """
+        if self.n < 3:
+            return (0.0, 1.0 / self.rate) if self.rate else None
+        mf, mt = self.sf / self.n, self.st / self.n
+        var = self.sff / self.n - mf * mf
+        cov = self.sft / self.n - mf * mt
+        if var <= (0.05 * mf) ** 2 or cov <= 0:
+            return (0.0, 1.0 / self.rate) if self.rate else None
+        b = cov / var
+        a = mt - b * mf
+        if a < 0:  # no measurable overhead: the pure rate is the better model
+            return (0.0, 1.0 / self.rate) if self.rate else None
+        return a, b
+
+    def seconds_left(self, flops_left: float, steps_left: int) -> float | None:
+        """Sampling time for the steps left (fit above) plus the measured tail, or None before any data."""
+        cost = self.step_cost()
+        if cost is None:
+            return None
+        a, b = cost
+        return a * steps_left + b * flops_left + self.tail_s
 
 
 def preset_rate(r: redis.Redis, prefix: str, preset: str) -> float | None:
