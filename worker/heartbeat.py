@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +53,8 @@ class Heartbeat:
     def __init__(self, client: redis.Redis, key: str, state: WorkerState, period_s: float = 5.0) -> None:
         self.r = client
         self.key = key
+        # key is {prefix}:worker:{name}; the fleet index {prefix}:workers lists it (Keys.worker_index)
+        self.index = key.rsplit(":worker:", 1)[0] + ":workers"
         self.state = state
         self.period_s = period_s
         self._stop = threading.Event()
@@ -59,7 +62,10 @@ class Heartbeat:
 
     def beat(self) -> None:
         ttl_ms = max(1, int(3 * self.period_s * 1000))
-        self.r.set(self.key, json.dumps(self.state.as_heartbeat()), px=ttl_ms)
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.set(self.key, json.dumps(self.state.as_heartbeat()), px=ttl_ms)
+            pipe.zadd(self.index, {self.state.name: time.time() + ttl_ms / 1000})
+            pipe.execute()
 
     def start(self) -> Heartbeat:
         self.beat()
@@ -73,6 +79,7 @@ class Heartbeat:
             self._thread.join(timeout_s)
         try:
             self.r.delete(self.key)
+            self.r.zrem(self.index, self.state.name)
         except redis.RedisError:
             log.warning("could not remove heartbeat key", extra={"key": self.key})
 

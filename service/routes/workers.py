@@ -12,20 +12,21 @@ from pydantic import ValidationError
 from service.auth import current_owner
 from service.deps import StateDep
 from service.schemas import ErrorOut, WorkerOut, WorkersOut
+from worker.contract.store import live_worker_keys
 
 router = APIRouter(tags=["workers"])
 log = logging.getLogger(__name__)
 
 
-def _parse(key: bytes, raw: bytes | str | None, now: datetime) -> WorkerOut | None:
-    if raw is None:  # expired between SCAN and MGET
+def _parse(key: str, raw: bytes | str | None, now: datetime) -> WorkerOut | None:
+    if raw is None:  # expired between the index read and MGET
         return None
     try:
         fields = json.loads(raw)
-        fields.setdefault("name", key.decode().rsplit(":", 1)[-1])
+        fields.setdefault("name", key.rsplit(":", 1)[-1])
         worker = WorkerOut.model_validate(fields)
     except (ValueError, TypeError, AttributeError, ValidationError) as exc:
-        log.warning("unreadable heartbeat", extra={"key": key.decode(), "error": str(exc)})
+        log.warning("unreadable heartbeat", extra={"key": key, "error": str(exc)})
         return None
     if worker.heartbeat_at is not None:
         beat = worker.heartbeat_at if worker.heartbeat_at.tzinfo else worker.heartbeat_at.replace(tzinfo=UTC)
@@ -40,7 +41,7 @@ def _parse(key: bytes, raw: bytes | str | None, now: datetime) -> WorkerOut | No
     dependencies=[Depends(current_owner)],  # any valid key; fleet details are not public
 )
 def workers(state: StateDep) -> WorkersOut:
-    keys = sorted(state.redis.scan_iter(match=state.store.keys.worker_pattern(), count=500))
+    keys = live_worker_keys(state.redis, state.store.keys)
     raws = state.redis.mget(keys) if keys else []
     now = datetime.now(UTC)
     found = [w for w in (_parse(k, r, now) for k, r in zip(keys, raws, strict=True)) if w is not None]

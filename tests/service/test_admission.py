@@ -4,6 +4,7 @@ Redis; worker heartbeats and throughput are written to Redis exactly as workers 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -31,6 +32,7 @@ def publish_worker(store: JobStore, name: str, **fields: object) -> None:
     """A heartbeat as worker/heartbeat.py writes it."""
     hb = {"name": name, "preset": "tiny", "device": "cuda", "model_loaded": True, "busy_job": None, **fields}
     store.r.set(store.keys.worker(name), json.dumps(hb), px=60_000)
+    store.r.zadd(store.keys.worker_index(), {name: time.time() + 60})
 
 
 def test_request_above_the_flop_cap_is_refused_with_422_naming_the_limit(settings: Settings) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import redis
@@ -54,9 +55,13 @@ def test_workers_lists_heartbeats_with_their_age(
             "heartbeat_at": now.isoformat(),
         },
     }
+    # Written as worker/heartbeat.py does: the heartbeat key plus the fleet index entry.
+    index = f"{settings.key_prefix}:workers"
     for name, beat in beats.items():
         r.set(f"{settings.key_prefix}:worker:{name}", json.dumps(beat), ex=60)
+        r.zadd(index, {name: time.time() + 60})
     r.set(f"{settings.key_prefix}:worker:broken", b"not json", ex=60)
+    r.zadd(index, {"broken": time.time() + 60, "expired": time.time() - 1})
     fleet = client.get("/workers").json()
     assert (fleet["count"], fleet["ready"], fleet["busy"]) == (2, 1, 1)
     gpu0 = next(w for w in fleet["workers"] if w["name"] == "gpu0")

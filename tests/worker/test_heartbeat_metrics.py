@@ -9,7 +9,7 @@ import httpx
 import redis
 
 from m4v_cli.seaweed import free_port
-from worker.contract.store import Keys
+from worker.contract.store import Keys, live_worker_keys
 from worker.heartbeat import Heartbeat, WorkerState
 from worker.metrics import WorkerMetrics
 
@@ -33,6 +33,7 @@ def test_heartbeat_key_has_worker_fields_and_a_ttl_then_is_removed(redis_url: st
         } <= set(first)
         assert first["model_loaded"] is True and first["busy_job"] is None
         assert 0 < client.pttl(key) <= 300
+        assert live_worker_keys(client, Keys(key_prefix)) == [key]  # the fleet index lists it
         state.busy_job = "job-1"
         time.sleep(0.35)
         later = json.loads(client.get(key))  # type: ignore[arg-type]
@@ -41,6 +42,7 @@ def test_heartbeat_key_has_worker_fields_and_a_ttl_then_is_removed(redis_url: st
     finally:
         beat.stop()
     assert client.get(key) is None
+    assert live_worker_keys(client, Keys(key_prefix)) == []
 
 
 def test_heartbeat_expires_when_the_worker_stops_beating(redis_url: str, key_prefix: str) -> None:
@@ -50,6 +52,7 @@ def test_heartbeat_expires_when_the_worker_stops_beating(redis_url: str, key_pre
     assert client.exists(key)
     time.sleep(0.5)  # TTL is 3 periods
     assert not client.exists(key)
+    assert live_worker_keys(client, Keys(key_prefix)) == []  # a dead worker drops out of the index too
 
 
 def test_metrics_endpoint_serves_worker_series() -> None:

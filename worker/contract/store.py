@@ -6,12 +6,14 @@ Keys (prefix p = Settings.key_prefix):
   {p}:job:{id}:cancel     set when a client cancels a running job; the worker stops at the next step
   {p}:idem:{owner}:{key}  "<body sha256> <job id>" for Idempotency-Key
   {p}:worker:{name}       JSON heartbeat of a worker, with a TTL
+  {p}:workers             sorted set of worker names scored by heartbeat expiry (live_worker_keys)
 rq queues: {p}-high, {p}-normal, {p}-low.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +50,10 @@ class Keys:
     def worker_pattern(self) -> str:
         return f"{self.prefix}:worker:*"
 
+    def worker_index(self) -> str:
+        """Sorted set: worker name -> unix time its heartbeat expires (no keyspace SCAN on hot paths)."""
+        return f"{self.prefix}:workers"
+
     def queue(self, priority: Priority) -> str:
         return f"{self.prefix}-{priority}"
 
@@ -56,6 +62,17 @@ class Keys:
 
 
 keys = Keys()
+
+
+def live_worker_keys(client: redis.Redis, keys: Keys) -> list[str]:
+    """Heartbeat keys of workers whose heartbeat has not expired, from the index (O(workers), not a SCAN)."""
+    now = time.time()
+    index = keys.worker_index()
+    with client.pipeline(transaction=False) as pipe:
+        pipe.zremrangebyscore(index, "-inf", now)
+        pipe.zrangebyscore(index, now, "+inf")
+        _, names = pipe.execute()
+    return sorted(keys.worker(n.decode() if isinstance(n, bytes) else n) for n in names)
 
 
 class JobNotFoundError(KeyError):

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import redis
 
+from worker.contract.store import Keys, live_worker_keys
+
 DECAY_PER_STEP = 0.97  # a window of ~30 sampler steps: adapts within a job, smooth over single steps
 TAIL_WEIGHT = 0.3  # moving average of the encode + upload time over the last few jobs
 _FIELDS = ("flops", "seconds", "n", "sf", "st", "sff", "sft", "tail_s")
@@ -145,7 +147,7 @@ class FleetWorker:
 
 def fleet(r: redis.Redis, prefix: str) -> list[FleetWorker]:
     """Live workers from their heartbeat keys ({p}:worker:*)."""
-    names = list(r.scan_iter(match=f"{prefix}:worker:*", count=1000))
+    names = live_worker_keys(r, Keys(prefix))
     out: list[FleetWorker] = []
     for raw in r.mget(names) if names else []:
         if raw is None:
