@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 import redis
+
+from worker.background import BackgroundThread
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,10 @@ class WorkerState:
         }
 
 
-class Heartbeat:
+class Heartbeat(BackgroundThread):
     """Writes the heartbeat key every period_s from a daemon thread; stop() removes the key."""
+
+    thread_name = "m4v-heartbeat"
 
     def __init__(self, client: redis.Redis, key: str, state: WorkerState, period_s: float = 5.0) -> None:
         self.r = client
@@ -57,8 +60,7 @@ class Heartbeat:
         self.index = key.rsplit(":worker:", 1)[0] + ":workers"
         self.state = state
         self.period_s = period_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     def beat(self) -> None:
         ttl_ms = max(1, int(3 * self.period_s * 1000))
@@ -67,16 +69,12 @@ class Heartbeat:
             pipe.zadd(self.index, {self.state.name: time.time() + ttl_ms / 1000})
             pipe.execute()
 
-    def start(self) -> Heartbeat:
-        self.beat()
-        self._thread = threading.Thread(target=self._run, name="m4v-heartbeat", daemon=True)
-        self._thread.start()
-        return self
+    def start(self) -> Self:
+        self.beat()  # visible (and ready) before the first period has passed
+        return super().start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        super().stop(timeout_s)
         try:
             self.r.delete(self.key)
             self.r.zrem(self.index, self.state.name)

@@ -17,7 +17,6 @@ Every worker process runs a Recovery thread; a Redis lock lets exactly one of th
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from rq import Queue
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
+from worker.background import BackgroundThread
 from worker.contract import JobError, JobProgress, JobRecord, JobStore
 from worker.contract.store import JobNotFoundError
 
@@ -164,9 +164,11 @@ class Reaper:
                 queue.enqueue_job(job, at_front=True)
 
 
-class Recovery:
+class Recovery(BackgroundThread):
     """Background thread of a worker: renews the running job's lease every period_s, reaps every
     reap_every_s, and retries spooled uploads every spool_every_s."""
+
+    thread_name = "m4v-recovery"
 
     def __init__(
         self,
@@ -183,18 +185,7 @@ class Recovery:
         self.reap_every_s = reap_every_s
         self.retry_spool = retry_spool
         self.spool_every_s = spool_every_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> Recovery:
-        self._thread = threading.Thread(target=self._run, name="m4v-recovery", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        super().__init__()
 
     def _run(self) -> None:
         last_reap = last_spool = 0.0

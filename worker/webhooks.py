@@ -22,7 +22,6 @@ import json
 import logging
 import random
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from urllib.parse import urlsplit
 import httpx
 import redis
 
+from worker.background import BackgroundThread
 from worker.contract import JobRecord, JobStore, WebhookAttempt
 from worker.contract.store import JobNotFoundError
 
@@ -331,24 +331,15 @@ class WebhookSender:
             log.warning("webhook for an expired job", extra={"job_id": delivery.job_id})
 
 
-class WebhookDispatcher:
+class WebhookDispatcher(BackgroundThread):
     """Background thread running WebhookSender.deliver_due() every poll_s until stopped."""
+
+    thread_name = "m4v-webhooks"
 
     def __init__(self, sender: WebhookSender, poll_s: float = 0.5) -> None:
         self.sender = sender
         self.poll_s = poll_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> WebhookDispatcher:
-        self._thread = threading.Thread(target=self._run, name="m4v-webhooks", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        super().__init__()
 
     def _run(self) -> None:
         while not self._stop.is_set():
