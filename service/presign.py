@@ -23,7 +23,8 @@ class Presigner:
         self.expiry_s = settings.presign_expiry_s
         self.client: Any = boto3.client(
             "s3",
-            endpoint_url=settings.s3_endpoint,
+            # URLs go to clients: sign them for the endpoint clients reach (SigV4 signs the host).
+            endpoint_url=settings.s3_public_endpoint or settings.s3_endpoint,
             region_name=settings.s3_region,
             aws_access_key_id=settings.s3_access_key.get_secret_value() if settings.s3_access_key else None,
             aws_secret_access_key=settings.s3_secret_key.get_secret_value()

@@ -59,6 +59,7 @@ class Storage:
         upload_attempts: int = 5,
         retry_base_s: float = 0.5,
         retry_max_s: float = 8.0,
+        public_endpoint_url: str | None = None,
     ) -> None:
         self.bucket = bucket
         self.upload_attempts = max(1, upload_attempts)
@@ -80,6 +81,19 @@ class Storage:
                 read_timeout=30,
             ),
         )
+        # Presigned URLs go to clients: signed for the endpoint they reach (SigV4 signs the host).
+        self.presign_client = (
+            boto3.client(
+                "s3",
+                endpoint_url=public_endpoint_url,
+                region_name=region,
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+            )
+            if public_endpoint_url
+            else self.client
+        )
         self.transfer = TransferConfig(
             multipart_threshold=multipart_threshold_bytes,
             multipart_chunksize=max(MIN_PART_BYTES, multipart_threshold_bytes),
@@ -97,6 +111,7 @@ class Storage:
             upload_attempts=settings.s3_upload_attempts,
             retry_base_s=settings.s3_retry_base_s,
             retry_max_s=settings.s3_retry_max_s,
+            public_endpoint_url=settings.s3_public_endpoint,
         )
 
     def ensure_bucket(self) -> None:
@@ -177,7 +192,7 @@ class Storage:
     def presign_get(self, key: str, expires_s: int) -> str:
         """A GET URL anyone can use for expires_s seconds (SigV4 query signature; no network call)."""
         try:
-            url = self.client.generate_presigned_url(
+            url = self.presign_client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
             )
         except (ClientError, BotoCoreError) as exc:

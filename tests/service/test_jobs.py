@@ -138,3 +138,17 @@ def test_video_without_storage_credentials_is_503_and_job_still_readable(
         got = client.get(f"/jobs/{job['id']}")
         assert got.status_code == 200 and got.json()["result"]["video_url"] is None
         assert_error_shape(client.get(f"/jobs/{job['id']}/video"), 503, "storage_unavailable")
+
+
+def test_presigned_links_are_signed_for_the_public_s3_endpoint() -> None:
+    from service.presign import Presigner
+
+    settings = Settings(
+        s3_endpoint="http://seaweedfs.internal:8333",
+        s3_public_endpoint="https://media.example.com",
+        s3_access_key="k",
+        s3_secret_key="s",
+    )
+    url = Presigner(settings).url("videos/2026/11/26/x.mp4")
+    assert url.startswith("https://media.example.com/m4v-videos/videos/2026/11/26/x.mp4?")
+    assert "seaweedfs.internal" not in url

@@ -91,3 +91,24 @@ def test_download_tree_fetches_a_prefix(s3_server: SeaweedS3, s3_bucket: str, tm
     storage.upload("ckpt-other/x", b"no", "application/octet-stream")
     got = sorted(p.relative_to(tmp_path).as_posix() for p in storage.download_tree("ckpt", tmp_path))
     assert got == ["model.safetensors", "sub/config.json"]
+
+
+def test_presigned_urls_use_the_public_endpoint_and_verify_there(
+    s3_server: SeaweedS3, s3_bucket: str
+) -> None:
+    """Uploads go to the internal endpoint; URLs handed to clients are signed for the public one."""
+    public = s3_server.endpoint.replace("127.0.0.1", "localhost")
+    storage = Storage(
+        bucket=s3_bucket,
+        endpoint_url=s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+        public_endpoint_url=public,
+    )
+    storage.upload("pub.mp4", b"public-bytes", "video/mp4")
+    url = storage.presign_get("pub.mp4", expires_s=600)
+    assert url.startswith(public + "/")
+    got = httpx.get(url)
+    assert got.status_code == 200 and got.content == b"public-bytes"
+    # The signature covers the host: the same URL pointed at the internal host is refused.
+    assert httpx.get(url.replace(public, s3_server.endpoint)).status_code == 403

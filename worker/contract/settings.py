@@ -43,6 +43,9 @@ class Settings(BaseSettings):
 
     # --- storage (S3-compatible) ---
     s3_endpoint: str | None = Field(None, description="S3 endpoint URL; None = AWS (or embedded in `m4v up`)")
+    s3_public_endpoint: str | None = Field(
+        None, description="endpoint in presigned URLs given to clients (default: s3_endpoint)"
+    )
     s3_bucket: str = Field("m4v-videos", description="bucket for videos, thumbnails, metadata")
     s3_region: str = Field("us-east-1", description="S3 region for SigV4")
     s3_access_key: SecretStr | None = Field(None, description="S3 access key id")
