@@ -164,7 +164,8 @@ def test_generate_runs_through_worker_to_a_playable_video_and_signed_webhooks(
 def test_presigned_video_url_expires(
     redis_url: str, key_prefix: str, s3_server: SeaweedS3, s3_bucket: str, tiny_pipeline: Any
 ) -> None:
-    settings = make_settings(redis_url, key_prefix, s3_server, s3_bucket, presign_expiry_s=1)
+    # 3 s: X-Amz-Date is truncated to whole seconds, so a 1 s URL can be expired before its first use.
+    settings = make_settings(redis_url, key_prefix, s3_server, s3_bucket, presign_expiry_s=3)
     with TestClient(create_app(settings)) as api:
         job_id = api.post(
             "/generate", json={"prompt": "a blue square", "num_frames": 1, **FAST_STEPS}
@@ -172,7 +173,7 @@ def test_presigned_video_url_expires(
         run_burst(settings, pipeline=tiny_pipeline)
         url = api.get(f"/jobs/{job_id}/video", follow_redirects=False).headers["location"]
         assert httpx.get(url).status_code == 200
-        time.sleep(2.5)
+        time.sleep(4.5)
         assert httpx.get(url).status_code == 403
         fresh = api.get(f"/jobs/{job_id}/video", follow_redirects=False).headers["location"]
         assert httpx.get(fresh).status_code == 200
