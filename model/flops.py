@@ -35,6 +35,7 @@ the spec says attention 17.8 PF uncached / 7.5 cached, M4V 14.9 / 6.5, mixer red
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -126,6 +127,22 @@ def _stage_breakdowns(
     return once, per_step
 
 
+def _stage_costs(
+    cfg: ModelConfig, *, width: int, height: int, num_frames: int, first_frame_steps: tuple[int, ...] | None,
+    later_frame_steps: tuple[int, ...] | None, cfg_batch: int, cached: bool, text_tokens: int | None,
+    attention: AttentionCounting,
+) -> Iterator[tuple[int, int, int, FlopBreakdown, FlopBreakdown]]:  # fmt: skip
+    """(unit, stage, steps, once, per step) for every (unit, stage) of a request, in sampling order."""
+    first, later = _resolve_steps(cfg, first_frame_steps, later_frame_steps)
+    for unit in range(cfg.latent_frames(num_frames)):
+        for stage, n in enumerate(first if unit == 0 else later):
+            once, each = _stage_breakdowns(
+                cfg, width=width, height=height, unit=unit, stage=stage, batch=cfg_batch, cached=cached,
+                text_tokens=text_tokens, attention=attention,
+            )  # fmt: skip
+            yield unit, stage, n, once, each
+
+
 def step_schedule(
     cfg: ModelConfig,
     *,
@@ -140,21 +157,21 @@ def step_schedule(
     attention: AttentionCounting = "dense",
 ) -> list[StepCost]:
     """Every sampler step of a request with its FLOPs, in the order the sampler runs them (for ETAs)."""
-    first, later = _resolve_steps(cfg, first_frame_steps, later_frame_steps)
-    units = cfg.latent_frames(num_frames)
     out: list[StepCost] = []
-    for unit in range(units):
-        steps = first if unit == 0 else later
-        for stage, n in enumerate(steps):
-            once, each = _stage_breakdowns(
-                cfg, width=width, height=height, unit=unit, stage=stage, batch=cfg_batch, cached=cached,
-                text_tokens=text_tokens, attention=attention,
-            )  # fmt: skip
-            for i in range(n):
-                out.append(StepCost(unit, stage, i + 1, each.total + (once.total if i == 0 else 0.0)))
-        out[-1] = StepCost(
-            unit, out[-1].stage, out[-1].step, out[-1].network, _unit_decode(cfg, width, height, unit)
+    stages = _stage_costs(
+        cfg, width=width, height=height, num_frames=num_frames, first_frame_steps=first_frame_steps,
+        later_frame_steps=later_frame_steps, cfg_batch=cfg_batch, cached=cached, text_tokens=text_tokens,
+        attention=attention,
+    )  # fmt: skip
+    for unit, stage, n, once, each in stages:
+        out.extend(
+            StepCost(unit, stage, i + 1, each.total + (once.total if i == 0 else 0.0)) for i in range(n)
         )
+        if stage == cfg.sampler.num_stages - 1:  # the unit is done: its frames are decoded after this step
+            last = out[-1]
+            out[-1] = StepCost(
+                unit, last.stage, last.step, last.network, _unit_decode(cfg, width, height, unit)
+            )
     return out
 
 
@@ -180,15 +197,14 @@ def estimate_flops(
 ) -> FlopBreakdown:
     """FLOPs of a whole request by component: network at every step (+ cached contexts), VAE decode of the
     whole video (batch 1, tiled as served), text encoding of prompt and negative prompt (approximate)."""
-    first, later = _resolve_steps(cfg, first_frame_steps, later_frame_steps)
     total = FlopBreakdown({k: 0.0 for k in NETWORK_COMPONENTS})
-    for unit in range(cfg.latent_frames(num_frames)):
-        for stage, n in enumerate(first if unit == 0 else later):
-            once, each = _stage_breakdowns(
-                cfg, width=width, height=height, unit=unit, stage=stage, batch=cfg_batch, cached=cached,
-                text_tokens=text_tokens, attention=attention,
-            )  # fmt: skip
-            total = total + once + each.scaled(n)
+    stages = _stage_costs(
+        cfg, width=width, height=height, num_frames=num_frames, first_frame_steps=first_frame_steps,
+        later_frame_steps=later_frame_steps, cfg_batch=cfg_batch, cached=cached, text_tokens=text_tokens,
+        attention=attention,
+    )  # fmt: skip
+    for _unit, _stage, n, once, each in stages:
+        total = total + once + each.scaled(n)
     if include_vae:
         h, w = cfg.latent_grid(width, height)
         total.add(
