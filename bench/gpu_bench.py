@@ -18,10 +18,8 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +28,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_common import Clock, build_network, shape_inputs, stand_in_text, with_single  # noqa: E402
 from model import flops  # noqa: E402
 from model.config import ModelConfig, get_preset  # noqa: E402
 from model.network import M4VNetwork  # noqa: E402
 from model.pipeline_types import GenerationRequest  # noqa: E402
 from model.ssm_kernels import kernels_available  # noqa: E402
-from model.text_encoder import TextEmbeddings  # noqa: E402
 from model.vae import CausalVAE  # noqa: E402
 
 log = logging.getLogger("gpu_bench")
@@ -51,71 +49,6 @@ class ShapeTiming:
     context_s: float  # prepare_context, once per (unit, stage); 0 when uncached
     step_flops: float
     context_flops: float
-
-
-class Clock:
-    def __init__(self, device: torch.device, warmup: int, reps: int) -> None:
-        self.device, self.warmup, self.reps = device, warmup, reps
-
-    def median(self, fn: Callable[[], object]) -> float:
-        for _ in range(self.warmup):
-            fn()
-        times = []
-        for _ in range(self.reps):
-            if self.device.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                torch.cuda.synchronize(self.device)
-                times.append(start.elapsed_time(end) / 1e3)
-            else:
-                began = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - began)
-        return statistics.median(times)
-
-
-def with_single(cfg: ModelConfig, kind: str) -> ModelConfig:
-    net = dataclasses.replace(cfg.network, single_block=kind)  # type: ignore[arg-type]
-    return dataclasses.replace(cfg, name=f"{cfg.name}-{kind}", network=net)
-
-
-def build_network(cfg: ModelConfig, device: torch.device, dtype: torch.dtype, backend: str) -> M4VNetwork:
-    net = M4VNetwork(
-        cfg.network,
-        latent_channels=cfg.vae.latent_channels,
-        text_dim=cfg.text.token_dim,
-        pooled_dim=cfg.text.pooled_dim,
-        scan_backend=backend,
-        device=device,
-        dtype=dtype,
-    )
-    return net.eval()
-
-
-def stand_in_text(cfg: ModelConfig, device: torch.device, dtype: torch.dtype) -> TextEmbeddings:
-    """[cond; uncond] text of the real sizes (T5-XXL tokens + pooled CLIP at 768p), random values."""
-    lt = cfg.text.max_tokens
-    return TextEmbeddings(
-        torch.randn(2, lt, cfg.text.token_dim, device=device, dtype=dtype),
-        torch.ones(2, lt, dtype=torch.bool, device=device),
-        torch.randn(2, cfg.text.pooled_dim, device=device, dtype=dtype),
-    )
-
-
-def shape_inputs(
-    cfg: ModelConfig, res: tuple[int, int], unit: int, stage: int, device: torch.device, dtype: torch.dtype
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Current noisy frame and compressed-pyramid history at (unit, stage), batch 2 (CFG)."""
-    h, w = cfg.latent_grid(*res)
-    top, c = cfg.sampler.num_stages - 1, cfg.vae.latent_channels
-
-    def frame(level: int) -> torch.Tensor:
-        f = 2 ** (top - level)
-        return torch.randn(2, c, h // f, w // f, device=device, dtype=dtype)
-
-    return frame(stage), [frame(max(0, stage - (unit - 1 - j))) for j in range(unit)]
 
 
 def time_shape(

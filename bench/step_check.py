@@ -12,49 +12,28 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_common import Clock, build_network, shape_inputs  # noqa: E402
 from model.config import get_preset  # noqa: E402
-from model.network import M4VNetwork  # noqa: E402
 from model.ssm_kernels import resolve_backend  # noqa: E402
 from model.text_encoder import TextEmbeddings  # noqa: E402
 
 log = logging.getLogger("step_check")
 
 
-def cuda_median(fn: Callable[[], object], warmup: int = 3, reps: int = 10) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
-
-
 def last_unit_inputs(cfg, frames: int, device: torch.device, dtype: torch.dtype, batch: int = 2):  # type: ignore[no-untyped-def]
     """Stage 2 (full res) of the last unit: history k-1 full, k-2 half, older at quarter resolution."""
-    w_px, h_px = cfg.default_resolution
-    h, w = cfg.latent_grid(w_px, h_px)
-    c = cfg.vae.latent_channels
-    units = cfg.latent_frames(frames)
+    res = cfg.default_resolution
+    x, history = shape_inputs(
+        cfg, res, cfg.latent_frames(frames) - 1, cfg.sampler.num_stages - 1, device, dtype
+    )
     g = torch.Generator(device="cpu").manual_seed(0)
-
-    def lat(div: int) -> torch.Tensor:
-        return torch.randn(batch, c, h // div, w // div, generator=g).to(device, dtype)
-
-    history = [lat(4) for _ in range(units - 3)] + [lat(2), lat(1)]
     lt = cfg.text.max_tokens
     mask = torch.ones(batch, lt, dtype=torch.bool)
     mask[:, 40:] = False  # a typical prompt pads most of T5's 128 tokens
@@ -63,24 +42,16 @@ def last_unit_inputs(cfg, frames: int, device: torch.device, dtype: torch.dtype,
         mask=mask.to(device),
         pooled=torch.randn(batch, cfg.text.pooled_dim, generator=g).to(device, dtype),
     )
-    x = lat(1)
     t = torch.full((batch,), 250.0, device=device)
-    return x, t, text, history, (h, w)
+    return x, t, text, history, cfg.latent_grid(*res)
 
 
 def check(
     preset: str, device: torch.device, dtype: torch.dtype, backend: str
 ) -> dict[str, float | str | int]:
     cfg = get_preset(preset)
-    net = M4VNetwork(
-        cfg.network,
-        latent_channels=cfg.vae.latent_channels,
-        text_dim=cfg.text.token_dim,
-        pooled_dim=cfg.text.pooled_dim,
-        scan_backend=backend,
-        device=device,
-        dtype=dtype,
-    ).eval()
+    net = build_network(cfg, device, dtype, backend)
+    cuda_median = Clock(device, warmup=3, reps=10).median
     x, t, text, history, full_hw = last_unit_inputs(cfg, 121, device, dtype)
     out: dict[str, float | str | int] = {
         "preset": preset,

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from bench.bench_common import build_network, shape_inputs, stand_in_text
 from model.config import ModelConfig
 from model.network import M4VNetwork
 from model.runtime import RuntimeOptions
@@ -52,22 +53,12 @@ def _net(
     cfg: ModelConfig, opts: RuntimeOptions, device: torch.device, dtype: torch.dtype, backend: str
 ) -> M4VNetwork:
     torch.manual_seed(0)
-    return M4VNetwork(
-        cfg.network,
-        latent_channels=cfg.vae.latent_channels,
-        text_dim=cfg.text.token_dim,
-        pooled_dim=cfg.text.pooled_dim,
-        scan_backend=backend,
-        device=device,
-        dtype=dtype,
-        runtime=opts,
-    ).eval()
+    return build_network(cfg, device, dtype, backend, runtime=opts)
 
 
 def _stage(
     net: M4VNetwork, cfg: ModelConfig, setup: Any, unit: int, stage: int, uncached: bool
 ) -> dict[str, float]:
-    from bench.gpu_bench import shape_inputs, stand_in_text  # the main script's input builders
 
     text = stand_in_text(cfg, setup.device, setup.dtype)
     text.mask[1, 8:] = False  # the uncond row (negative prompt) is short: exercises key padding
