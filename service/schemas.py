@@ -18,23 +18,11 @@ from worker.contract import (
     Priority,
     WebhookAttempt,
 )
+from worker.contract.models import PublicJobResult
 
 
-class JobResultOut(BaseModel):
+class JobResultOut(PublicJobResult):
     """The result without storage keys; URLs are presigned fresh on every read."""
-
-    video_url: str | None = None
-    expires_at: datetime | None = None
-    thumbnail_url: str | None = None
-    bytes: int
-    width: int
-    height: int
-    frames: int
-    fps: int
-    seed: int
-    sha256: str
-    partial: bool = False
-    frames_done: int
 
 
 class JobOut(BaseModel):

@@ -106,12 +106,12 @@ class JobProgress(BaseModel):
     percent: float = 0.0
 
 
-class JobResult(BaseModel):
-    video_url: str | None = None  # presigned, filled in when the job is read
+class PublicJobResult(BaseModel):
+    """What clients see of a result (the API's JobResultOut); URLs are presigned when the job is read."""
+
+    video_url: str | None = None
     expires_at: datetime | None = None
     thumbnail_url: str | None = None
-    video_key: str
-    thumbnail_key: str | None = None
     bytes: int
     width: int
     height: int
@@ -121,6 +121,13 @@ class JobResult(BaseModel):
     sha256: str
     partial: bool = False
     frames_done: int
+
+
+class JobResult(PublicJobResult):
+    """The stored result: the public fields plus the storage keys they are presigned from."""
+
+    video_key: str
+    thumbnail_key: str | None = None
 
 
 class JobMetrics(BaseModel):
