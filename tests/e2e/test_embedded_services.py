@@ -96,3 +96,27 @@ def _pids_of(home: Path) -> list[int]:
         if str(home) in cmdline or cwd.startswith(str(home)):
             out.append(int(proc.name))
     return out
+
+
+def test_seaweed_start_moves_to_fresh_ports_when_weed_dies_on_a_taken_one(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        server = SeaweedS3(data_dir=tmp_path / "s3", s3_port=taken).start()
+        try:
+            assert server.s3_port != taken
+            server.ensure_bucket("m4v-videos")
+            assert [b["Name"] for b in s3_client(server).list_buckets()["Buckets"]] == ["m4v-videos"]
+        finally:
+            server.stop()
+
+
+@pytest.mark.timeout(40)  # a retry loop would run the full 60 s before giving up
+def test_seaweed_ensure_bucket_refuses_an_invalid_name_at_once(tmp_path: Path) -> None:
+    server = SeaweedS3(data_dir=tmp_path / "s3").start()
+    try:
+        with pytest.raises(RuntimeError, match="InvalidBucketName"):
+            server.ensure_bucket("x", timeout_s=60.0)
+    finally:
+        server.stop()
