@@ -4,7 +4,7 @@
       publishes in its heartbeat (fallback M4V_ADMISSION_GPU_MEMORY_BYTES)  -> 413 exceeds_gpu_memory
   estimated FLOPs (model/flops.py) > M4V_ADMISSION_MAX_FLOPS                -> 422 exceeds_flop_limit
 Both errors name the limit, its value and the request's estimate. An admitted request's FLOP estimate is
-recorded for ETAs and m4v_queue_flops (worker/contract/throughput.py).
+recorded with the job (service/submit.py) for ETAs and m4v_queue_flops (worker/contract/throughput.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from service.errors import ServiceError
 from service.queue import request_flops
 from service.state import ServiceState
 from worker.contract import JobSpec
-from worker.contract.throughput import fleet, set_job_flops
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ def available_gpu_memory(state: ServiceState, preset: str) -> tuple[int | None, 
     """(bytes, where that limit comes from): the largest device a live worker of the preset has."""
     sizes = [
         w.device_memory_bytes
-        for w in fleet(state.redis, state.settings.key_prefix)
+        for w in state.fleet_view.get().workers
         if w.preset == preset and w.device_memory_bytes
     ]
     if sizes:
@@ -62,8 +61,8 @@ def available_gpu_memory(state: ServiceState, preset: str) -> tuple[int | None, 
     return state.settings.admission_gpu_memory_bytes, "M4V_ADMISSION_GPU_MEMORY_BYTES"
 
 
-def admit(state: ServiceState, spec: JobSpec, job_id: str) -> Admission:
-    """Raise if the request cannot be served; else record its FLOP estimate under job_id."""
+def admit(state: ServiceState, spec: JobSpec) -> Admission:
+    """Raise if the request cannot be served; the caller records the returned FLOP estimate with the job."""
     cfg = state.preset
     steps = (tuple(spec.first_frame_steps), tuple(spec.later_frame_steps))
     flops = request_flops(cfg, spec.width, spec.height, spec.num_frames, *steps)
@@ -82,5 +81,4 @@ def admit(state: ServiceState, spec: JobSpec, job_id: str) -> Admission:
             f"({available / GIB:.1f} GiB); use fewer frames or a smaller resolution",
             details={"limit": source, "limit_value": available, "estimate": peak},
         )
-    set_job_flops(state.redis, state.settings.key_prefix, job_id, flops, state.settings.job_ttl_s)
     return Admission(flops=flops, peak_memory_bytes=peak)

@@ -10,14 +10,16 @@ from service.auth import current_owner
 from service.state import ServiceState
 
 
-def get_state(request: Request) -> ServiceState:
+# Plain lookups, declared async so FastAPI calls them on the event loop: a sync dependency costs a
+# threadpool hop per request.
+async def get_state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.m4v
     return state
 
 
-def get_base_url(request: Request) -> str:
+async def get_base_url(request: Request) -> str:
     """Base of the links in responses: Settings.public_url behind a proxy, else the request's own base."""
-    state = get_state(request)
+    state: ServiceState = request.app.state.m4v
     return state.settings.public_url or str(request.base_url)
 
 

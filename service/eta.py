@@ -3,7 +3,8 @@
 
 A queued job's eta_s = (FLOPs ahead of it + its own FLOPs) / the fleet's FLOP/s, where "ahead" is every job
 in a higher-priority queue, the jobs before it in its own queue, and what the running jobs still have to
-spend. It is the expected time until the job *finishes*; null while no throughput has been measured yet.
+spend (service/fleet_view.py, a snapshot at most fleet_view_ttl_s old). It is the expected time until the job
+*finishes*; null while no throughput has been measured yet.
 """
 
 from __future__ import annotations
@@ -15,33 +16,28 @@ import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from service.fleet_view import FleetView
 from service.queue import JobQueue
 from worker.contract import JobRecord
-from worker.contract.models import PRIORITIES
-from worker.contract.throughput import fleet, fleet_rate, job_flops, preset_rate
+from worker.contract.throughput import job_flops
 
 log = logging.getLogger(__name__)
 
 
-def ids_ahead(queue: JobQueue, job: JobRecord) -> list[str]:
-    """Queued job ids dequeued before this one (rq pops from the left; high, normal, low in that order)."""
-    ahead: list[str] = []
-    for priority in PRIORITIES:
-        ids = queue.queues[priority].get_job_ids()
-        if priority == job.priority:
-            return ahead + ids[: ids.index(job.id)] if job.id in ids else ahead + ids
-        ahead += ids
-    return ahead
-
-
-def queued_eta_s(r: redis.Redis, prefix: str, queue: JobQueue, job: JobRecord) -> float | None:
-    workers = fleet(r, prefix)
-    rate = fleet_rate(workers, job.spec.preset, preset_rate(r, prefix, job.spec.preset))
+def queued_eta_s(
+    view: FleetView, r: redis.Redis, prefix: str, job: JobRecord, own: float | None = None
+) -> float | None:
+    """Seconds until a queued job should finish, from the fleet view (at most its ttl old); ``own`` is the
+    job's FLOP estimate when the caller has it (POST /generate), else it is looked up."""
+    snap = view.get()
+    rate = snap.rate(job.spec.preset)
     if not rate:
         return None
-    running = [w.busy_job for w in workers if w.busy_job]
-    flops = sum(job_flops(r, prefix, [*running, *ids_ahead(queue, job), job.id]))
-    return round(flops / rate, 3)
+    if own is None:
+        own = snap.own_flops(job)
+    if own is None:
+        own = job_flops(r, prefix, [job.id])[0]
+    return round((snap.flops_ahead(job) + own) / rate, 3)
 
 
 def queued_flops(r: redis.Redis, prefix: str, queue: JobQueue) -> float:

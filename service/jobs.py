@@ -27,12 +27,14 @@ def load_job(state: ServiceState, job_id: str, owner: str | None) -> JobRecord:
     return job
 
 
-def public_view(state: ServiceState, job: JobRecord, base_url: str) -> JobOut:
-    """JobOut with the live queue position (queued) or fresh presigned URLs (finished with a video)."""
+def public_view(state: ServiceState, job: JobRecord, base_url: str, own_flops: float | None = None) -> JobOut:
+    """JobOut with the live queue position (queued) or fresh presigned URLs (finished with a video).
+    ``own_flops``: the job's FLOP estimate when the caller knows it (saves a Redis read)."""
     out = JobOut.from_record(job, base_url, state.presigner.result(job.result) if job.result else None)
     out.queue_position = state.queue.position(job.id, job.priority) if job.status == "queued" else None
     if job.status == "queued":
-        out.eta_s = queued_eta_s(state.redis, state.settings.key_prefix, state.queue, job)
+        prefix = state.settings.key_prefix
+        out.eta_s = queued_eta_s(state.fleet_view, state.redis, prefix, job, own_flops)
     elif job.finished:
         out.eta_s = None
     return out

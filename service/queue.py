@@ -67,14 +67,19 @@ class JobQueue:
         self.result_ttl_s = result_ttl_s
         self.failure_ttl_s = failure_ttl_s
 
-    def enqueue(self, job_id: str, priority: Priority, job_timeout_s: int) -> None:
-        self.queues[priority].enqueue(
+    def enqueue(
+        self, job_id: str, priority: Priority, job_timeout_s: int, pipe: redis.client.Pipeline | None = None
+    ) -> None:
+        """Put the job on its rq queue; with ``pipe`` rq's writes join the caller's transaction (rq then
+        runs nothing itself: the caller executes the pipeline)."""
+        self.queues[priority].enqueue_call(
             JOB_FUNCTION,
-            job_id,
+            args=(job_id,),
             job_id=job_id,
-            job_timeout=job_timeout_s,
+            timeout=job_timeout_s,
             result_ttl=self.result_ttl_s,
             failure_ttl=self.failure_ttl_s,
+            pipeline=pipe,
         )
         log.info("enqueued", extra={"job_id": job_id, "priority": priority, "job_timeout_s": job_timeout_s})
 

@@ -9,6 +9,7 @@ import redis.asyncio as aredis
 
 from model.config import ModelConfig, get_preset
 from service.auth import Authenticator
+from service.fleet_view import FleetView
 from service.metrics import ApiMetrics
 from service.presign import Presigner
 from service.queue import JobQueue
@@ -30,6 +31,7 @@ class ServiceState:
     presigner: Presigner
     metrics: ApiMetrics
     auth: Authenticator  # API keys and the per-caller rate limit
+    fleet_view: FleetView  # workers and queued FLOPs, at most settings.fleet_view_ttl_s old
 
     @classmethod
     def open(cls, settings: Settings, metrics: ApiMetrics) -> ServiceState:
@@ -41,9 +43,10 @@ class ServiceState:
             client, store.keys, result_ttl_s=settings.job_ttl_s, failure_ttl_s=settings.job_ttl_s
         )
         metrics.watch_queues(queue, store)
+        preset = get_preset(settings.preset)
         return cls(
             settings=settings,
-            preset=get_preset(settings.preset),
+            preset=preset,
             redis=client,
             # SSE reads block on purpose (XREAD BLOCK up to event_stream.BLOCK_MS): the read timeout
             # must exceed that block, or an idle stream dies with TimeoutError mid-response.
@@ -61,6 +64,9 @@ class ServiceState:
                 RateLimiter(
                     client, settings.key_prefix, settings.rate_limit_requests, settings.rate_limit_window_s
                 ),
+            ),
+            fleet_view=FleetView(
+                client, settings.key_prefix, queue, presets=(preset.name,), ttl_s=settings.fleet_view_ttl_s
             ),
         )
 

@@ -20,6 +20,7 @@ from service.state import ServiceState
 from worker.contract import GenerateRequest, JobRecord, JobSpec
 from worker.contract.models import MAX_SEED, check_against_preset, resolve_frames
 from worker.contract.store import JobNotFoundError, utcnow
+from worker.contract.throughput import queue_job_flops
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ IDEMPOTENCY_WAIT_S = 2.0  # how long a replay waits for a concurrent first reque
 class Submission:
     job: JobRecord
     created: bool  # False: an Idempotency-Key replay returned the existing job
+    flops: float | None = None  # the new job's FLOP estimate (None for a replay)
 
 
 def build_spec(req: GenerateRequest, cfg: ModelConfig) -> JobSpec:
@@ -76,13 +78,13 @@ def submit(
             return Submission(_replay(state, idem_key, digest, owner), created=False)
     try:
         _admit(state)
-        admit(state, spec, job_id)  # FLOP / GPU-memory limits (service/admission.py)
-        job = _create(state, req, spec, job_id, owner)
+        admission = admit(state, spec)  # FLOP / GPU-memory limits (service/admission.py)
+        job = _create(state, req, spec, job_id, owner, admission.flops)
     except BaseException:
         if idem_key is not None:  # nothing was created: let the client retry with the same key
             state.redis.delete(idem_key)
         raise
-    return Submission(job, created=True)
+    return Submission(job, created=True, flops=admission.flops)
 
 
 def _admit(state: ServiceState) -> None:
@@ -96,8 +98,10 @@ def _admit(state: ServiceState) -> None:
 
 
 def _create(
-    state: ServiceState, req: GenerateRequest, spec: JobSpec, job_id: str, owner: str | None
+    state: ServiceState, req: GenerateRequest, spec: JobSpec, job_id: str, owner: str | None, flops: float
 ) -> JobRecord:
+    """Record, first event, FLOP estimate and rq entry in ONE transaction: a job is stored and queued
+    together or not at all, in one Redis round trip."""
     now = utcnow()
     job = JobRecord(
         id=job_id,
@@ -108,9 +112,18 @@ def _create(
         owner=owner,
         deadline=now + timedelta(seconds=req.timeout_s) if req.timeout_s else None,
     )
-    state.store.create(job)
-    state.store.append_event(job_id, "status", {"job_id": job_id, "status": "queued", "at": now.isoformat()})
-    state.queue.enqueue(job_id, req.priority, estimate_job_timeout_s(spec, state.preset, req.timeout_s))
+    timeout_s = estimate_job_timeout_s(spec, state.preset, req.timeout_s)
+    ttl_s = state.settings.job_ttl_s
+    with state.redis.pipeline(transaction=True) as pipe:
+        pipe.multi()  # explicit MULTI first: rq's enqueue with a caller's pipeline expects one
+        state.store.create(job, pipe)
+        state.store.queue_event(
+            pipe, job_id, "status", {"job_id": job_id, "status": "queued", "at": now.isoformat()}
+        )
+        queue_job_flops(pipe, state.settings.key_prefix, job_id, flops, ttl_s)
+        state.queue.enqueue(job_id, req.priority, timeout_s, pipe)
+        pipe.execute()
+    state.fleet_view.note_enqueued(job_id, req.priority, flops)
     state.metrics.jobs.labels(status="submitted").inc()
     log.info("job submitted", extra={"job_id": job_id, "priority": req.priority, "preset": spec.preset})
     return job

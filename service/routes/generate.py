@@ -39,7 +39,7 @@ def generate(
     ] = None,
 ) -> JobOut:
     submission = submit(state, req, owner, idempotency_key)
-    out = public_view(state, submission.job, base_url)
+    out = public_view(state, submission.job, base_url, own_flops=submission.flops)
     response.status_code = status.HTTP_202_ACCEPTED if submission.created else status.HTTP_200_OK
     response.headers["Location"] = out.status_url
     return out

@@ -14,7 +14,11 @@ from worker.contract import JobStore, Settings
 
 @pytest.fixture
 def settings(redis_url: str, key_prefix: str) -> Settings:
-    return Settings(redis_url=redis_url, key_prefix=key_prefix, preset="tiny", log_json=True)
+    # fleet_view_ttl_s=0: tests change the fleet and the queue between requests and check exact answers
+    # (the snapshot's reuse has its own tests in tests/service/test_fleet_view.py).
+    return Settings(
+        redis_url=redis_url, key_prefix=key_prefix, preset="tiny", log_json=True, fleet_view_ttl_s=0
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,11 @@ class Settings(BaseSettings):
     job_ttl_s: int = Field(7 * 24 * 3600, description="how long finished job records and events are kept")
     max_queue_depth: int = Field(1000, description="queued jobs over all priorities before POST answers 503")
     events_maxlen: int = Field(5000, description="events kept per job stream (SSE replay window)")
+    fleet_view_ttl_s: float = Field(
+        1.0,
+        ge=0,
+        description="API: reuse its view of workers and queued FLOPs (admission, ETAs) this long; 0 = off",
+    )
 
     # --- model ---
     preset: str = Field("tiny", description="model preset served: tiny, m4v-768p, attn-768p")

@@ -90,8 +90,11 @@ class JobStore:
         self.ttl_s = ttl_s
         self.events_maxlen = events_maxlen
 
-    def create(self, job: JobRecord) -> None:
-        self.r.set(self.keys.job(job.id), job.model_dump_json(), ex=self.ttl_s)
+    def create(self, job: JobRecord, pipe: redis.client.Pipeline | None = None) -> None:
+        """Store a new record; with ``pipe`` the write joins the caller's pipeline/transaction."""
+        (pipe if pipe is not None else self.r).set(
+            self.keys.job(job.id), job.model_dump_json(), ex=self.ttl_s
+        )
 
     def get(self, job_id: str) -> JobRecord:
         raw = self.r.get(self.keys.job(job_id))
@@ -147,17 +150,23 @@ class JobStore:
 
     # --- events (SSE source) ---
     def append_event(self, job_id: str, event_type: str, data: dict[str, Any]) -> str:
-        key = self.keys.events(job_id)
         with self.r.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                key,
-                {"type": event_type, "data": json.dumps(data, default=str)},
-                maxlen=self.events_maxlen,
-                approximate=True,
-            )
-            pipe.expire(key, self.ttl_s)
+            self.queue_event(pipe, job_id, event_type, data)
             event_id, _ = pipe.execute()
         return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+    def queue_event(
+        self, pipe: redis.client.Pipeline, job_id: str, event_type: str, data: dict[str, Any]
+    ) -> None:
+        """Add the event's XADD + EXPIRE to the caller's pipeline (two results: event id, True)."""
+        key = self.keys.events(job_id)
+        pipe.xadd(
+            key,
+            {"type": event_type, "data": json.dumps(data, default=str)},
+            maxlen=self.events_maxlen,
+            approximate=True,
+        )
+        pipe.expire(key, self.ttl_s)
 
     def read_events(
         self, job_id: str, after: str = "0-0", block_ms: int | None = None, count: int = 100

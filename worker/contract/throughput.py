@@ -116,11 +116,16 @@ def preset_rate(r: redis.Redis, prefix: str, preset: str) -> float | None:
 
 
 def set_job_flops(r: redis.Redis, prefix: str, job_id: str, flops: float, ttl_s: int) -> None:
-    key = job_flops_key(prefix)
     with r.pipeline(transaction=False) as pipe:
-        pipe.hset(key, job_id, flops)
-        pipe.expire(key, ttl_s)
+        queue_job_flops(pipe, prefix, job_id, flops, ttl_s)
         pipe.execute()
+
+
+def queue_job_flops(pipe: redis.client.Pipeline, prefix: str, job_id: str, flops: float, ttl_s: int) -> None:
+    """set_job_flops as commands in the caller's pipeline."""
+    key = job_flops_key(prefix)
+    pipe.hset(key, job_id, flops)
+    pipe.expire(key, ttl_s)
 
 
 def drop_job_flops(r: redis.Redis, prefix: str, job_id: str) -> None:
