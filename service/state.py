@@ -14,6 +14,7 @@ from service.presign import Presigner
 from service.queue import JobQueue
 from service.ratelimit import RateLimiter
 from worker.contract import JobStore, Settings
+from worker.webhooks import WebhookSender
 
 SSE_SOCKET_TIMEOUT_S = 30.0
 SOCKET_TIMEOUT_S = 5.0
@@ -30,6 +31,7 @@ class ServiceState:
     presigner: Presigner
     metrics: ApiMetrics
     auth: Authenticator  # API keys and the per-caller rate limit
+    webhooks: WebhookSender  # queues the deliveries the API makes (a job canceled while queued)
 
     @classmethod
     def open(cls, settings: Settings, metrics: ApiMetrics) -> ServiceState:
@@ -62,8 +64,10 @@ class ServiceState:
                     client, settings.key_prefix, settings.rate_limit_requests, settings.rate_limit_window_s
                 ),
             ),
+            webhooks=WebhookSender.from_settings(settings, client, store, metrics=metrics),
         )
 
     async def close(self) -> None:
+        self.webhooks.close()
         await self.aredis.aclose()
         self.redis.close()
