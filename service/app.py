@@ -5,6 +5,7 @@ Run: uvicorn --factory service.app:create_app   (settings from M4V_* environment
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from service.metrics import ApiMetrics
 from service.middleware import ObserveRequests
 from service.routes import events, generate, health, jobs, metrics, workers
 from service.state import ServiceState
+from service.webhooks import start_dispatcher
 from worker.contract import Settings
 
 log = logging.getLogger(__name__)
@@ -32,10 +34,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = ServiceState.open(settings, api_metrics)
         app.state.m4v = state
+        dispatcher = start_dispatcher(state)
         log.info("api started", extra={"preset": state.preset.name, "key_prefix": settings.key_prefix})
         try:
             yield
         finally:
+            if dispatcher is not None:  # an attempt in flight may take webhook_timeout_s: keep the loop free
+                await asyncio.to_thread(dispatcher.stop)
             await state.close()
 
     app = FastAPI(

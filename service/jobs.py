@@ -12,6 +12,7 @@ from service.state import ServiceState
 from worker.contract import JobRecord
 from worker.contract.store import JobNotFoundError as NoStoredJobError
 from worker.contract.store import utcnow
+from worker.contract.throughput import drop_job_flops
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def cancel_job(state: ServiceState, job: JobRecord, base_url: str) -> CancelOutc
         canceled = state.store.transition(job.id, {"queued"}, "canceled", finished_at=utcnow())
         if canceled is not None:
             state.queue.remove(job.id, job.priority)
+            drop_job_flops(state.redis, state.settings.key_prefix, job.id)  # no longer ahead of anyone
             _announce_canceled(state, canceled, base_url)
             return CancelOutcome(canceled, accepted=False)
         job = state.store.get(job.id)  # a worker took it meanwhile
@@ -67,8 +69,15 @@ def cancel_job(state: ServiceState, job: JobRecord, base_url: str) -> CancelOutc
 
 
 def _announce_canceled(state: ServiceState, job: JobRecord, base_url: str) -> None:
+    """Events, metric and the `canceled` webhook of a job no worker will ever see.
+
+    The webhook is only queued here (Redis), never POSTed on the request thread: the API's own dispatcher
+    or any worker's sends it, with the same payload, signing, SSRF guard and retries as the workers' own
+    deliveries (service/webhooks.py says why the API runs one).
+    """
     at = job.finished_at.isoformat() if job.finished_at else None
     state.store.append_event(job.id, "status", {"job_id": job.id, "status": "canceled", "at": at})
     state.store.append_event(job.id, "done", public_view(state, job, base_url).model_dump(mode="json"))
+    state.webhooks.submit(job, "canceled")
     state.metrics.jobs.labels(status="canceled").inc()
     log.info("job canceled while queued", extra={"job_id": job.id})

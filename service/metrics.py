@@ -70,6 +70,12 @@ class ApiMetrics:
             ["status"],
             registry=self.registry,
         )
+        self.webhook_deliveries = Counter(
+            "m4v_webhook_deliveries",
+            "webhook delivery attempts made by this API process's dispatcher, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
 
     def watch_queues(self, queue: JobQueue, store: JobStore) -> None:
         self.registry.register(QueueCollector(queue, store))

@@ -15,6 +15,7 @@ from service.presign import Presigner
 from service.queue import JobQueue
 from service.ratelimit import RateLimiter
 from worker.contract import JobStore, Settings
+from worker.webhooks import WebhookSender
 
 SSE_SOCKET_TIMEOUT_S = 30.0
 SOCKET_TIMEOUT_S = 5.0
@@ -32,6 +33,7 @@ class ServiceState:
     metrics: ApiMetrics
     auth: Authenticator  # API keys and the per-caller rate limit
     fleet_view: FleetView  # workers and queued FLOPs, at most settings.fleet_view_ttl_s old
+    webhooks: WebhookSender  # queues the deliveries the API makes (a job canceled while queued)
 
     @classmethod
     def open(cls, settings: Settings, metrics: ApiMetrics) -> ServiceState:
@@ -68,8 +70,10 @@ class ServiceState:
             fleet_view=FleetView(
                 client, settings.key_prefix, queue, presets=(preset.name,), ttl_s=settings.fleet_view_ttl_s
             ),
+            webhooks=WebhookSender.from_settings(settings, client, store, metrics=metrics),
         )
 
     async def close(self) -> None:
+        self.webhooks.close()
         await self.aredis.aclose()
         self.redis.close()

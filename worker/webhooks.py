@@ -3,6 +3,8 @@
 A job only calls WebhookSender.submit(): that writes the delivery to Redis and returns. A background
 thread (WebhookDispatcher) claims due deliveries, POSTs them and reschedules failures with backoff, so a
 slow or dead receiver never blocks or fails a job, and pending retries survive a worker restart.
+Every worker and every API process (service/webhooks.py) runs a dispatcher on the same Redis store; the
+claim below is atomic, so however many run, each attempt of a delivery is made by exactly one of them.
 
 Redis (p = key prefix):
   {p}:webhooks:due        ZSET webhook_id -> unix time the next attempt is due (or the claim lease ends)
@@ -27,7 +29,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -38,20 +40,28 @@ from worker.contract import JobRecord, JobStore, WebhookAttempt
 from worker.contract.store import JobNotFoundError
 
 if TYPE_CHECKING:
+    from prometheus_client import Counter
+
     from worker.contract import Settings
-    from worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"
 CLAIM_LEASE_S = 60.0  # a claimed delivery becomes due again if its worker dies mid-attempt
 
-# Claim up to ARGV[2] deliveries due at ARGV[1] by pushing their score to ARGV[3] (the lease end).
+# Claim up to ARGV[2] deliveries due at ARGV[1] by pushing their score to ARGV[3] (the lease end). One script
+# runs at a time in Redis, so two dispatchers (workers, API) never claim the same delivery.
 _CLAIM_LUA = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
 return ids
 """
+
+
+class DeliveryMetrics(Protocol):
+    """What WebhookSender counts into: worker.metrics.WorkerMetrics and service.metrics.ApiMetrics."""
+
+    webhook_deliveries: Counter  # labels: outcome
 
 
 class WebhookRefusedError(ValueError):
@@ -177,7 +187,7 @@ class WebhookSender:
         timeout_s: float = 10.0,
         allow_hosts: Sequence[str] = (),
         transport: httpx.BaseTransport | None = None,
-        metrics: WorkerMetrics | None = None,
+        metrics: DeliveryMetrics | None = None,
         jitter: float = 0.2,
         rng: random.Random | None = None,
     ) -> None:

@@ -17,8 +17,9 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 DOCKERFILES = sorted(DOCKER.glob("Dockerfile.*"))
-# Imported inside try/except ImportError by anyio, redis and starlette/fastapi when present: not needed.
-OPTIONAL_IMPORTS = {"sniffio", "cryptography", "orjson"}
+# Imported inside try/except ImportError when present: by anyio, redis and starlette/fastapi, and by httpx
+# for its command-line client (rich, pygments): not needed.
+OPTIONAL_IMPORTS = {"sniffio", "cryptography", "orjson", "rich", "pygments"}
 SECRET_WORDS = re.compile(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY|PRIVATE)", re.IGNORECASE)
 
 

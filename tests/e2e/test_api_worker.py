@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import av
@@ -23,6 +20,7 @@ from standardwebhooks import Webhook
 
 from m4v_cli.seaweed import SeaweedS3
 from service.app import create_app
+from tests.webhook_receiver import Receiver
 from worker.contract import Settings
 from worker.main import run_burst
 
@@ -30,37 +28,11 @@ SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 FAST_STEPS = {"first_frame_steps": [1, 1, 1], "later_frame_steps": [1, 1, 1]}
 
 
-class Receiver:
-    """A real HTTP server on 127.0.0.1 that records webhook deliveries; answers `codes` in turn, then 200."""
-
-    def __init__(self, codes: list[int] | None = None) -> None:
-        self.deliveries: list[tuple[dict[str, str], bytes]] = []
-        self.codes = list(codes or [])
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
-                body = self.rfile.read(int(self.headers["content-length"]))
-                outer.deliveries.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(outer.codes.pop(0) if outer.codes else 200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def events(self) -> list[str]:
-        return [json.loads(body)["type"] for _, body in self.deliveries]
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver(codes=[500, 500])  # the first two deliveries fail: the "started" event is retried
     yield r
-    r.server.shutdown()
+    r.close()
 
 
 @pytest.fixture(scope="module")

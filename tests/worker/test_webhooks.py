@@ -243,3 +243,33 @@ def test_pending_retry_survives_a_new_sender(store: JobStore) -> None:
     assert restarted.deliver_due() == 1
     assert seen == ["x"]
     assert [a.ok for a in store.get(job.id).webhook_deliveries] == [False, True]
+
+
+def test_two_dispatchers_on_one_store_send_each_delivery_once(store: JobStore) -> None:
+    """A worker's and the API's dispatcher drain one Redis store: the claim gives each delivery to one."""
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        time.sleep(0.005)  # widen the window in which a second dispatcher could pick the same delivery
+        with lock:
+            seen.append(request.headers["webhook-id"])
+        return httpx.Response(204)
+
+    senders = [make_sender(store, transport=httpx.MockTransport(handler)) for _ in range(2)]
+    submitted = set()
+    for _ in range(40):
+        job = make_job(webhook_url="http://127.0.0.1:9/hook")
+        store.create(job)
+        delivery = senders[0].submit(job, "canceled")
+        assert delivery is not None
+        submitted.add(delivery.webhook_id)
+    dispatchers = [WebhookDispatcher(s, poll_s=0.001).start() for s in senders]
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and senders[0].pending():
+            time.sleep(0.01)
+    finally:
+        for d in dispatchers:
+            d.stop()
+    assert sorted(seen) == sorted(submitted)
