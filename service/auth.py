@@ -101,10 +101,10 @@ class Authenticator:
             log.info("api keys loaded", extra={"key_ids": sorted(set(registry.by_hash.values()))})
         return cls(open_mode, registry, limiter)
 
-    def owner(self, credentials: HTTPAuthorizationCredentials | None, client_ip: str) -> str | None:
+    async def owner(self, credentials: HTTPAuthorizationCredentials | None, client_ip: str) -> str | None:
         """The caller's owner id (None in open mode), after counting it against its rate limit."""
         if self.open_mode:
-            self.limiter.check(f"ip:{client_ip}")
+            await self.limiter.check(f"ip:{client_ip}")
             return None
         if credentials is None:
             raise AuthenticationError("missing API key: send the header 'Authorization: Bearer <key>'")
@@ -112,18 +112,18 @@ class Authenticator:
         if key_id is None:
             log.info("rejected an unknown API key", extra={"client": client_ip})
             raise AuthenticationError("invalid API key")
-        self.limiter.check(f"key:{key_id}")
+        await self.limiter.check(f"key:{key_id}")
         return key_id
 
 
-def current_owner(
+async def current_owner(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> str | None:
     """The caller's owner id; None in open mode. 401 without a known key, 429 over the rate limit."""
     auth: Authenticator = request.app.state.m4v.auth
     client_ip = request.client.host if request.client else "unknown"
-    return auth.owner(credentials, client_ip)
+    return await auth.owner(credentials, client_ip)
 
 
 def owner_key(owner: str | None) -> str:

@@ -12,6 +12,7 @@ ETAs; another API replica's submissions are seen with the next snapshot).
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from service.queue import JobQueue
 from worker.contract import JobRecord
 from worker.contract.models import PRIORITIES, Priority
 from worker.contract.throughput import FleetWorker, fleet, fleet_rate, job_flops, preset_rate
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,12 @@ class FleetSnapshot:
 
 
 class FleetView:
-    """Thread-safe holder of the latest FleetSnapshot (sync routes run in the threadpool)."""
+    """Thread-safe holder of the latest FleetSnapshot (sync routes run in the threadpool).
+
+    Stale-while-revalidate: once a snapshot exists, a request that finds it older than ttl_s starts ONE
+    background refresh and carries on with the old one, so no request waits for a whole-queue read (about
+    5 ms per 5,000 queued jobs); only the first request, or every request with ttl_s = 0, reads in line.
+    """
 
     def __init__(
         self,
@@ -101,13 +109,36 @@ class FleetView:
         self.presets, self.ttl_s, self.clock = presets, ttl_s, clock
         self._lock = threading.Lock()
         self._snapshot: FleetSnapshot | None = None
+        self._refreshing = False
 
     def get(self) -> FleetSnapshot:
         with self._lock:
             snap = self._snapshot
-            if snap is None or self.clock() - snap.taken_at >= self.ttl_s:
+            if snap is not None and self.clock() - snap.taken_at < self.ttl_s:
+                return snap
+            if snap is None or self.ttl_s == 0:
                 snap = self._snapshot = self._read()
+                return snap
+            if not self._refreshing:
+                self._refreshing = True
+                threading.Thread(target=self._refresh, name="fleet-view", daemon=True).start()
             return snap
+
+    def _refresh(self) -> None:
+        try:
+            fresh = self._read()
+        except redis.RedisError as exc:  # keep serving the old view; the next stale read tries again
+            log.warning("fleet view refresh failed: %s", exc)
+            with self._lock:
+                self._refreshing = False
+            return
+        with self._lock:
+            old = self._snapshot
+            if old is not None:  # jobs noted while the refresh read the queues, and not in what it read
+                for priority, noted in old.since.items():
+                    seen = fresh.queues[priority].index
+                    fresh.since[priority].extend(item for item in noted if item[0] not in seen)
+            self._snapshot, self._refreshing = fresh, False
 
     def note_enqueued(self, job_id: str, priority: Priority, flops: float) -> None:
         """A job this process just enqueued: later ETAs count it until the next snapshot includes it."""

@@ -94,16 +94,17 @@ class JobQueue:
         return sum(d.depth for d in self.depths())
 
     def position(self, job_id: str, priority: Priority) -> int | None:
-        """Jobs ahead of this one: everything in higher-priority queues plus those before it in its own."""
-        own = self.queues[priority].get_job_position(job_id)
+        """Jobs ahead of this one: everything in higher-priority queues plus those before it in its own
+        (one round trip: LPOS in its queue, LLEN of the queues above)."""
+        higher = PRIORITIES[: PRIORITIES.index(priority)]
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.lpos(self.queues[priority].key, job_id)
+            for p in higher:
+                pipe.llen(self.queues[p].key)
+            own, *above = pipe.execute()
         if own is None:
             return None
-        ahead = 0
-        for p in PRIORITIES:
-            if p == priority:
-                break
-            ahead += self.queues[p].count
-        return ahead + own
+        return int(own) + sum(int(n) for n in above)
 
     def remove(self, job_id: str, priority: Priority) -> bool:
         """Take a job out of its rq queue and drop rq's copy; False if it was no longer queued."""

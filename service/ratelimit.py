@@ -1,5 +1,8 @@
 """Per-caller rate limit in Redis: a fixed window counter, one round trip per request.
 
+Async (redis.asyncio): the check runs on the event loop as part of authentication, so it costs no
+threadpool hop of its own.
+
 Key  <prefix>:ratelimit:<caller>:<window index>   INCR + EXPIRE (window + 1 s), in one pipeline.
 A fixed window admits at most 2x the limit across a window boundary; in exchange it is one INCR, shared by
 every API replica, and its Retry-After is exact (the seconds left in the current window).
@@ -12,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis
+import redis.asyncio as aredis
 
 from service.errors import RateLimitedError
 
@@ -28,7 +31,7 @@ class RateDecision:
 class RateLimiter:
     def __init__(
         self,
-        client: redis.Redis,
+        client: aredis.Redis,
         prefix: str,
         limit: int,
         window_s: int,
@@ -47,23 +50,23 @@ class RateLimiter:
     def key(self, caller: str, window: int) -> str:
         return f"{self.prefix}:ratelimit:{caller}:{window}"
 
-    def hit(self, caller: str) -> RateDecision:
+    async def hit(self, caller: str) -> RateDecision:
         """Count one request of caller in the current window."""
         now = self.clock()
         window = int(now // self.window_s)
         key = self.key(caller, window)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, self.window_s + 1)  # the key names its window, so re-arming it is harmless
-        count = int(pipe.execute()[0])
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, self.window_s + 1)  # the key names its window, so re-arming it is harmless
+            count = int((await pipe.execute())[0])
         retry_after = max(1, math.ceil((window + 1) * self.window_s - now))
         return RateDecision(count <= self.limit, count, self.limit, retry_after)
 
-    def check(self, caller: str) -> None:
+    async def check(self, caller: str) -> None:
         """Raise RateLimitedError (429 + Retry-After) once caller has used up its window."""
         if not self.enabled:
             return
-        decision = self.hit(caller)
+        decision = await self.hit(caller)
         if not decision.allowed:
             raise RateLimitedError(
                 f"rate limit of {self.limit} requests per {self.window_s} s exceeded; "

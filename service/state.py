@@ -27,6 +27,7 @@ class ServiceState:
     preset: ModelConfig
     redis: redis.Redis  # sync client: rq needs one; sync routes run in the threadpool
     aredis: aredis.Redis  # async client for SSE, so long-lived streams hold no threads
+    aredis_ops: aredis.Redis  # async client for short commands on the event loop (the rate limit)
     store: JobStore
     queue: JobQueue
     presigner: Presigner
@@ -46,6 +47,9 @@ class ServiceState:
         )
         metrics.watch_queues(queue, store)
         preset = get_preset(settings.preset)
+        ops = aredis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=SOCKET_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
+        )
         return cls(
             settings=settings,
             preset=preset,
@@ -57,6 +61,7 @@ class ServiceState:
                 socket_connect_timeout=SOCKET_TIMEOUT_S,
                 socket_timeout=SSE_SOCKET_TIMEOUT_S,
             ),
+            aredis_ops=ops,
             store=store,
             queue=queue,
             presigner=Presigner(settings),
@@ -64,7 +69,7 @@ class ServiceState:
             auth=Authenticator.from_settings(
                 settings,
                 RateLimiter(
-                    client, settings.key_prefix, settings.rate_limit_requests, settings.rate_limit_window_s
+                    ops, settings.key_prefix, settings.rate_limit_requests, settings.rate_limit_window_s
                 ),
             ),
             fleet_view=FleetView(
@@ -76,4 +81,5 @@ class ServiceState:
     async def close(self) -> None:
         self.webhooks.close()
         await self.aredis.aclose()
+        await self.aredis_ops.aclose()
         self.redis.close()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.fleet_view import FleetView
+from service.fleet_view import FleetSnapshot, FleetView
 from service.queue import JobQueue
 from tests.service.conftest import submit
 from tests.service.test_admission import publish_worker, tiny_flops
@@ -42,9 +44,30 @@ def test_snapshot_is_reused_within_its_ttl_and_read_again_after(store: JobStore)
     clock.now += 0.5
     assert view.get() is first  # within the ttl: no Redis read, the new worker is not seen yet
     clock.now += 0.5
-    fresh = view.get()
-    assert fresh is not first and [w.name for w in fresh.workers] == ["w1"]
-    assert fresh.rate("tiny") == 2e9
+    assert view.get() is first  # stale: served as is while ONE background refresh reads Redis
+    fresh = wait_for_new(view, first)
+    assert [w.name for w in fresh.workers] == ["w1"] and fresh.rate("tiny") == 2e9
+    assert view.get() is fresh
+
+
+def wait_for_new(view: FleetView, old: FleetSnapshot, timeout_s: float = 10.0) -> FleetSnapshot:
+    deadline = time.monotonic() + timeout_s
+    while (snap := view.get()) is old:
+        assert time.monotonic() < deadline, "the background refresh never landed"
+        time.sleep(0.01)
+    return snap
+
+
+def test_jobs_noted_during_a_refresh_are_kept_until_a_snapshot_sees_them(store: JobStore) -> None:
+    clock = Clock()
+    view, queue = view_of(store, ttl_s=1.0, clock=clock)
+    first = view.get()
+    view.note_enqueued("mine", "normal", 7.0)  # this process enqueued it; Redis does not have it (yet)
+    clock.now += 1.0
+    view.get()
+    fresh = wait_for_new(view, first)
+    assert fresh.flops_ahead(store_job(store, "later", "normal")) == 7.0
+    assert fresh.own_flops(store_job(store, "mine", "normal")) == 7.0
 
 
 def test_flops_ahead_sums_higher_priorities_running_work_and_earlier_jobs(store: JobStore) -> None:

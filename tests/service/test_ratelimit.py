@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
 import redis
+import redis.asyncio as aredis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
@@ -83,23 +85,34 @@ def test_health_probes_are_never_rate_limited(limited: TestClient) -> None:
 
 def test_a_new_window_resets_the_count_and_retry_after_counts_down(redis_url: str, key_prefix: str) -> None:
     now = [960_010.0]  # 10 s into the 60 s window [960_000, 960_060)
-    limiter = RateLimiter(redis.Redis.from_url(redis_url), key_prefix, 2, 60, clock=lambda: now[0])
-    limiter.check("k")
-    now[0] += 20
-    limiter.check("k")
-    with pytest.raises(RateLimitedError) as info:
-        limiter.check("k")
-    assert info.value.headers["Retry-After"] == "30"
-    now[0] += 30  # the next window
-    limiter.check("k")
-    assert limiter.hit("other").count == 1
+
+    async def scenario() -> None:
+        client = aredis.Redis.from_url(redis_url)
+        limiter = RateLimiter(client, key_prefix, 2, 60, clock=lambda: now[0])
+        await limiter.check("k")
+        now[0] += 20
+        await limiter.check("k")
+        with pytest.raises(RateLimitedError) as info:
+            await limiter.check("k")
+        assert info.value.headers["Retry-After"] == "30"
+        now[0] += 30  # the next window
+        await limiter.check("k")
+        assert (await limiter.hit("other")).count == 1
+        await client.aclose()
+
+    asyncio.run(scenario())
 
 
 def test_window_counters_expire_in_redis(redis_url: str, key_prefix: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    limiter = RateLimiter(client, key_prefix, 5, 7, clock=lambda: 700.0)
-    limiter.check("k")
-    assert 0 < client.ttl(limiter.key("k", 100)) <= 8
+    async def scenario() -> RateLimiter:
+        client = aredis.Redis.from_url(redis_url)
+        limiter = RateLimiter(client, key_prefix, 5, 7, clock=lambda: 700.0)
+        await limiter.check("k")
+        await client.aclose()
+        return limiter
+
+    limiter = asyncio.run(scenario())
+    assert 0 < redis.Redis.from_url(redis_url).ttl(limiter.key("k", 100)) <= 8
 
 
 def test_redis_down_answers_503_not_500(settings: Settings) -> None:
