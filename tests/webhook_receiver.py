@@ -1,4 +1,4 @@
-"""A real HTTP webhook receiver on 127.0.0.1 for integration tests (tests/e2e, tests/service)."""
+"""A real webhook receiver on 127.0.0.1 for integration tests (tests/e2e, tests/service, tests/worker)."""
 
 from __future__ import annotations
 

@@ -32,6 +32,7 @@ from rq.timeouts import JobTimeoutException
 from model.pipeline_types import DecodedChunk, GenerationRequest, GenerationResult
 from worker.contract import JobError, JobMetrics, JobRecord, JobResult, JobStore, Settings
 from worker.contract.store import JobNotFoundError
+from worker.contract.throughput import drop_job_flops
 from worker.encode import encode_mp4, encode_thumbnail
 from worker.eta import JobEta
 from worker.faults import oom_error
@@ -315,6 +316,8 @@ class JobRun:
         if final is None:
             log.warning("job left running before the worker finished it", extra={"job_id": job.id})
             return self.store.get(job.id).status
+        # Every terminal status passes here, also a deadline hit before the JobEta exists: drop the FLOPs.
+        drop_job_flops(self.store.r, self.store.keys.prefix, job.id)
         view = self._view_with_urls(final)
         self.store.append_event(job.id, "done", view)
         self.ctx.webhooks.submit(final, WEBHOOK_FOR_STATUS[status], data=view)

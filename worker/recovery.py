@@ -8,6 +8,7 @@ exception handler with AbandonedJobError before deciding between rq's retry and 
 
   record running/queued, attempts < max_attempts -> record back to queued, rq's own job.retry() requeues it
   record running, attempts >= max_attempts        -> record failed, error.type worker_lost, rq marks it failed
+                                                     (and its {prefix}:job_flops entry is dropped)
   record already terminal                         -> left alone (the worker died after finishing it)
 
 At-least-once: a re-run uploads to the same keys (derived from the job id): it overwrites, never duplicates.
@@ -31,6 +32,7 @@ from rq.job import Job
 from worker.background import BackgroundThread
 from worker.contract import JobError, JobProgress, JobRecord, JobStore
 from worker.contract.store import JobNotFoundError
+from worker.contract.throughput import drop_job_flops
 
 if TYPE_CHECKING:
     from worker.webhooks import WebhookSender
@@ -86,6 +88,7 @@ def settle_abandoned(
     elif outcome == "failed":
         from worker.webhooks import job_view  # webhooks pulls in httpx; only the failure path needs it
 
+        drop_job_flops(store.r, store.keys.prefix, job_id)  # ahead of no one now (ETAs, m4v_queue_flops)
         view = job_view(job)
         store.append_event(job_id, "done", view)
         if webhooks is not None:

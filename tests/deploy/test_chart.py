@@ -303,3 +303,10 @@ def test_schema_settings_are_non_secret_settings_fields() -> None:
 def test_notes_tell_how_to_reach_the_api(variant: tuple[str, Rendered]) -> None:
     name, rendered = variant
     assert "/readyz" in rendered.notes or "https://m4v.example.com" in rendered.notes, name
+
+
+def test_notes_warn_that_without_a_signing_secret_no_webhook_is_sent() -> None:
+    """worker/webhooks.py refuses to POST without M4V_WEBHOOK_SECRET; the NOTES must not promise otherwise."""
+    notes = render().notes
+    assert "no webhook is sent" in notes and 'outcome="refused"' in notes
+    assert "no webhook is sent" not in render(VARIANTS["external-redis"]).notes  # sets secrets.webhookSecret

@@ -18,6 +18,7 @@ from standardwebhooks import Webhook
 from m4v_cli.seaweed import SeaweedS3
 from tests.worker.jobs_helpers import make_job, submit
 from worker.contract import JobRecord, JobStore, Settings
+from worker.contract.throughput import job_flops_key, set_job_flops
 from worker.main import WorkerProcess, run_burst
 from worker.metrics import WorkerMetrics
 from worker.storage import Storage
@@ -179,6 +180,7 @@ def test_invalid_spec_fails_with_type_and_message(
 ) -> None:
     job = make_job(width=96, height=96)  # tiny serves only 128x128: the pipeline raises ValueError
     submit(store, queue(store), job)
+    set_job_flops(store.r, store.keys.prefix, job.id, 1e9, ttl_s=600)
     work(settings, tiny_pipeline)
     final = store.get(job.id)
     assert final.status == "failed"
@@ -186,6 +188,7 @@ def test_invalid_spec_fails_with_type_and_message(
     assert "96" in final.error.message
     assert events(store, job.id)[-1][0] == "done"
     assert final.result is None
+    assert not store.r.hexists(job_flops_key(store.keys.prefix), job.id)
 
 
 def test_upload_failure_is_reported_as_upload_failed(
@@ -204,11 +207,13 @@ def test_job_past_its_deadline_times_out_without_running(
 ) -> None:
     job = make_job(timeout_s=0.001, **FAST)
     submit(store, queue(store), job)
+    set_job_flops(store.r, store.keys.prefix, job.id, 1e9, ttl_s=600)  # as POST /generate records it
     work(settings, tiny_pipeline)
     final = store.get(job.id)
     assert final.status == "timed_out" and final.error is not None and final.error.type == "timeout"
     assert not any(t == "progress" for t, _ in events(store, job.id))
     assert events(store, job.id)[-1][0] == "done"
+    assert not store.r.hexists(job_flops_key(store.keys.prefix), job.id)  # no longer queued work
 
 
 def test_canceled_before_start_is_skipped(settings: Settings, store: JobStore, tiny_pipeline: Any) -> None:

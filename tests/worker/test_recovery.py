@@ -18,6 +18,7 @@ from rq import Queue
 from m4v_cli.seaweed import SeaweedS3
 from model.pipeline_types import StepProgress
 from worker.contract import JobError, JobResult, JobStore
+from worker.contract.throughput import job_flops, job_flops_key, set_job_flops
 from worker.faults import oom_error
 from worker.recovery import Reaper
 from worker.rqworker import M4VWorker
@@ -86,6 +87,21 @@ def test_abandoned_job_at_max_attempts_fails_with_worker_lost(client: redis.Redi
     assert "3 of 3 attempts" in rec.error.message
     assert queue.job_ids == []
     assert store.read_events(job_id)[-1][1] == "done"
+
+
+def test_job_failed_at_max_attempts_drops_its_flop_estimate(client: redis.Redis, store: JobStore) -> None:
+    """A failed job is ahead of no one: its {prefix}:job_flops entry (queued ETAs, m4v_queue_flops) goes."""
+    failing, _ = abandon(client, store, attempts=3)
+    retried, _ = abandon(client, store, attempts=1)
+    prefix = store.keys.prefix
+    for job_id in (failing, retried):
+        set_job_flops(client, prefix, job_id, 5e12, ttl_s=600)
+    wait_for_lapse()
+    settled = Reaper(client, store, max_attempts=3).reap_once()
+    outcomes = {s.job_id: s.outcome for s in settled}
+    assert outcomes == {failing: "failed", retried: "requeued"}
+    assert not client.hexists(job_flops_key(prefix), failing)
+    assert job_flops(client, prefix, [retried]) == [5e12]  # requeued: still queued work
 
 
 def test_finished_record_of_abandoned_job_is_left_alone(client: redis.Redis, store: JobStore) -> None:

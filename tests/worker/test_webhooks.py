@@ -10,13 +10,13 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 import redis
 from standardwebhooks import Webhook
 
+from tests.webhook_receiver import Receiver
 from tests.worker.jobs_helpers import make_job
 from worker.contract import JobStore
 from worker.metrics import WorkerMetrics
@@ -168,41 +168,15 @@ def test_refused_url_is_recorded_and_never_retried(store: JobStore) -> None:
     assert sender.pending() == 0
 
 
-class FlakyReceiver:
-    """A real HTTP server on 127.0.0.1 answering 500, 500, then 200."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, str], bytes, int]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["content-length"]))
-                code = 500 if len(receiver.requests) < 2 else 200
-                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body, code))
-                self.send_response(code)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/m4v"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-
 @pytest.fixture
-def receiver() -> Iterator[FlakyReceiver]:
-    rec = FlakyReceiver()
-    rec.thread.start()
+def receiver() -> Iterator[Receiver]:
+    rec = Receiver(codes=[500, 500])  # then 200
     yield rec
-    rec.server.shutdown()
-    rec.server.server_close()
+    rec.close()
 
 
 def test_real_receiver_gets_third_try_with_same_id_and_valid_signature(
-    store: JobStore, receiver: FlakyReceiver
+    store: JobStore, receiver: Receiver
 ) -> None:
     job = make_job(webhook_url=receiver.url)
     store.create(job)
@@ -211,15 +185,15 @@ def test_real_receiver_gets_third_try_with_same_id_and_valid_signature(
     try:
         sender.submit(job, "completed")
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (len(receiver.requests) < 3 or sender.pending()):
+        while time.monotonic() < deadline and (len(receiver.deliveries) < 3 or sender.pending()):
             time.sleep(0.05)
     finally:
         dispatcher.stop()
         sender.close()
-    assert [code for _, _, code in receiver.requests] == [500, 500, 200]
-    ids = {headers["webhook-id"] for headers, _, _ in receiver.requests}
+    assert len(receiver.deliveries) == 3
+    ids = {headers["webhook-id"] for headers, _ in receiver.deliveries}
     assert len(ids) == 1
-    headers, body, _ = receiver.requests[2]
+    headers, body = receiver.deliveries[2]
     assert Webhook(SECRET).verify(body, headers)["type"] == "job.completed"
     assert json.loads(body)["data"]["id"] == job.id
     attempts = store.get(job.id).webhook_deliveries

@@ -98,7 +98,7 @@ because an external URL may carry a password.
 {{- end }}
 {{- end }}
 
-{{/* Secret-backed settings; optional so that IAM-role S3 access and unsigned setups work. */}}
+{{/* Secret-backed settings; optional so that IAM-role S3 access and releases without webhooks work. */}}
 {{- define "m4v-serve.secretEnv" -}}
 {{- $secret := include "m4v-serve.secretName" . }}
 {{- range $env := list "M4V_S3_ACCESS_KEY" "M4V_S3_SECRET_KEY" "M4V_WEBHOOK_SECRET" "M4V_API_KEYS" }}
