@@ -1,5 +1,8 @@
 """API load test: POST /generate against uvicorn on loopback, workers paused (none running: jobs only queue).
 
+One paused worker publishes a heartbeat with a measured FLOP rate (as a real, idle-but-loaded fleet does), so
+every POST answers with an ETA over the queue ahead of it; --no-fleet leaves it out.
+
     python bench/api_load.py                         # 200 req/s open loop for 20 s, then a closed-loop max
     python bench/api_load.py --rate 300 --duration 30 --concurrency 32 --markdown
 
@@ -33,6 +36,8 @@ import redis
 import uvloop
 
 from service.auth import key_entry, new_api_key
+from worker.contract.store import Keys
+from worker.heartbeat import Heartbeat, WorkerState
 
 log = logging.getLogger("bench.api_load")
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,6 +169,13 @@ async def run(args: argparse.Namespace, base_url: str, key: str) -> list[Phase]:
     return phases
 
 
+def paused_worker(client: redis.Redis, prefix: str) -> Heartbeat:
+    """A live, loaded worker that takes no jobs, with a measured FLOP rate: as in production, every POST
+    then computes an ETA over the whole queue ahead of it (the costly part of answering)."""
+    state = WorkerState(name="bench-paused", preset="tiny", device="cpu", model_loaded=True, flops_per_s=1e12)
+    return Heartbeat(client, Keys(prefix).worker(state.name), state, period_s=5.0)
+
+
 def cleanup(redis_url: str, prefix: str) -> None:
     client = redis.Redis.from_url(redis_url)
     for priority in ("high", "normal", "low"):
@@ -184,21 +196,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="open-loop seconds not measured")
     parser.add_argument("--concurrency", type=int, default=16, help="closed-loop clients; 0 = skip")
     parser.add_argument("--max-seconds", type=float, default=10.0, help="closed-loop seconds")
+    parser.add_argument(
+        "--no-fleet", action="store_true", help="no paused worker: POSTs skip the ETA (no rate known)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would load the generator
 
     prefix = f"m4vbench{uuid.uuid4().hex[:8]}"
     key, port = new_api_key(), free_port()
+    heartbeat = None
+    if not args.no_fleet:
+        heartbeat = paused_worker(redis.Redis.from_url(args.redis_url), prefix).start()
     api = start_api(port, args.redis_url, prefix, key, rate_limit=10_000_000)
     try:
         phases = uvloop.run(run(args, f"http://127.0.0.1:{port}", key))
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         api.terminate()
         api.wait(timeout=10)
         cleanup(args.redis_url, prefix)
     lines = [
         f"Machine: {machine()}; uvicorn 1 process, httptools={_has('httptools')}, uvloop={_has('uvloop')};"
+        f" {'no worker heartbeat' if args.no_fleet else 'one paused worker heartbeat (ETAs computed)'};"
         f" load generator (aiohttp on uvloop) on the same machine; {time.strftime('%Y-%m-%d')}",
         "",
         "| phase | offered | requests | status codes | req/s done | p50 ms | p90 ms | p99 ms | max ms |",

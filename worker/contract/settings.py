@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     multipart_threshold_bytes: int = Field(8 * 1024 * 1024, description="multipart upload above this size")
 
     # --- webhooks ---
-    webhook_secret: SecretStr | None = Field(None, description="whsec_<base64> signing secret")
+    webhook_secret: SecretStr | None = Field(
+        None, description="whsec_<base64> signing secret; unset: no webhook is sent (recorded as refused)"
+    )
     webhook_timeout_s: float = Field(10.0, description="per delivery attempt")
     webhook_retry_delays_s: list[float] = Field(
         [5, 30, 120, 300, 600, 1200, 1800], description="backoff before each retry (8 tries over ~1 h)"
