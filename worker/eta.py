@@ -42,6 +42,25 @@ def job_schedule(cfg: ModelConfig, spec: JobSpec, cached: bool) -> list[StepCost
     )
 
 
+def restore_job_flops(r: redis.Redis, prefix: str, job: JobRecord, ttl_s: int) -> float:
+    """A job back in the queue will run from its first step: its {prefix}:job_flops entry (ETAs,
+    m4v_queue_flops) becomes the whole request's estimate again, as POST /generate recorded it."""
+    from model.config import get_preset
+    from model.flops import estimate_flops
+
+    spec = job.spec
+    flops = estimate_flops(
+        get_preset(spec.preset),
+        width=spec.width,
+        height=spec.height,
+        num_frames=spec.num_frames,
+        first_frame_steps=tuple(spec.first_frame_steps),
+        later_frame_steps=tuple(spec.later_frame_steps),
+    ).total
+    set_job_flops(r, prefix, job.id, flops, ttl_s)
+    return flops
+
+
 @dataclass
 class JobEta:
     """Called after every sampler step (before the progress is written); returns eta_s or None."""

@@ -34,7 +34,7 @@ from worker.contract import JobError, JobMetrics, JobRecord, JobResult, JobStore
 from worker.contract.store import JobNotFoundError
 from worker.contract.throughput import drop_job_flops
 from worker.encode import encode_mp4, encode_thumbnail
-from worker.eta import JobEta
+from worker.eta import JobEta, restore_job_flops
 from worker.faults import oom_error
 from worker.heartbeat import WorkerState
 from worker.metrics import WorkerMetrics
@@ -116,7 +116,9 @@ class JobRun:
         try:
             return self._execute(job)
         except DrainRequestedError as exc:
-            requeue_drained(self.store, job, str(exc))
+            if requeue_drained(self.store, job, str(exc)):
+                restore_job_flops(self.store.r, self.store.keys.prefix, job, self.store.ttl_s)
+                self.eta = None  # queued again: keep the restored estimate (finally would drop it)
             return "requeued"
         except JobCanceledError as exc:
             log.info("job canceled", extra={"job_id": job.id, "reason": str(exc)})

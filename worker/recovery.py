@@ -8,7 +8,8 @@ exception handler with AbandonedJobError before deciding between rq's retry and 
 
   record running/queued, attempts < max_attempts -> record back to queued, rq's own job.retry() requeues it
   record running, attempts >= max_attempts        -> record failed, error.type worker_lost, rq marks it failed
-                                                     (and its {prefix}:job_flops entry is dropped)
+                                                     (and its {prefix}:job_flops entry is dropped;
+                                                     a requeued job gets its full estimate back)
   record already terminal                         -> left alone (the worker died after finishing it)
 
 At-least-once: a re-run uploads to the same keys (derived from the job id): it overwrites, never duplicates.
@@ -33,6 +34,7 @@ from worker.background import BackgroundThread
 from worker.contract import JobError, JobProgress, JobRecord, JobStore
 from worker.contract.store import JobNotFoundError
 from worker.contract.throughput import drop_job_flops
+from worker.eta import restore_job_flops
 
 if TYPE_CHECKING:
     from worker.webhooks import WebhookSender
@@ -82,6 +84,7 @@ def settle_abandoned(
     except JobNotFoundError:
         return Settlement(job_id, "ignored", 0)
     if outcome == "requeued":
+        restore_job_flops(store.r, store.keys.prefix, job, store.ttl_s)  # it restarts from its first step
         store.append_event(
             job_id, "status", {"job_id": job_id, "status": "queued", "at": now.isoformat(), "reason": reason}
         )

@@ -16,10 +16,13 @@ from rq import Queue
 from standardwebhooks import Webhook
 
 from m4v_cli.seaweed import SeaweedS3
+from model.config import get_preset
+from model.flops import estimate_flops
 from tests.worker.jobs_helpers import make_job, submit
 from worker.contract import JobRecord, JobStore, Settings
-from worker.contract.throughput import job_flops_key, set_job_flops
-from worker.main import WorkerProcess, run_burst
+from worker.contract.throughput import job_flops, job_flops_key, set_job_flops
+from worker.jobs import JobRun
+from worker.main import WorkerProcess, build_worker, run_burst
 from worker.metrics import WorkerMetrics
 from worker.storage import Storage
 
@@ -234,3 +237,25 @@ def test_high_priority_is_taken_before_low(settings: Settings, store: JobStore, 
     a, b = store.get(high.id), store.get(low.id)
     assert a.status == b.status == "succeeded"
     assert a.started_at is not None and b.started_at is not None and a.started_at < b.started_at
+
+
+def test_job_drained_on_sigterm_is_queued_again_with_its_full_flop_estimate(
+    settings: Settings, store: JobStore, tiny_pipeline: Any
+) -> None:
+    """SIGTERM at a step boundary: the job goes back to the queue and, since it restarts from its first
+    step, its {prefix}:job_flops entry (ETAs, m4v_queue_flops) is the whole estimate again."""
+    job = make_job(**FAST)
+    submit(store, queue(store), job)
+    process = build_worker(settings.model_copy(update={"drain_finish_fraction": 1.0}), pipeline=tiny_pipeline)
+    process.context.drain.set()  # as the SIGTERM handler does; the first step boundary then requeues
+    assert JobRun(process.context, job.id).run() == "requeued"
+    assert store.get(job.id).status == "queued"
+    want = estimate_flops(
+        get_preset("tiny"),
+        width=job.spec.width,
+        height=job.spec.height,
+        num_frames=job.spec.num_frames,
+        first_frame_steps=tuple(job.spec.first_frame_steps),
+        later_frame_steps=tuple(job.spec.later_frame_steps),
+    ).total
+    assert job_flops(store.r, store.keys.prefix, [job.id]) == [pytest.approx(want)]
