@@ -7,9 +7,9 @@ every heartbeat_s while the job runs. StartedJobRegistry.cleanup() then finds la
 exception handler with AbandonedJobError before deciding between rq's retry and its FailedJobRegistry:
 
   record running/queued, attempts < max_attempts -> record back to queued, rq's own job.retry() requeues it
+                                                     (its {prefix}:job_flops entry: the full estimate again)
   record running, attempts >= max_attempts        -> record failed, error.type worker_lost, rq marks it failed
-                                                     (and its {prefix}:job_flops entry is dropped;
-                                                     a requeued job gets its full estimate back)
+                                                     (and its {prefix}:job_flops entry is dropped)
   record already terminal                         -> left alone (the worker died after finishing it)
 
 At-least-once: a re-run uploads to the same keys (derived from the job id): it overwrites, never duplicates.
