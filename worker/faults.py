@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import traceback
 
 import torch
 
@@ -18,7 +19,14 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS = 500
 
 
-def free_accelerator_memory() -> None:
+def free_accelerator_memory(exc: BaseException | None = None) -> None:
+    """Drop what the failed job still holds and return cached blocks to the driver.
+
+    Inside an ``except`` block the exception's traceback keeps every frame of the failed job alive, and with
+    them its activations: clear those frames' locals first, or nothing of the job can be collected yet.
+    """
+    if exc is not None and exc.__traceback__ is not None:
+        traceback.clear_frames(exc.__traceback__)
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -27,7 +35,7 @@ def free_accelerator_memory() -> None:
 
 def oom_error(exc: torch.cuda.OutOfMemoryError) -> JobError:
     """Free cached GPU memory and describe the failure (error.type out_of_memory)."""
-    free_accelerator_memory()
+    free_accelerator_memory(exc)
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else "CUDA out of memory"
     log.warning("job ran out of GPU memory", extra={"error": message[:200]})
     return JobError(

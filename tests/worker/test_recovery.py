@@ -249,3 +249,23 @@ def test_spooled_video_is_uploaded_later_and_the_job_succeeds(
     rec = store.get(job.id)
     assert rec.status == "succeeded" and rec.error is None and rec.result is not None
     assert spool.pending() == []
+
+
+def test_oom_mapping_frees_what_the_failed_job_still_held() -> None:
+    """The traceback keeps the failed job's frames (and tensors) alive inside the except block: the mapping
+    must clear them, or a real CUDA OOM would leave the activations allocated while the worker moves on."""
+    import weakref
+
+    held: list[weakref.ref[torch.Tensor]] = []
+
+    def job_step() -> None:
+        activations = torch.ones(1024, 1024)
+        held.append(weakref.ref(activations))
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    try:
+        job_step()
+    except torch.cuda.OutOfMemoryError as exc:
+        err = oom_error(exc)
+        assert held[0]() is None, "the failed step's tensor is still alive after the OOM mapping"
+    assert err.type == "out_of_memory"
