@@ -3,7 +3,7 @@
     ServiceError                      500 internal
      +-- InvalidRequestError          422 validation_error     details = [{field, message}]
      +-- AuthenticationError          401 unauthorized         no, malformed or unknown API key
-     +-- RateLimitedError             429 rate_limited         per-key window used up; Retry-After
+     +-- RateLimitedError             429 rate_limited         caller over its rate (GCRA); Retry-After
      +-- JobNotFoundError             404 not_found            unknown job, or another owner's job
      +-- VideoNotReadyError           404 video_not_ready      the job has no video (yet)
      +-- IdempotencyConflictError     409 idempotency_conflict

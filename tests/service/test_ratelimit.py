@@ -1,12 +1,18 @@
-"""Per-key rate limit in Redis: 429 with Retry-After once a window is used up, per key, reset per window."""
+"""Per-key rate limit in Redis (GCRA): a burst of at most `limit`, then one request per window/limit seconds.
+
+The limiter reads the Redis server's clock, so these tests run in real time with small windows (2 requests
+per 1 s: one request every 0.5 s) and measure elapsed time around each call instead of faking a clock.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import pytest
-import redis
 import redis.asyncio as aredis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -14,13 +20,14 @@ from pydantic import SecretStr
 from service.app import create_app
 from service.auth import key_entry, new_api_key
 from service.errors import RateLimitedError
-from service.ratelimit import RateLimiter
+from service.ratelimit import RateDecision, RateLimiter
 from tests.service.conftest import assert_error_shape
 from worker.contract import Settings
 
 ALICE = new_api_key()
 BOB = new_api_key()
 LIMIT = 3
+T = TypeVar("T")
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -38,6 +45,21 @@ def limited_settings(settings: Settings, **extra: object) -> Settings:
     return settings.model_copy(update=update)
 
 
+def with_limiter(
+    redis_url: str, prefix: str, limit: int, window_s: int, scenario: Callable[[RateLimiter], Awaitable[T]]
+) -> T:
+    """Run scenario against a RateLimiter on a fresh async client (closed afterwards)."""
+
+    async def main() -> T:
+        client = aredis.Redis.from_url(redis_url)
+        try:
+            return await scenario(RateLimiter(client, prefix, limit, window_s))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
 @pytest.fixture
 def limited(settings: Settings) -> Iterator[TestClient]:
     with TestClient(create_app(limited_settings(settings))) as c:
@@ -50,7 +72,7 @@ def test_the_request_over_the_limit_answers_429_with_retry_after(limited: TestCl
     response = limited.post("/generate", json={"prompt": "a red ball"}, headers=bearer(ALICE))
     error = assert_error_shape(response, 429, "rate_limited")
     assert error["details"] == {"limit": LIMIT, "window_s": 60}
-    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert response.headers["Retry-After"] == str(60 // LIMIT)  # one request every 20 s, not the window's end
 
 
 def test_each_key_has_its_own_budget(limited: TestClient) -> None:
@@ -83,36 +105,99 @@ def test_health_probes_are_never_rate_limited(limited: TestClient) -> None:
     assert {limited.get("/healthz").status_code for _ in range(LIMIT * 3)} == {200}
 
 
-def test_a_new_window_resets_the_count_and_retry_after_counts_down(redis_url: str, key_prefix: str) -> None:
-    now = [960_010.0]  # 10 s into the 60 s window [960_000, 960_060)
+def test_retry_after_is_the_wait_rounded_up_to_whole_seconds() -> None:
+    assert RateDecision(False, 0, 1).retry_after_s == 1
+    assert RateDecision(False, 0, 20_000_000).retry_after_s == 20
+    assert RateDecision(False, 0, 20_000_001).retry_after_s == 21
 
-    async def scenario() -> None:
-        client = aredis.Redis.from_url(redis_url)
-        limiter = RateLimiter(client, key_prefix, 2, 60, clock=lambda: now[0])
-        await limiter.check("k")
-        now[0] += 20
-        await limiter.check("k")
-        with pytest.raises(RateLimitedError) as info:
+
+def test_a_burst_of_twice_the_limit_across_a_second_boundary_admits_exactly_the_limit(
+    redis_url: str, key_prefix: str
+) -> None:
+    """2 per 1 s: 2 concurrent requests just before a whole second and 2 just after it (where a fixed 1 s
+    window would start afresh) admit 2, not 4: the 80 ms between them refill nothing (one per 0.5 s)."""
+
+    async def scenario(limiter: RateLimiter) -> list[bool]:
+        boundary = math.floor(time.time()) + 1
+        if boundary - time.time() < 0.1:
+            boundary += 1
+        await asyncio.sleep(boundary - 0.04 - time.time())
+        before = await asyncio.gather(*(limiter.hit("k") for _ in range(2)))
+        await asyncio.sleep(max(0.0, boundary + 0.04 - time.time()))
+        after = await asyncio.gather(*(limiter.hit("k") for _ in range(2)))
+        return [d.allowed for d in before + after]
+
+    assert with_limiter(redis_url, key_prefix, 2, 1, scenario) == [True, True, False, False]
+
+
+def test_after_a_429_one_request_is_allowed_again_after_window_over_limit(
+    redis_url: str, key_prefix: str
+) -> None:
+    """2 per 1 s: after the burst the caller waits 0.5 s from its first request (not the rest of a window), is
+    refused 0.15 s before that, and then gets one request (not a new burst)."""
+    interval_us = 500_000
+
+    async def scenario(limiter: RateLimiter) -> None:
+        started = time.monotonic()
+        assert [(await limiter.hit("k")).allowed for _ in range(3)] == [True, True, False]
+        limited = await limiter.hit("k")
+        elapsed_us = (time.monotonic() - started) * 1e6
+        assert interval_us - elapsed_us <= limited.wait_us <= interval_us
+        await asyncio.sleep(limited.wait_us / 1e6 - 0.15)
+        started = time.monotonic()
+        early = await limiter.hit("k")
+        assert not early.allowed and 0 < early.wait_us <= 150_000
+        await asyncio.sleep(early.wait_us / 1e6 + 0.01)
+        assert (await limiter.hit("k")).allowed
+        after = await limiter.hit("k")
+        elapsed_us = (time.monotonic() - started) * 1e6
+        # The next slot is one interval after the moment `early` said the caller would be let in.
+        assert not after.allowed
+        assert early.wait_us + interval_us - elapsed_us <= after.wait_us <= interval_us
+
+    with_limiter(redis_url, key_prefix, 2, 1, scenario)
+
+
+def test_retry_after_is_the_exact_wait_and_a_refused_request_does_not_extend_it(
+    redis_url: str, key_prefix: str
+) -> None:
+    """3 per 60 s: one request every 20 s; after the burst, each 429 says 20 s (the burst took < 1 s)."""
+
+    async def scenario(limiter: RateLimiter) -> list[RateLimitedError]:
+        for _ in range(3):
             await limiter.check("k")
-        assert info.value.headers["Retry-After"] == "30"
-        now[0] += 30  # the next window
-        await limiter.check("k")
-        assert (await limiter.hit("other")).count == 1
-        await client.aclose()
+        errors = []
+        for _ in range(2):
+            with pytest.raises(RateLimitedError) as info:
+                await limiter.check("k")
+            errors.append(info.value)
+        return errors
 
-    asyncio.run(scenario())
+    errors = with_limiter(redis_url, key_prefix, 3, 60, scenario)
+    assert [e.headers["Retry-After"] for e in errors] == ["20", "20"]
+    assert errors[0].details == {"limit": 3, "window_s": 60}
 
 
-def test_window_counters_expire_in_redis(redis_url: str, key_prefix: str) -> None:
-    async def scenario() -> RateLimiter:
-        client = aredis.Redis.from_url(redis_url)
-        limiter = RateLimiter(client, key_prefix, 5, 7, clock=lambda: 700.0)
-        await limiter.check("k")
-        await client.aclose()
-        return limiter
+def test_a_callers_key_lives_until_its_burst_is_back_then_expires(redis_url: str, key_prefix: str) -> None:
+    """The key expires when the caller has its whole burst back: after one request of 10 per 1 s, in 0.1 s;
+    after a whole burst of 3 per 60 s, in 60 s."""
 
-    limiter = asyncio.run(scenario())
-    assert 0 < redis.Redis.from_url(redis_url).ttl(limiter.key("k", 100)) <= 8
+    async def scenario(limiter: RateLimiter) -> tuple[int, int]:
+        await limiter.hit("idle")
+        ttl_ms = await limiter.client.pttl(limiter.key("idle"))
+        await asyncio.sleep(0.15)
+        return ttl_ms, await limiter.client.exists(limiter.key("idle"))
+
+    ttl_ms, exists = with_limiter(redis_url, key_prefix, 10, 1, scenario)
+    assert 0 < ttl_ms <= 100
+    assert exists == 0
+
+    async def burst(limiter: RateLimiter) -> int:
+        for _ in range(3):
+            await limiter.hit("busy")
+        return int(await limiter.client.pttl(limiter.key("busy")))
+
+    assert 59_000 < with_limiter(redis_url, key_prefix, 3, 60, burst) <= 60_000
 
 
 def test_redis_down_answers_503_not_500(settings: Settings) -> None:

@@ -82,9 +82,14 @@ class Settings(BaseSettings):
         [], description='JSON list of "<key id>:<sha256 hex of the key>"; `m4v keys create` makes one'
     )
     rate_limit_requests: int = Field(
-        600, ge=0, description="requests per key per rate_limit_window_s (open mode: per client IP); 0 = off"
+        600,
+        ge=0,
+        description="requests per key per rate_limit_window_s (open mode: per client IP), also the burst: "
+        "that many at once, then one every window/requests seconds (GCRA in Redis); 0 = off",
     )
-    rate_limit_window_s: int = Field(60, ge=1, description="rate-limit window (fixed, in Redis)")
+    rate_limit_window_s: int = Field(
+        60, ge=1, description="rate-limit period, seconds: the burst refills evenly over it (no fixed window)"
+    )
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="request bodies above this answer 413")
     max_prompt_chars: int = Field(
         2000, ge=1, le=2000, description="prompt and negative_prompt length limit (at most the schema's 2000)"
