@@ -125,20 +125,20 @@ class FleetView:
             return snap
 
     def _refresh(self) -> None:
+        fresh = None
         try:
             fresh = self._read()
-        except redis.RedisError as exc:  # keep serving the old view; the next stale read tries again
+        except Exception as exc:  # noqa: BLE001 - keep serving the old view; the next stale read retries
             log.warning("fleet view refresh failed: %s", exc)
+        finally:
             with self._lock:
-                self._refreshing = False
-            return
-        with self._lock:
-            old = self._snapshot
-            if old is not None:  # jobs noted while the refresh read the queues, and not in what it read
-                for priority, noted in old.since.items():
-                    seen = fresh.queues[priority].index
-                    fresh.since[priority].extend(item for item in noted if item[0] not in seen)
-            self._snapshot, self._refreshing = fresh, False
+                old, self._refreshing = self._snapshot, False
+                if fresh is not None:
+                    if old is not None:  # jobs noted while the refresh read the queues, not in what it read
+                        for priority, noted in old.since.items():
+                            seen = fresh.queues[priority].index
+                            fresh.since[priority].extend(item for item in noted if item[0] not in seen)
+                    self._snapshot = fresh
 
     def note_enqueued(self, job_id: str, priority: Priority, flops: float) -> None:
         """A job this process just enqueued: later ETAs count it until the next snapshot includes it."""
