@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,9 +11,12 @@ from typing import Any
 
 
 class Receiver:
-    """A real HTTP server on 127.0.0.1 that records webhook deliveries; answers `codes` in turn, then 200."""
+    """A real HTTP server on 127.0.0.1 that records webhook deliveries; answers `codes` in turn, then 200.
 
-    def __init__(self, codes: list[int] | None = None) -> None:
+    With `tls` (a server-side SSLContext) it speaks https.
+    """
+
+    def __init__(self, codes: list[int] | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.deliveries: list[tuple[dict[str, str], bytes]] = []
         self.codes = list(codes or [])
         outer = self
@@ -28,7 +32,10 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def events(self) -> list[str]:

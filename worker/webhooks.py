@@ -12,6 +12,10 @@ Redis (p = key prefix):
 
 Outcomes (m4v_webhook_deliveries_total{outcome}): delivered, retrying (failed, another try scheduled),
 failed (failed, no tries left), refused (URL not allowed or no signing secret; never retried).
+
+Every POST goes through worker/ssrf.py's PinnedTransport: the receiver's name is resolved once per attempt,
+checked (no private/loopback/link-local address unless allow-listed), and that checked address is the one
+connected to, so a DNS answer that changes between check and connect (rebinding) cannot redirect it.
 """
 
 from __future__ import annotations
@@ -19,18 +23,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import random
-import socket
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
 
 import httpx
 import redis
@@ -38,6 +39,7 @@ import redis
 from worker.background import BackgroundThread
 from worker.contract import JobRecord, JobStore, WebhookAttempt
 from worker.contract.store import JobNotFoundError
+from worker.ssrf import PinnedTransport, Resolver, WebhookRefusedError, system_resolver
 
 if TYPE_CHECKING:
     from prometheus_client import Counter
@@ -62,10 +64,6 @@ class DeliveryMetrics(Protocol):
     """What WebhookSender counts into: worker.metrics.WorkerMetrics and service.metrics.ApiMetrics."""
 
     webhook_deliveries: Counter  # labels: outcome
-
-
-class WebhookRefusedError(ValueError):
-    """The URL may not be called: wrong scheme, or a private/loopback/link-local address not allow-listed."""
 
 
 @dataclass(frozen=True)
@@ -112,47 +110,6 @@ def signed_headers(secret: str, msg_id: str, body: str, now: float | None = None
     }
 
 
-def _blocked(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
-
-
-def check_url(url: str, allow_hosts: Sequence[str] = ()) -> None:
-    """SSRF guard: http(s) only; every address the host resolves to must be public, unless allow-listed.
-
-    Allow-listing matches the host as written or every address it resolves to. The receiver's name is
-    resolved again by httpx when connecting, so a DNS answer that changes in between is not caught.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise WebhookRefusedError(f"webhook URL must be http(s), got {parts.scheme!r}")
-    host = (parts.hostname or "").lower()
-    if not host:
-        raise WebhookRefusedError(f"webhook URL has no host: {url!r}")
-    allowed = {h.lower() for h in allow_hosts}
-    if host in allowed:
-        return
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
-        raise WebhookRefusedError(f"cannot resolve webhook host {host!r}: {exc}") from exc
-    addresses = {str(info[4][0]).split("%")[0] for info in infos}
-    if addresses and addresses <= allowed:
-        return
-    for addr in sorted(addresses):
-        if _blocked(ipaddress.ip_address(addr)):
-            raise WebhookRefusedError(f"webhook host {host!r} resolves to non-public address {addr}")
-
-
 def job_view(job: JobRecord) -> dict[str, Any]:
     """The job as the API shows it (service/schemas.py JobOut hides the owner and the worker)."""
     return job.model_dump(mode="json", exclude={"owner", "worker"})
@@ -187,6 +144,7 @@ class WebhookSender:
         timeout_s: float = 10.0,
         allow_hosts: Sequence[str] = (),
         transport: httpx.BaseTransport | None = None,
+        resolver: Resolver = system_resolver,
         metrics: DeliveryMetrics | None = None,
         jitter: float = 0.2,
         rng: random.Random | None = None,
@@ -199,7 +157,9 @@ class WebhookSender:
         self.metrics = metrics
         self.jitter = jitter
         self.rng = rng or random.Random()
-        self.http = httpx.Client(transport=transport, timeout=timeout_s, follow_redirects=False)
+        # `transport` (tests: httpx.MockTransport) only ever sees requests already pinned to a checked IP
+        pinned = PinnedTransport(allow_hosts, resolver=resolver, inner=transport)
+        self.http = httpx.Client(transport=pinned, timeout=timeout_s, follow_redirects=False)
         prefix = store.keys.prefix
         self.due_key = f"{prefix}:webhooks:due"
         self.payload_key = f"{prefix}:webhooks:payload"
@@ -311,13 +271,11 @@ class WebhookSender:
     def _post(self, delivery: Delivery) -> tuple[int | None, str | None]:
         if not self.secret:
             return None, "refused: no webhook signing secret configured (M4V_WEBHOOK_SECRET)"
-        try:
-            check_url(delivery.url, self.allow_hosts)
-        except WebhookRefusedError as exc:
-            return None, f"refused: {exc}"
         headers = signed_headers(self.secret, delivery.webhook_id, delivery.body)
         try:
             response = self.http.post(delivery.url, content=delivery.body.encode(), headers=headers)
+        except (WebhookRefusedError, httpx.InvalidURL) as exc:  # raised before anything is sent
+            return None, f"refused: {exc}"
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"
         error = None if response.is_success else f"HTTP {response.status_code}"
