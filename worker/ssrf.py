@@ -32,6 +32,11 @@ Resolver = Callable[[str, int], Sequence[str]]  # (host, port) -> IP addresses, 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+class HostLookupError(httpx.ConnectError):
+    """The receiver's name did not resolve (now): a transport error, retried with backoff like a refused
+    connection, unlike WebhookRefusedError (a URL that may never be called)."""
+
+
 class WebhookRefusedError(ValueError):
     """The URL may not be called: wrong scheme, or a private/loopback/link-local address not allow-listed."""
 
@@ -72,10 +77,10 @@ def _resolve(host: str, port: int, resolver: Resolver) -> list[str]:
         return [host]
     try:
         addresses = list(resolver(host, port))
-    except OSError as exc:  # socket.gaierror and friends
-        raise WebhookRefusedError(f"cannot resolve webhook host {host!r}: {exc}") from exc
+    except OSError as exc:  # socket.gaierror and friends: a DNS outage passes, so this is retried
+        raise HostLookupError(f"cannot resolve webhook host {host!r}: {exc}") from exc
     if not addresses:
-        raise WebhookRefusedError(f"webhook host {host!r} resolves to no address")
+        raise HostLookupError(f"webhook host {host!r} resolves to no address")
     for addr in addresses:
         if _literal(addr) is None:
             raise WebhookRefusedError(f"resolver answered {addr!r} for {host!r}, not an IP address")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -270,3 +271,19 @@ def test_https_delivery_to_a_pinned_address_verifies_the_certificate_for_the_nam
     else:  # a certificate for another name is rejected although the address was allowed
         assert not attempt.ok and attempt.error is not None and "CERTIFICATE_VERIFY_FAILED" in attempt.error
         assert tls_receiver.deliveries == []
+
+
+def test_a_name_that_does_not_resolve_now_is_retried_not_refused(store: JobStore) -> None:
+    """A DNS outage passes: a failed lookup is a transport error (retried with backoff), not a refusal."""
+
+    def down(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    sender = WebhookSender(store.r, store, SECRET, retry_delays_s=[0.0], resolver=down)
+    job = make_job(webhook_url="http://hooks.example.test/x")
+    store.create(job)
+    delivery = sender.submit(job, "completed")
+    assert delivery is not None
+    assert sender.attempt(delivery) == "retrying"
+    record = store.get(delivery.job_id).webhook_deliveries[-1]
+    assert record.error is not None and "cannot resolve" in record.error
