@@ -74,12 +74,20 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, description="port of `m4v api`")
     public_url: str | None = Field(None, description="base URL used in status_url/events_url links")
 
-    # --- API security and limits (service/auth.py, service/ratelimit.py, service/limits.py) ---
+    # --- API security and limits (service/auth.py, keys_file.py, ratelimit.py, limits.py) ---
     auth_mode: Literal["keys", "open"] = Field(
         "keys", description="keys: Bearer API keys required; open: no auth (`m4v up` default; logs a WARNING)"
     )
     api_keys: list[SecretStr] = Field(
         [], description='JSON list of "<key id>:<sha256 hex of the key>"; `m4v keys create` makes one'
+    )
+    api_keys_file: str | None = Field(
+        None,
+        description="file of such entries, one per line (# comments); the API re-reads it when it changes, "
+        "no restart; adds to api_keys",
+    )
+    api_keys_reload_s: float = Field(
+        5.0, ge=0, description="API: look at api_keys_file (one stat) at most this often; 0 = every request"
     )
     rate_limit_requests: int = Field(
         600,
