@@ -42,14 +42,12 @@ def job_schedule(cfg: ModelConfig, spec: JobSpec, cached: bool) -> list[StepCost
     )
 
 
-def restore_job_flops(r: redis.Redis, prefix: str, job: JobRecord, ttl_s: int) -> float:
-    """A job back in the queue will run from its first step: its {prefix}:job_flops entry (ETAs,
-    m4v_queue_flops) becomes the whole request's estimate again, as POST /generate recorded it."""
+def request_estimate(spec: JobSpec) -> float:
+    """The whole request's FLOP estimate, as POST /generate records it (model/flops.py)."""
     from model.config import get_preset
     from model.flops import estimate_flops
 
-    spec = job.spec
-    flops = estimate_flops(
+    return estimate_flops(
         get_preset(spec.preset),
         width=spec.width,
         height=spec.height,
@@ -57,6 +55,12 @@ def restore_job_flops(r: redis.Redis, prefix: str, job: JobRecord, ttl_s: int) -
         first_frame_steps=tuple(spec.first_frame_steps),
         later_frame_steps=tuple(spec.later_frame_steps),
     ).total
+
+
+def restore_job_flops(r: redis.Redis, prefix: str, job: JobRecord, ttl_s: int) -> float:
+    """A job back in the queue will run from its first step: its {prefix}:job_flops entry (ETAs,
+    m4v_queue_flops) becomes the whole request's estimate again."""
+    flops = request_estimate(job.spec)
     set_job_flops(r, prefix, job.id, flops, ttl_s)
     return flops
 

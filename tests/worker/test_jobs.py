@@ -16,11 +16,10 @@ from rq import Queue
 from standardwebhooks import Webhook
 
 from m4v_cli.seaweed import SeaweedS3
-from model.config import get_preset
-from model.flops import estimate_flops
 from tests.worker.jobs_helpers import make_job, submit
 from worker.contract import JobRecord, JobStore, Settings
 from worker.contract.throughput import job_flops, job_flops_key, set_job_flops
+from worker.eta import request_estimate
 from worker.jobs import JobRun
 from worker.main import WorkerProcess, build_worker, run_burst
 from worker.metrics import WorkerMetrics
@@ -250,12 +249,4 @@ def test_job_drained_on_sigterm_is_queued_again_with_its_full_flop_estimate(
     process.context.drain.set()  # as the SIGTERM handler does; the first step boundary then requeues
     assert JobRun(process.context, job.id).run() == "requeued"
     assert store.get(job.id).status == "queued"
-    want = estimate_flops(
-        get_preset("tiny"),
-        width=job.spec.width,
-        height=job.spec.height,
-        num_frames=job.spec.num_frames,
-        first_frame_steps=tuple(job.spec.first_frame_steps),
-        later_frame_steps=tuple(job.spec.later_frame_steps),
-    ).total
-    assert job_flops(store.r, store.keys.prefix, [job.id]) == [pytest.approx(want)]
+    assert job_flops(store.r, store.keys.prefix, [job.id]) == [pytest.approx(request_estimate(job.spec))]

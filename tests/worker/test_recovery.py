@@ -16,11 +16,10 @@ import torch
 from rq import Queue
 
 from m4v_cli.seaweed import SeaweedS3
-from model.config import get_preset
-from model.flops import estimate_flops
 from model.pipeline_types import StepProgress
-from worker.contract import JobError, JobRecord, JobResult, JobStore
+from worker.contract import JobError, JobResult, JobStore
 from worker.contract.throughput import job_flops, job_flops_key, set_job_flops
+from worker.eta import request_estimate
 from worker.faults import oom_error
 from worker.recovery import Reaper
 from worker.rqworker import M4VWorker
@@ -104,19 +103,7 @@ def test_job_failed_at_max_attempts_drops_its_flop_estimate(client: redis.Redis,
     assert outcomes == {failing: "failed", retried: "requeued"}
     assert not client.hexists(job_flops_key(prefix), failing)
     # requeued: queued work again, all of it (it restarts from its first step), not what was left of it
-    assert job_flops(client, prefix, [retried]) == [pytest.approx(full_estimate(store.get(retried)))]
-
-
-def full_estimate(job: JobRecord) -> float:
-    spec = job.spec
-    return estimate_flops(
-        get_preset(spec.preset),
-        width=spec.width,
-        height=spec.height,
-        num_frames=spec.num_frames,
-        first_frame_steps=tuple(spec.first_frame_steps),
-        later_frame_steps=tuple(spec.later_frame_steps),
-    ).total
+    assert job_flops(client, prefix, [retried]) == [pytest.approx(request_estimate(store.get(retried).spec))]
 
 
 def test_finished_record_of_abandoned_job_is_left_alone(client: redis.Redis, store: JobStore) -> None:
