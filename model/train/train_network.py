@@ -1,13 +1,16 @@
 """Phase 3: the M4V network with pyramidal flow matching on frozen-VAE latents of world clips.
 
-Each step renders a batch, encodes it (posterior mean, no grad), and for every stage draws a unit per group of
-examples, builds the sampler's history and noisy input (model/train/flow_batch.py), regresses the velocity.
-Captions come from the MiniLM cache; ~10% are replaced by the empty prompt so CFG has an unconditional model.
+Each step takes a batch of clean latents, either rendered and encoded on the fly (RenderedBatches: posterior
+mean, no grad) or drawn from a pre-encoded LatentSet on the device (LatentBatches, model/train/latent_data.py,
+several times cheaper), and for every stage draws a unit per group of examples, builds the sampler's history
+and noisy input (model/train/flow_batch.py), regresses the velocity. Captions come from the MiniLM cache; ~10%
+are replaced by the empty prompt so CFG has an unconditional model.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -21,6 +24,7 @@ from model.schedule import build_stages
 from model.train.captions import train_captions, train_specs
 from model.train.common import Budget, LossLog, autocast, clip_batch
 from model.train.flow_batch import flow_example, frame_pyramids
+from model.train.latent_data import LatentSet, encode_latents
 from model.train.text_cache import TextCache
 from model.train.world import ClipSpec
 from model.vae import CausalVAE
@@ -64,6 +68,42 @@ class CaptionSampler:
             ids.append(0 if float(torch.rand(1, generator=g)) < dropout else pick)
         return torch.tensor(ids, device=self.cache.tokens.device)
 
+    def row_table(self) -> torch.Tensor:
+        """(S, per_spec) cache rows of every training spec, in train_specs() order, on the cache's device."""
+        return torch.tensor([self.rows[s] for s in self.specs], device=self.cache.tokens.device)
+
+
+class RenderedBatches:
+    """Random training specs, rendered and VAE-encoded every step (no dataset; slow)."""
+
+    def __init__(
+        self, vae: CausalVAE, captions: CaptionSampler, cfg: ModelConfig, device: torch.device, seed: int
+    ) -> None:
+        self.vae, self.captions, self.cfg, self.device = vae, captions, cfg, device
+        self.g = torch.Generator().manual_seed(seed)
+
+    def next(self, n: int, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+        specs = self.captions.specs_batch(n, self.g)
+        latents = encode_latents(self.vae, clip_batch(specs, self.cfg, self.g, self.device), self.device)
+        return latents, self.captions.rows_for(specs, dropout, self.g)
+
+
+class LatentBatches:
+    """Minibatches of a pre-encoded LatentSet, indices and caption rows drawn on the device (no host sync)."""
+
+    def __init__(self, data: LatentSet, captions: CaptionSampler, device: torch.device, seed: int) -> None:
+        self.latents = data.latents.to(device)  # (N, C, T, h, w) fp16
+        self.rows = captions.row_table().to(device)[data.spec_index.to(device)]  # (N, per_spec)
+        self.g = torch.Generator(device).manual_seed(seed)
+
+    def next(self, n: int, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+        dev = self.latents.device
+        idx = torch.randint(0, self.latents.shape[0], (n,), generator=self.g, device=dev)  # (n,)
+        col = torch.randint(0, self.rows.shape[1], (n, 1), generator=self.g, device=dev)  # (n, 1)
+        rows = self.rows[idx].gather(1, col).squeeze(1)  # (n,) one caption of each clip's spec
+        drop = torch.rand(n, generator=self.g, device=dev) < dropout
+        return self.latents[idx].float(), torch.where(drop, torch.zeros_like(rows), rows)
+
 
 class EMA:
     def __init__(self, net: nn.Module, decay: float) -> None:
@@ -78,15 +118,6 @@ class EMA:
 
     def copy_to(self, net: nn.Module) -> None:
         net.load_state_dict(self.shadow)
-
-
-@torch.no_grad()
-def encode_latents(
-    vae: CausalVAE, video: torch.Tensor, device: torch.device, chunk: int = 128
-) -> torch.Tensor:
-    """Posterior means (B, C, T, h, w), encoded ``chunk`` clips at a time (encoder activations are large)."""
-    with autocast(device):
-        return torch.cat([vae.encode(v).float() for v in video.split(chunk)])
 
 
 def flow_loss(
@@ -117,6 +148,13 @@ def flow_loss(
     return losses
 
 
+def _update(net: M4VNetwork, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+
+
 def train_network(
     net: M4VNetwork,
     vae: CausalVAE,
@@ -126,29 +164,38 @@ def train_network(
     device: torch.device,
     seed: int,
     loss_log: LossLog,
+    data: LatentSet | None = None,
 ) -> tuple[int, EMA]:
-    """Train in place; returns the steps taken and the EMA of the weights (what gets shipped)."""
-    g_cpu = torch.Generator().manual_seed(seed)
+    """Train in place; returns the steps taken and the EMA of the weights (what gets shipped).
+
+    With ``data`` batches come from the pre-encoded set (``vae`` is then unused), else they are rendered.
+    """
     g_dev = torch.Generator(device).manual_seed(seed + 1)
     captions = CaptionSampler(cache, tc.captions_per_spec)
+    source: RenderedBatches | LatentBatches = (
+        RenderedBatches(vae, captions, cfg, device, seed)
+        if data is None
+        else LatentBatches(data, captions, device, seed + 2)
+    )
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=0.01, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / tc.warmup))
     ema, budget, step = EMA(net, tc.ema_decay), Budget(tc.steps, tc.max_seconds), 0
+    last_step, last_t = 0, time.perf_counter()
     net.train()
     while not budget.done(step):
-        specs = captions.specs_batch(tc.batch, g_cpu)
-        latents = encode_latents(vae, clip_batch(specs, cfg, g_cpu, device), device)
-        rows = captions.rows_for(specs, tc.text_dropout, g_cpu)
+        latents, rows = source.next(tc.batch, tc.text_dropout)
         with autocast(device):
             losses = flow_loss(net, latents, rows, cache, cfg, tc, g_dev)
-        opt.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
+        _update(net, opt, losses["loss"])
         sched.step()
         ema.update(net)
         step += 1
         if step % tc.log_every == 0 or step == 1 or budget.done(step):
-            loss_log.write(step, **{k: round(v.item(), 6) for k, v in losses.items()})
+            values = {k: round(v.item(), 6) for k, v in losses.items()}  # .item() syncs: the rate is honest
+            now = time.perf_counter()
+            rate = (step - last_step) / max(now - last_t, 1e-9)
+            loss_log.write(step, **values, steps_per_s=round(rate, 4))
+            last_step, last_t = step, now
+    log.info("network: %d steps in %.1f s (%s batches)", step, budget.elapsed(), type(source).__name__)
     net.eval()
     return step, ema
