@@ -35,6 +35,7 @@ from worker.contract import JobError, JobProgress, JobRecord, JobStore
 from worker.contract.store import JobNotFoundError
 from worker.contract.throughput import drop_job_flops
 from worker.eta import restore_job_flops
+from worker.shutdown import DRAIN_GRACE_S, enqueue_again
 
 if TYPE_CHECKING:
     from worker.webhooks import WebhookSender
@@ -143,6 +144,7 @@ class Reaper:
                 queue = Queue(name, connection=self.client)
                 queue.started_job_registry.cleanup(exception_handlers=[self.handle])
                 self._requeue_stuck_intermediate(queue)
+            self._requeue_lost_drains()
         finally:
             try:
                 lock.release()
@@ -168,6 +170,32 @@ class Reaper:
             self.settled.append(settlement)
             if settlement.outcome == "requeued":
                 queue.enqueue_job(job, at_front=True)
+
+    def _requeue_lost_drains(self, now: float | None = None) -> None:
+        """Drained jobs whose worker died between rq finishing its copy and enqueueing the fresh one: the
+        record says `queued`, no queue holds the job. Enqueue them again (worker/shutdown.py)."""
+        key = self.store.keys.draining()
+        cutoff = (now if now is not None else time.time()) - DRAIN_GRACE_S
+        for raw in self.client.zrangebyscore(key, "-inf", cutoff):
+            job_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+            try:
+                record = self.store.get(job_id)
+            except JobNotFoundError:
+                record = None
+            queue = Queue(self.store.keys.queue(record.priority), connection=self.client) if record else None
+            if record is None or record.status != "queued" or queue is None:
+                self.client.zrem(key, job_id)
+                continue
+            if queue.get_job_position(job_id) is not None or job_id in queue.started_job_registry:
+                self.client.zrem(key, job_id)  # the worker did enqueue it (or another one already runs it)
+                continue
+            job = queue.fetch_job(job_id)
+            if job is None:
+                log.error("drained job lost its rq job; left in the draining set", extra={"job_id": job_id})
+                continue
+            enqueue_again(self.store, queue, job)
+            self.settled.append(Settlement(job_id, "requeued", record.attempts))
+            log.warning("drained job was in no queue: enqueued again", extra={"job_id": job_id})
 
 
 class Recovery(BackgroundThread):

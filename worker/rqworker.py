@@ -23,6 +23,7 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 
 from worker.jobs import JobContext, use_context
+from worker.shutdown import enqueue_again
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +71,13 @@ class M4VWorker(SimpleWorker):
         fresh rq job (same id) at the front of its queue and drop the finished copy's expiry."""
         from worker.contract.store import JobNotFoundError
 
+        store = self.context.store
         try:
-            status = self.context.store.get(job.id).status
+            status = store.get(job.id).status
         except JobNotFoundError:
-            return
+            status = None
         if status != "queued":
+            store.r.zrem(store.keys.draining(), job.id)
             return
-        queue.enqueue(
-            job.func_name,
-            *job.args,
-            job_id=job.id,
-            job_timeout=job.timeout,
-            result_ttl=job.result_ttl,
-            failure_ttl=job.failure_ttl,
-            at_front=True,
-        )
-        self.connection.persist(job.key)
+        enqueue_again(store, queue, job)
         log.info("drained job requeued", extra={"job_id": job.id, "queue": queue.name})

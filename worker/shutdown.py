@@ -3,12 +3,18 @@
 M4VWorker.request_stop sets JobContext.drain; StepGate (wrapping the per-step progress callback) raises
 DrainRequestedError after the step unless the sampler is at least `finish_fraction` through, in which case the
 job runs to the end. requeue_drained() puts the record back to `queued` without counting the attempt.
+
+Then rq finishes its copy of the job and M4VWorker puts a fresh rq job (same id) at the front of the queue
+(enqueue_again). A SIGKILL between those two leaves a `queued` record in no queue: so the record's move also
+notes the job in {prefix}:draining, the enqueue removes it, and the reaper (worker/recovery.py) enqueues
+what is still noted after DRAIN_GRACE_S.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +23,12 @@ from typing import TYPE_CHECKING
 from worker.contract import JobProgress, JobRecord, JobStore
 
 if TYPE_CHECKING:
+    from rq import Queue
+    from rq.job import Job
+
     from model.pipeline_types import StepProgress
+
+DRAIN_GRACE_S = 30.0  # the worker re-enqueues within milliseconds of rq finishing its copy
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +69,25 @@ def requeue_drained(store: JobStore, job: JobRecord, reason: str) -> bool:
 
     store.update(job.id, change)
     if moved:
+        store.r.zadd(store.keys.draining(), {job.id: time.time()})
         at = datetime.now(UTC).isoformat()
         event = {"job_id": job.id, "status": "queued", "at": at, "reason": reason}
         store.append_event(job.id, "status", event)
         log.info("job requeued on worker shutdown", extra={"job_id": job.id, "reason": reason})
     return moved
+
+
+def enqueue_again(store: JobStore, queue: Queue, job: Job) -> None:
+    """A fresh rq job with the same id and settings at the front of its queue, for a drained job whose record
+    is `queued` again; the finished copy's expiry is dropped and the job leaves {prefix}:draining."""
+    queue.enqueue(
+        job.func_name,
+        *job.args,
+        job_id=job.id,
+        job_timeout=job.timeout,
+        result_ttl=job.result_ttl,
+        failure_ttl=job.failure_ttl,
+        at_front=True,
+    )
+    store.r.persist(job.key)
+    store.r.zrem(store.keys.draining(), job.id)

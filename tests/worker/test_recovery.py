@@ -23,7 +23,7 @@ from worker.eta import request_estimate
 from worker.faults import oom_error
 from worker.recovery import Reaper
 from worker.rqworker import M4VWorker
-from worker.shutdown import DrainRequestedError, StepGate, requeue_drained
+from worker.shutdown import DRAIN_GRACE_S, DrainRequestedError, StepGate, requeue_drained
 from worker.spool import Spool, SpooledObject
 from worker.storage import Storage, StorageError
 
@@ -256,3 +256,25 @@ def test_oom_mapping_frees_what_the_failed_job_still_held() -> None:
         err = oom_error(exc)
         assert held[0]() is None, "the failed step's tensor is still alive after the OOM mapping"
     assert err.type == "out_of_memory"
+
+
+def test_a_drained_job_whose_worker_died_before_requeueing_it_is_enqueued_by_the_reaper(
+    client: redis.Redis, store: JobStore
+) -> None:
+    """SIGTERM drain, then SIGKILL after rq finished its copy but before the fresh enqueue: the record is
+    `queued` but no queue holds the job. The draining set lets the reaper put it back, once."""
+    lost, kept = make_job(), make_job()
+    queue = Queue(store.keys.queue("normal"), connection=client)
+    for job in (lost, kept):
+        submit(store, queue, job)
+        store.transition(job.id, ["queued"], "running")
+        requeue_drained(store, store.get(job.id), "worker stopping")
+    queue.remove(lost.id)  # rq finished its copy; the worker died before enqueue_again
+    reaper = Reaper(client, store, max_attempts=3)
+    reaper._requeue_lost_drains(now=time.time())  # within the grace period: left alone
+    assert queue.get_job_ids() == [kept.id]
+    reaper._requeue_lost_drains(now=time.time() + DRAIN_GRACE_S + 1)
+    assert queue.get_job_ids() == [lost.id, kept.id]  # at the front; kept not enqueued twice
+    assert client.zcard(store.keys.draining()) == 0
+    assert [(s.job_id, s.outcome) for s in reaper.settled] == [(lost.id, "requeued")]
+    assert store.get(lost.id).status == "queued"

@@ -54,6 +54,11 @@ class Keys:
         """Sorted set: worker name -> unix time its heartbeat expires (no keyspace SCAN on hot paths)."""
         return f"{self.prefix}:workers"
 
+    def draining(self) -> str:
+        """Sorted set: job id -> unix time its record went back to `queued` on a SIGTERM drain; the worker
+        removes it once the job is back in its rq queue (worker/shutdown.py)."""
+        return f"{self.prefix}:draining"
+
     def queue(self, priority: Priority) -> str:
         return f"{self.prefix}-{priority}"
 
