@@ -7,10 +7,13 @@ past the limit by leaving the length out.
 
 from __future__ import annotations
 
+import ipaddress
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import InvalidRequestError, PayloadTooLargeError, error_response
 from worker.contract import GenerateRequest, Settings
+from worker.ssrf import is_blocked
 
 
 class LimitBody:
@@ -80,3 +83,28 @@ def check_prompt_limits(req: GenerateRequest, settings: Settings) -> None:
     ]
     if problems:
         raise InvalidRequestError.from_fields(problems)
+
+
+def check_webhook_url(req: GenerateRequest, settings: Settings) -> None:
+    """422 for a webhook_url no delivery could ever reach: a literal private/loopback/link-local IP or a
+    localhost name that Settings.webhook_allow_hosts does not allow. Other names are resolved and checked
+    at each delivery (worker/ssrf.py), where DNS answers count; this only catches what is certain now."""
+    if req.webhook_url is None or not req.webhook_url.host:
+        return
+    host = req.webhook_url.host.strip("[]").lower()
+    if host in {h.lower() for h in settings.webhook_allow_hosts}:
+        return
+    try:
+        blocked = is_blocked(ipaddress.ip_address(host))
+    except ValueError:  # a name
+        blocked = host == "localhost" or host.endswith(".localhost")
+    if blocked:
+        raise InvalidRequestError.from_fields(
+            [
+                (
+                    "webhook_url",
+                    f"{host} is a private, loopback or link-local address that webhooks may not call "
+                    "(the operator can allow it with M4V_WEBHOOK_ALLOW_HOSTS)",
+                )
+            ]
+        )

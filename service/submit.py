@@ -14,7 +14,7 @@ from model.config import ModelConfig
 from service.admission import admit
 from service.auth import owner_key
 from service.errors import IdempotencyConflictError, InvalidRequestError, QueueFullError
-from service.limits import check_prompt_limits
+from service.limits import check_prompt_limits, check_webhook_url
 from service.queue import estimate_job_timeout_s
 from service.state import ServiceState
 from worker.contract import GenerateRequest, JobRecord, JobSpec
@@ -69,6 +69,7 @@ def submit(
     state: ServiceState, req: GenerateRequest, owner: str | None, idempotency_key: str | None
 ) -> Submission:
     check_prompt_limits(req, state.settings)
+    check_webhook_url(req, state.settings)
     spec = build_spec(req, state.preset)
     job_id = uuid.uuid4().hex
     idem_key = state.store.keys.idempotency(owner_key(owner), idempotency_key) if idempotency_key else None

@@ -40,6 +40,10 @@ INVALID_BODIES: list[tuple[str, dict[str, Any]]] = [
     ("priority", {"priority": "urgent"}),
     ("webhook_url", {"webhook_url": "ftp://example.com/hook"}),
     ("webhook_url", {"webhook_url": "not a url"}),
+    ("webhook_url", {"webhook_url": "http://127.0.0.1:9/hook"}),  # no delivery could reach these
+    ("webhook_url", {"webhook_url": "http://169.254.169.254/latest/meta-data"}),
+    ("webhook_url", {"webhook_url": "http://[::1]:8080/hook"}),
+    ("webhook_url", {"webhook_url": "http://localhost:8080/hook"}),
     ("webhook_events", {"webhook_events": ["bogus"]}),
     ("timeout_s", {"timeout_s": 0}),
     ("surprise", {"surprise": 1}),  # unknown fields are refused, not ignored
@@ -56,6 +60,14 @@ def test_generate_rejects_invalid_field_with_422_naming_it(
     error = assert_error_shape(client.post("/generate", json=body), 422, "validation_error")
     assert field in [d["field"].split(".")[0] for d in error["details"]]
     assert field in error["message"]
+
+
+def test_webhook_urls_that_can_be_reached_or_are_allow_listed_are_accepted(settings: Settings) -> None:
+    allowing = settings.model_copy(update={"webhook_allow_hosts": ["127.0.0.1"]})
+    with TestClient(create_app(allowing)) as c:
+        for url in ("http://127.0.0.1:9/hook", "https://93.184.216.34/hook", "https://hooks.example.com/x"):
+            response = c.post("/generate", json={"prompt": "a red ball", "webhook_url": url})
+            assert response.status_code == 202, (url, response.text)
 
 
 def test_generate_with_missing_prompt_names_prompt(client: TestClient) -> None:
