@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from model.config import ModelConfig
 from model.memory import estimate_peak_memory
 from service.errors import ServiceError
-from service.queue import request_flops
 from service.state import ServiceState
 from worker.contract import JobSpec
+from worker.contract.throughput import spec_flops
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,7 @@ def available_gpu_memory(state: ServiceState, preset: str) -> tuple[int | None, 
 def admit(state: ServiceState, spec: JobSpec) -> Admission:
     """Raise if the request cannot be served; the caller records the returned FLOP estimate with the job."""
     cfg = state.preset
-    steps = (tuple(spec.first_frame_steps), tuple(spec.later_frame_steps))
-    flops = request_flops(cfg, spec.width, spec.height, spec.num_frames, *steps)
+    flops = spec_flops(spec, cfg)
     cap = state.settings.admission_max_flops
     if cap is not None and flops > cap:
         raise ExceedsFlopLimitError(

@@ -5,7 +5,6 @@ The worker's job function is named by its import path; the API never imports wor
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 
@@ -13,10 +12,10 @@ import redis
 from rq import Queue
 
 from model.config import ModelConfig
-from model.flops import estimate_flops
 from worker.contract import JobSpec, Priority
 from worker.contract.models import PRIORITIES
 from worker.contract.store import Keys
+from worker.contract.throughput import spec_flops
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +34,8 @@ def estimate_job_timeout_s(spec: JobSpec, cfg: ModelConfig, deadline_s: float | 
     itself), else a pessimistic run time from model.flops' whole-request FLOP estimate."""
     if deadline_s is not None:
         return int(deadline_s) + TIMEOUT_GRACE_S
-    steps = (tuple(spec.first_frame_steps), tuple(spec.later_frame_steps))
-    flops = _request_flops(cfg, spec.width, spec.height, spec.num_frames, *steps)
+    flops = spec_flops(spec, cfg)
     return max(MIN_JOB_TIMEOUT_S, int(OVERHEAD_S + SAFETY_FACTOR * flops / CONSERVATIVE_FLOPS_PER_S))
-
-
-@functools.lru_cache(maxsize=256)  # ~10 ms per call at 768p; clients repeat the same few shapes
-def _request_flops(
-    cfg: ModelConfig, width: int, height: int, frames: int, first: tuple[int, ...], later: tuple[int, ...]
-) -> float:
-    return estimate_flops(
-        cfg, width=width, height=height, num_frames=frames, first_frame_steps=first, later_frame_steps=later
-    ).total
-
-
-request_flops = _request_flops  # public name: service/admission.py, service/eta.py
 
 
 @dataclass(frozen=True)

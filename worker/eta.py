@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from model.flops import StepCost, remaining_flops, step_schedule
-from worker.contract.throughput import ThroughputMeter, drop_job_flops, set_job_flops
+from worker.contract.throughput import ThroughputMeter, drop_job_flops, set_job_flops, spec_flops
 
 if TYPE_CHECKING:
     import redis
@@ -42,25 +42,10 @@ def job_schedule(cfg: ModelConfig, spec: JobSpec, cached: bool) -> list[StepCost
     )
 
 
-def request_estimate(spec: JobSpec) -> float:
-    """The whole request's FLOP estimate, as POST /generate records it (model/flops.py)."""
-    from model.config import get_preset
-    from model.flops import estimate_flops
-
-    return estimate_flops(
-        get_preset(spec.preset),
-        width=spec.width,
-        height=spec.height,
-        num_frames=spec.num_frames,
-        first_frame_steps=tuple(spec.first_frame_steps),
-        later_frame_steps=tuple(spec.later_frame_steps),
-    ).total
-
-
 def restore_job_flops(r: redis.Redis, prefix: str, job: JobRecord, ttl_s: int) -> float:
     """A job back in the queue will run from its first step: its {prefix}:job_flops entry (ETAs,
     m4v_queue_flops) becomes the whole request's estimate again."""
-    flops = request_estimate(job.spec)
+    flops = spec_flops(job.spec)
     set_job_flops(r, prefix, job.id, flops, ttl_s)
     return flops
 

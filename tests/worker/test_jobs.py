@@ -18,8 +18,7 @@ from standardwebhooks import Webhook
 from m4v_cli.seaweed import SeaweedS3
 from tests.worker.jobs_helpers import make_job, submit
 from worker.contract import JobRecord, JobStore, Settings
-from worker.contract.throughput import job_flops, job_flops_key, set_job_flops
-from worker.eta import request_estimate
+from worker.contract.throughput import job_flops, job_flops_key, set_job_flops, spec_flops
 from worker.jobs import JobRun
 from worker.main import WorkerProcess, build_worker, run_burst
 from worker.metrics import WorkerMetrics
@@ -249,4 +248,4 @@ def test_job_drained_on_sigterm_is_queued_again_with_its_full_flop_estimate(
     process.context.drain.set()  # as the SIGTERM handler does; the first step boundary then requeues
     assert JobRun(process.context, job.id).run() == "requeued"
     assert store.get(job.id).status == "queued"
-    assert job_flops(store.r, store.keys.prefix, [job.id]) == [pytest.approx(request_estimate(job.spec))]
+    assert job_flops(store.r, store.keys.prefix, [job.id]) == [pytest.approx(spec_flops(job.spec))]

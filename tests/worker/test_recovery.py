@@ -18,8 +18,7 @@ from rq import Queue
 from m4v_cli.seaweed import SeaweedS3
 from model.pipeline_types import StepProgress
 from worker.contract import JobError, JobResult, JobStore
-from worker.contract.throughput import job_flops, job_flops_key, set_job_flops
-from worker.eta import request_estimate
+from worker.contract.throughput import job_flops, job_flops_key, set_job_flops, spec_flops
 from worker.faults import oom_error
 from worker.recovery import Reaper
 from worker.rqworker import M4VWorker
@@ -103,7 +102,7 @@ def test_job_failed_at_max_attempts_drops_its_flop_estimate(client: redis.Redis,
     assert outcomes == {failing: "failed", retried: "requeued"}
     assert not client.hexists(job_flops_key(prefix), failing)
     # requeued: queued work again, all of it (it restarts from its first step), not what was left of it
-    assert job_flops(client, prefix, [retried]) == [pytest.approx(request_estimate(store.get(retried).spec))]
+    assert job_flops(client, prefix, [retried]) == [pytest.approx(spec_flops(store.get(retried).spec))]
 
 
 def test_finished_record_of_abandoned_job_is_left_alone(client: redis.Redis, store: JobStore) -> None:

@@ -14,12 +14,16 @@ over live workers.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import redis
 
+from model.config import ModelConfig, get_preset
+from model.flops import estimate_flops
+from worker.contract.models import JobSpec
 from worker.contract.store import Keys, live_worker_keys
 
 DECAY_PER_STEP = 0.97  # a window of ~30 sampler steps: adapts within a job, smooth over single steps
@@ -113,6 +117,22 @@ class ThroughputMeter:
 
 def preset_rate(r: redis.Redis, prefix: str, preset: str) -> float | None:
     return ThroughputMeter.load(r, prefix, preset).rate
+
+
+def spec_flops(spec: JobSpec, cfg: ModelConfig | None = None) -> float:
+    """A request's whole FLOP estimate (model/flops.py), as POST /generate records it and a requeued job gets
+    back; cfg defaults to the spec's preset."""
+    steps = (tuple(spec.first_frame_steps), tuple(spec.later_frame_steps))
+    return _request_flops(cfg or get_preset(spec.preset), spec.width, spec.height, spec.num_frames, *steps)
+
+
+@functools.lru_cache(maxsize=256)  # ~10 ms per call at 768p; clients repeat the same few shapes
+def _request_flops(
+    cfg: ModelConfig, width: int, height: int, frames: int, first: tuple[int, ...], later: tuple[int, ...]
+) -> float:
+    return estimate_flops(
+        cfg, width=width, height=height, num_frames=frames, first_frame_steps=first, later_frame_steps=later
+    ).total
 
 
 def set_job_flops(r: redis.Redis, prefix: str, job_id: str, flops: float, ttl_s: int) -> None:
