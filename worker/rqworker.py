@@ -73,11 +73,9 @@ class M4VWorker(SimpleWorker):
 
         store = self.context.store
         try:
-            status = store.get(job.id).status
+            if store.get(job.id).status != "queued":
+                return  # not drained (a drained job that moved on meanwhile leaves the set by the reaper)
         except JobNotFoundError:
-            status = None
-        if status != "queued":
-            store.r.zrem(store.keys.draining(), job.id)
             return
         enqueue_again(store, queue, job)
         log.info("drained job requeued", extra={"job_id": job.id, "queue": queue.name})
