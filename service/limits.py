@@ -7,13 +7,11 @@ past the limit by leaving the length out.
 
 from __future__ import annotations
 
-import ipaddress
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import InvalidRequestError, PayloadTooLargeError, error_response
 from worker.contract import GenerateRequest, Settings
-from worker.ssrf import is_blocked
+from worker.ssrf import HostLookupError, WebhookRefusedError, check_url
 
 
 class LimitBody:
@@ -86,25 +84,20 @@ def check_prompt_limits(req: GenerateRequest, settings: Settings) -> None:
 
 
 def check_webhook_url(req: GenerateRequest, settings: Settings) -> None:
-    """422 for a webhook_url no delivery could ever reach: a literal private/loopback/link-local IP or a
-    localhost name that Settings.webhook_allow_hosts does not allow. Other names are resolved and checked
-    at each delivery (worker/ssrf.py), where DNS answers count; this only catches what is certain now."""
-    if req.webhook_url is None or not req.webhook_url.host:
-        return
-    host = req.webhook_url.host.strip("[]").lower()
-    if host in {h.lower() for h in settings.webhook_allow_hosts}:
+    """422 for a webhook_url no delivery could ever reach: the delivery-time check (worker/ssrf.py
+    check_url, same allow-list) run now with a resolver that knows only literal IPs and localhost. Other names
+    are resolved and checked at each delivery, where the DNS answer of that moment counts."""
+    if req.webhook_url is None:
         return
     try:
-        blocked = is_blocked(ipaddress.ip_address(host))
-    except ValueError:  # a name
-        blocked = host == "localhost" or host.endswith(".localhost")
-    if blocked:
+        check_url(str(req.webhook_url), settings.webhook_allow_hosts, _localhost_only)
+    except HostLookupError:
+        return  # a name: checked when delivered
+    except WebhookRefusedError as exc:
         raise InvalidRequestError.from_fields(
-            [
-                (
-                    "webhook_url",
-                    f"{host} is a private, loopback or link-local address that webhooks may not call "
-                    "(the operator can allow it with M4V_WEBHOOK_ALLOW_HOSTS)",
-                )
-            ]
-        )
+            [("webhook_url", f"{exc} (the operator can allow it with M4V_WEBHOOK_ALLOW_HOSTS)")]
+        ) from None
+
+
+def _localhost_only(host: str, port: int) -> list[str]:
+    return ["127.0.0.1"] if host == "localhost" or host.endswith(".localhost") else []
