@@ -54,17 +54,9 @@ def build_network(
     backend: str,
     runtime: RuntimeOptions | None = None,
 ) -> M4VNetwork:
-    net = M4VNetwork(
-        cfg.network,
-        latent_channels=cfg.vae.latent_channels,
-        text_dim=cfg.text.token_dim,
-        pooled_dim=cfg.text.pooled_dim,
-        scan_backend=backend,
-        device=device,
-        dtype=dtype,
-        runtime=runtime,
-    )
-    return net.eval()
+    return M4VNetwork.for_preset(
+        cfg, scan_backend=backend, device=device, dtype=dtype, runtime=runtime
+    ).eval()
 
 
 def stand_in_text(cfg: ModelConfig, device: torch.device, dtype: torch.dtype) -> TextEmbeddings:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from model.attention_block import AttentionBlock
-from model.config import NetworkConfig
+from model.config import ModelConfig, NetworkConfig
 from model.joint_attention import Attend, ContextAttention, JointLayout, build_joint_attention, joint_mask
 from model.layers import (
     TIME_EMBED_DIM,
@@ -100,6 +100,28 @@ class M4VNetwork(nn.Module):
         self._graphs = StepGraphs(self._forward_cached)
         if self.runtime.compile:
             self.compile_blocks()
+
+    @classmethod
+    def for_preset(
+        cls,
+        cfg: ModelConfig,
+        *,
+        scan_backend: str = "ref",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        runtime: RuntimeOptions | None = None,
+    ) -> M4VNetwork:
+        """The network of a whole preset: latent channels from its VAE, text widths from its encoder."""
+        return cls(
+            cfg.network,
+            latent_channels=cfg.vae.latent_channels,
+            text_dim=cfg.text.token_dim,
+            pooled_dim=cfg.text.pooled_dim,
+            scan_backend=scan_backend,
+            device=device,
+            dtype=dtype,
+            runtime=runtime,
+        )
 
     def compile_blocks(self) -> None:
         """torch.compile every block's forward and forward_cached (per instance). Shapes vary per

@@ -130,15 +130,8 @@ class VideoPipeline:
         options (model/runtime.py), default the reference behaviour."""
         cfg = get_preset(name_or_cfg) if isinstance(name_or_cfg, str) else name_or_cfg
         dtype = dtype or torch.float32
-        network = M4VNetwork(
-            cfg.network,
-            latent_channels=cfg.vae.latent_channels,
-            text_dim=cfg.text.token_dim,
-            pooled_dim=cfg.text.pooled_dim,
-            scan_backend=scan_backend,
-            device=device,
-            dtype=dtype,
-            runtime=runtime,
+        network = M4VNetwork.for_preset(
+            cfg, scan_backend=scan_backend, device=device, dtype=dtype, runtime=runtime
         )
         vae = CausalVAE(cfg.vae, device=device, dtype=dtype)
         path = weights or find_packaged_weights(cfg.name)

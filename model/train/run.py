@@ -43,15 +43,7 @@ log = logging.getLogger(__name__)
 
 def build_models(cfg: ModelConfig, device: torch.device, seed: int) -> tuple[M4VNetwork, CausalVAE]:
     torch.manual_seed(seed)
-    net = M4VNetwork(
-        cfg.network,
-        latent_channels=cfg.vae.latent_channels,
-        text_dim=cfg.text.token_dim,
-        pooled_dim=cfg.text.pooled_dim,
-        scan_backend="ref",
-        device=device,
-        dtype=torch.float32,
-    )
+    net = M4VNetwork.for_preset(cfg, scan_backend="ref", device=device, dtype=torch.float32)
     return net, CausalVAE(cfg.vae, device=device, dtype=torch.float32)
 
 
