@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from model.flops import StepCost, remaining_flops, step_schedule
@@ -61,8 +62,13 @@ class JobEta:
     meter: ThroughputMeter
     state: WorkerState | None = None
     ttl_s: int = 7 * 24 * 3600
+    clock: Callable[[], float] = time.perf_counter  # injected by tests (deterministic step times)
     steps_done: int = 0
-    last: float = field(default_factory=time.perf_counter)
+    last: float | None = None  # clock at the last report (None: the job has not started yet)
+
+    def __post_init__(self) -> None:
+        if self.last is None:
+            self.last = self.clock()
 
     @classmethod
     def start(
@@ -74,8 +80,10 @@ class JobEta:
         preset: str,
         state: WorkerState | None = None,
         ttl_s: int = 7 * 24 * 3600,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> JobEta:
-        return cls(r, prefix, job_id, schedule, ThroughputMeter.load(r, prefix, preset), state, ttl_s)
+        meter = ThroughputMeter.load(r, prefix, preset)
+        return cls(r, prefix, job_id, schedule, meter, state, ttl_s, clock)
 
     @classmethod
     def for_job(cls, ctx: JobContext, job: JobRecord) -> JobEta:
@@ -85,7 +93,8 @@ class JobEta:
         return cls.start(ctx.store.r, s.key_prefix, job.id, schedule, job.spec.preset, ctx.state, s.job_ttl_s)
 
     def __call__(self, p: StepProgress) -> float | None:
-        now = time.perf_counter()
+        now = self.clock()
+        assert self.last is not None
         done = min(p.steps_done, len(self.schedule))
         spent = sum(s.total for s in self.schedule[self.steps_done : done])
         self.meter.add(spent, now - self.last, steps=done - self.steps_done)
@@ -102,7 +111,8 @@ class JobEta:
     def record_tail(self) -> None:
         """The job's video is stored: learn the time from the last sampler step to here (last decode,
         encode, upload), which every ETA adds."""
-        self.meter.add_tail(time.perf_counter() - self.last)
+        assert self.last is not None
+        self.meter.add_tail(self.clock() - self.last)
 
     def finish(self) -> None:
         drop_job_flops(self.r, self.prefix, self.job_id)
