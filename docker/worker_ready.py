@@ -10,24 +10,25 @@ name is "<hostname>:<pid>", so any heartbeat of this host counts.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import sys
 
 import redis
 
-from worker.contract import Settings
-from worker.contract.store import Keys
+from m4v_core import Settings
+from m4v_core.heartbeat import parse_heartbeat
+from m4v_core.keys import Keys
 
 log = logging.getLogger("m4v.probe.ready")
 
 
-def heartbeat_keys(client: redis.Redis, settings: Settings) -> list[bytes | str]:
+def heartbeat_keys(client: redis.Redis, settings: Settings) -> list[str]:
     keys = Keys(settings.key_prefix)
     if settings.worker_name:
         return [keys.worker(settings.worker_name)]
-    return list(client.scan_iter(match=keys.worker(f"{socket.gethostname()}:*"), count=1000))
+    found = client.scan_iter(match=keys.worker(f"{socket.gethostname()}:*"), count=1000)
+    return [k.decode() if isinstance(k, bytes) else k for k in found]
 
 
 def is_ready(settings: Settings, timeout_s: float = 2.0) -> tuple[bool, str]:
@@ -36,8 +37,8 @@ def is_ready(settings: Settings, timeout_s: float = 2.0) -> tuple[bool, str]:
     )
     try:
         for key in heartbeat_keys(client, settings):
-            raw = client.get(key)
-            if raw is not None and json.loads(raw).get("model_loaded") is True:
+            beat = parse_heartbeat(key, client.get(key))  # type: ignore[arg-type]
+            if beat is not None and beat.model_loaded:
                 return True, f"heartbeat {key!r} has model_loaded"
     except redis.RedisError as exc:
         return False, f"redis: {exc}"

@@ -160,8 +160,8 @@ def up_cmd(
         info = stack.worker_info
         console.print(
             f"[green]m4v is up[/] at [bold]{stack.url}[/] (worker {stack.env['M4V_WORKER_NAME']}: "
-            f"preset {info.get('preset', stack.env.get('M4V_PRESET', '?'))}, "
-            f"device {info.get('device', '?')}); state in {state}",
+            f"preset {(info and info.preset) or stack.env.get('M4V_PRESET', '?')}, "
+            f"device {(info and info.device) or '?'}); state in {state}",
             soft_wrap=True,  # one line even when stderr is a pipe: scripts look for the URL
         )
         if prompt is not None:
@@ -215,8 +215,8 @@ def api_cmd() -> None:
     """Run the HTTP API (uvicorn) with settings from M4V_* environment variables."""
     import uvicorn
 
+    from m4v_core.settings import Settings
     from service.app import create_app
-    from worker.contract.settings import Settings
 
     settings = Settings()  # type: ignore[call-arg]  # fields from M4V_* env; create_app configures logging
     uvicorn.run(
@@ -230,7 +230,7 @@ def api_cmd() -> None:
 @app.command("worker")
 def worker_cmd() -> None:
     """Run one GPU (or CPU) worker with settings from M4V_* environment variables."""
-    from worker.contract.settings import Settings
+    from m4v_core.settings import Settings
     from worker.main import run
 
     run(Settings())  # type: ignore[call-arg]  # fields from M4V_* env

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from m4v_core import Settings
 from service.errors import install_error_handlers
 from service.limits import LimitBody
 from service.logs import configure_logging
@@ -20,7 +21,6 @@ from service.middleware import ObserveRequests
 from service.routes import events, generate, health, jobs, metrics, workers
 from service.state import ServiceState
 from service.webhooks import start_dispatcher
-from worker.contract import Settings
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from m4v_core import Settings
 from service.errors import AuthenticationError
 from service.keys_file import KeysFile, LabelledEntry
 from service.ratelimit import RateLimiter
-from worker.contract import Settings
 
 log = logging.getLogger(__name__)
 

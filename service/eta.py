@@ -16,10 +16,10 @@ import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from m4v_core import JobRecord
+from m4v_core.throughput import job_flops
 from service.fleet_view import FleetView
 from service.queue import JobQueue
-from worker.contract import JobRecord
-from worker.contract.throughput import job_flops
 
 log = logging.getLogger(__name__)
 

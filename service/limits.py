@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from m4v_core import GenerateRequest, Settings
+from m4v_core.ssrf import HostLookupError, WebhookRefusedError, check_url
 from service.errors import InvalidRequestError, PayloadTooLargeError, error_response
-from worker.contract import GenerateRequest, Settings
-from worker.ssrf import HostLookupError, WebhookRefusedError, check_url
 
 
 class LimitBody:
@@ -84,7 +84,7 @@ def check_prompt_limits(req: GenerateRequest, settings: Settings) -> None:
 
 
 def check_webhook_url(req: GenerateRequest, settings: Settings) -> None:
-    """422 for a webhook_url no delivery could ever reach: the delivery-time check (worker/ssrf.py
+    """422 for a webhook_url no delivery could ever reach: the delivery-time check (m4v_core/ssrf.py
     check_url, same allow-list) run now with a resolver that knows only literal IPs and localhost. Other names
     are resolved and checked at each delivery, where the DNS answer of that moment counts."""
     if req.webhook_url is None:

@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from m4v_core import JobStore
 from service.eta import QueueFlopsCollector
 from service.queue import JobQueue
-from worker.contract import JobStore
 
 log = logging.getLogger(__name__)
 

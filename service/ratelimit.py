@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aredis
 
+from m4v_core.keys import Keys
 from service.errors import RateLimitedError
 
 US_PER_S = 1_000_000
@@ -63,7 +64,7 @@ class RateDecision:
 class RateLimiter:
     def __init__(self, client: aredis.Redis, prefix: str, limit: int, window_s: int):
         self.client = client
-        self.prefix = prefix
+        self.keys = Keys(prefix)
         self.limit = limit
         self.window_s = window_s
         # Rounded to whole µs (at least 1); the burst stays exactly `limit` requests.
@@ -75,7 +76,7 @@ class RateLimiter:
         return self.limit > 0
 
     def key(self, caller: str) -> str:
-        return f"{self.prefix}:ratelimit:{caller}"
+        return self.keys.ratelimit(caller)
 
     async def hit(self, caller: str) -> RateDecision:
         """Spend one request of caller's budget if it has one (a rejected request spends nothing)."""

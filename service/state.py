@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import redis
 import redis.asyncio as aredis
 
+from m4v_core import JobStore, Settings
+from m4v_core.webhooks import WebhookSender
 from model.config import ModelConfig, get_preset
 from service.auth import Authenticator
 from service.fleet_view import FleetView
@@ -14,8 +16,6 @@ from service.metrics import ApiMetrics
 from service.presign import Presigner
 from service.queue import JobQueue
 from service.ratelimit import RateLimiter
-from worker.contract import JobStore, Settings
-from worker.webhooks import WebhookSender
 
 SSE_SOCKET_TIMEOUT_S = 30.0
 SOCKET_TIMEOUT_S = 5.0

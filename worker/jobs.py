@@ -22,28 +22,29 @@ import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import torch
 from rq.timeouts import JobTimeoutException
 
+from m4v_core import JobError, JobMetrics, JobRecord, JobResult, JobStore, Settings
+from m4v_core.store import JobNotFoundError
+from m4v_core.throughput import drop_job_flops
+from m4v_core.webhooks import WebhookSender
 from model.pipeline_types import DecodedChunk, GenerationRequest, GenerationResult
-from worker.contract import JobError, JobMetrics, JobRecord, JobResult, JobStore, Settings
-from worker.contract.store import JobNotFoundError
-from worker.contract.throughput import drop_job_flops
 from worker.encode import encode_mp4, encode_thumbnail
 from worker.eta import JobEta, restore_job_flops
 from worker.faults import oom_error
 from worker.heartbeat import WorkerState
+from worker.job_view import client_view
 from worker.metrics import WorkerMetrics
 from worker.preview import PreviewPublisher
 from worker.progress import JobCanceledError, JobTimedOutError, ProgressReporter
 from worker.shutdown import DrainRequestedError, StepGate, requeue_drained
 from worker.spool import Spool, SpooledObject
 from worker.storage import Storage, StorageError, video_keys
-from worker.webhooks import WebhookSender, job_view
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +321,7 @@ class JobRun:
             return self.store.get(job.id).status
         # Every terminal status passes here, also a deadline hit before the JobEta exists: drop the FLOPs.
         drop_job_flops(self.store.r, self.store.keys.prefix, job.id)
-        view = self._view_with_urls(final)
+        view = client_view(final, self.ctx.storage, self.ctx.settings.presign_expiry_s)
         self.store.append_event(job.id, "done", view)
         self.ctx.webhooks.submit(final, WEBHOOK_FOR_STATUS[status], data=view)
         self._observe(final, gen)
@@ -328,22 +329,6 @@ class JobRun:
             "job finished", extra={"job_id": job.id, "status": status, "error": error.type if error else None}
         )
         return status
-
-    def _view_with_urls(self, job: JobRecord) -> dict[str, Any]:
-        """The job as the API shows it, with fresh presigned URLs for the video and thumbnail."""
-        if job.result is None:
-            return job_view(job)
-        expiry = self.ctx.settings.presign_expiry_s
-        urls = {
-            "video_url": self.ctx.storage.presign_get(job.result.video_key, expiry),
-            "expires_at": datetime.now(UTC) + timedelta(seconds=expiry),
-            "thumbnail_url": (
-                self.ctx.storage.presign_get(job.result.thumbnail_key, expiry)
-                if job.result.thumbnail_key
-                else None
-            ),
-        }
-        return job_view(job.model_copy(update={"result": job.result.model_copy(update=urls)}))
 
     def _observe(self, job: JobRecord, gen: GenerationResult | None) -> None:
         m, preset = self.ctx.metrics, job.spec.preset

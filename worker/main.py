@@ -24,9 +24,10 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from rq import Queue
 
+from m4v_core import JobStore, Settings
+from m4v_core.webhooks import WebhookDispatcher, WebhookSender
 from worker.capacity import device_memory_bytes
-from worker.contract import JobStore, Settings
-from worker.heartbeat import Heartbeat, WorkerState
+from worker.heartbeat import HeartbeatWriter, WorkerState
 from worker.jobs import JobContext
 from worker.metrics import WorkerMetrics
 from worker.pipeline import load_pipeline
@@ -34,7 +35,6 @@ from worker.recovery import Reaper, Recovery
 from worker.rqworker import M4VWorker
 from worker.spool import Spool
 from worker.storage import Storage
-from worker.webhooks import WebhookDispatcher, WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class WorkerProcess:
     settings: Settings
     worker: M4VWorker
     context: JobContext
-    heartbeat: Heartbeat
+    heartbeat: HeartbeatWriter
     dispatcher: WebhookDispatcher
     recovery: Recovery | None = None
 
@@ -168,7 +168,7 @@ def build_worker(
         settings=settings,
         worker=worker,
         context=context,
-        heartbeat=Heartbeat(client, store.keys.worker(name), state, settings.heartbeat_s),
+        heartbeat=HeartbeatWriter(client, store.keys, state, settings.heartbeat_s),
         dispatcher=WebhookDispatcher(webhooks),
         recovery=recovery,
     )

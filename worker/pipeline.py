@@ -13,9 +13,9 @@ from worker.storage import Storage
 if TYPE_CHECKING:
     import torch
 
+    from m4v_core import Settings
     from model.pipeline import VideoPipeline
     from model.runtime import RuntimeOptions
-    from worker.contract import Settings
 
 log = logging.getLogger(__name__)
 

@@ -69,7 +69,7 @@ class M4VWorker(SimpleWorker):
     def _requeue_if_drained(self, job: Job, queue: Queue) -> None:
         """A job stopped by SIGTERM has its record back at `queued`; rq just finished its copy, so put a
         fresh rq job (same id) at the front of its queue and drop the finished copy's expiry."""
-        from worker.contract.store import JobNotFoundError
+        from m4v_core.store import JobNotFoundError
 
         store = self.context.store
         try:

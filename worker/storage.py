@@ -21,7 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:
-    from worker.contract import Settings
+    from m4v_core import Settings
 
 log = logging.getLogger(__name__)
 

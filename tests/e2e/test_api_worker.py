@@ -19,9 +19,9 @@ from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 
 from m4v_cli.seaweed import SeaweedS3
+from m4v_core import Settings
 from service.app import create_app
 from tests.webhook_receiver import Receiver
-from worker.contract import Settings
 from worker.main import run_burst
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()

@@ -18,9 +18,9 @@ import redis
 from rq import Queue
 
 from m4v_cli.seaweed import SeaweedS3
+from m4v_core import TERMINAL_STATUSES, JobStore
 from tests.conftest import s3_client
 from tests.worker.jobs_helpers import make_job, submit
-from worker.contract import TERMINAL_STATUSES, JobStore
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = 100

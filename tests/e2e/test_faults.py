@@ -12,10 +12,10 @@ import redis
 from rq import Queue
 
 from m4v_cli.seaweed import SeaweedS3, free_port
+from m4v_core import TERMINAL_STATUSES, JobStore
 from tests.conftest import s3_client
 from tests.e2e.test_chaos import WorkerSlot, worker_env
 from tests.worker.jobs_helpers import make_job, submit
-from worker.contract import TERMINAL_STATUSES, JobStore
 
 
 def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -145,8 +145,8 @@ def test_redis_restart_mid_run_gives_503s_and_loses_no_accepted_job(
 ) -> None:
     from fastapi.testclient import TestClient
 
+    from m4v_core import Settings
     from service.app import create_app
-    from worker.contract import Settings
 
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"

@@ -117,7 +117,7 @@ def test_compile_option_compiles_every_block() -> None:
 
 
 def test_worker_settings_turn_the_options_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker.contract import Settings
+    from m4v_core import Settings
     from worker.pipeline import runtime_options
 
     assert runtime_options(Settings()) == RuntimeOptions()

@@ -8,8 +8,8 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from m4v_core import JobStore, Settings
 from service.app import create_app
-from worker.contract import JobStore, Settings
 
 
 @pytest.fixture

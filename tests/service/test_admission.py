@@ -9,13 +9,13 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from m4v_core import JobStore, Settings
+from m4v_core.throughput import ThroughputMeter, job_flops
 from model.config import get_preset
 from model.flops import estimate_flops
 from model.memory import estimate_peak_memory
 from service.app import create_app
 from tests.service.conftest import assert_error_shape, submit
-from worker.contract import JobStore, Settings
-from worker.contract.throughput import ThroughputMeter, job_flops
 
 TINY = get_preset("tiny")
 

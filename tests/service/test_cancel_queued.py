@@ -13,12 +13,12 @@ import redis
 from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 
+from m4v_core import JobStore, Settings
+from m4v_core.keys import Keys
+from m4v_core.webhooks import WebhookSender
 from service.app import create_app
 from tests.service.conftest import submit
 from tests.webhook_receiver import Receiver
-from worker.contract import JobStore, Settings
-from worker.contract.throughput import job_flops_key
-from worker.webhooks import WebhookSender
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 
@@ -111,7 +111,7 @@ def test_cancel_queued_job_drops_its_flop_estimate(
     r = redis.Redis.from_url(redis_url)
     kept = submit(client)
     job = submit(client)
-    assert r.hexists(job_flops_key(settings.key_prefix), job["id"])
+    assert r.hexists(Keys(settings.key_prefix).job_flops(), job["id"])
     client.delete(f"/jobs/{job['id']}")
-    assert not r.hexists(job_flops_key(settings.key_prefix), job["id"])
-    assert r.hexists(job_flops_key(settings.key_prefix), kept["id"])
+    assert not r.hexists(Keys(settings.key_prefix).job_flops(), job["id"])
+    assert r.hexists(Keys(settings.key_prefix).job_flops(), kept["id"])

@@ -19,9 +19,9 @@ from pydantic import SecretStr
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from m4v_core import Settings
 from service.app import create_app
 from service.auth import key_entry, new_api_key
-from worker.contract import Settings
 
 log = logging.getLogger(__name__)
 API_KEY = new_api_key()

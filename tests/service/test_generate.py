@@ -9,9 +9,9 @@ import redis
 from fastapi.testclient import TestClient
 from rq import Queue
 
+from m4v_core import JobStore, Settings
 from service.app import create_app
 from tests.service.conftest import assert_error_shape, submit
-from worker.contract import JobStore, Settings
 
 INVALID_BODIES: list[tuple[str, dict[str, Any]]] = [
     ("prompt", {"prompt": ""}),

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import redis
 from fastapi.testclient import TestClient
 
+from m4v_core import Settings
 from service.app import create_app
 from tests.service.conftest import assert_error_shape
-from worker.contract import Settings
 
 
 def test_healthz_and_readyz_are_ok_with_redis_and_no_workers(client: TestClient) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import redis
 from fastapi.testclient import TestClient
 
+from m4v_core import Settings
 from tests.service.conftest import assert_error_shape
-from worker.contract import Settings
 
 
 def post(client: TestClient, key: str, body: dict[str, object]):  # type: ignore[no-untyped-def]

@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 from rq import Queue
 
 from m4v_cli.seaweed import SeaweedS3
+from m4v_core import JobResult, JobStore, Settings
+from m4v_core.store import utcnow
 from service.app import create_app
 from tests.conftest import s3_client
 from tests.service.conftest import assert_error_shape, submit
-from worker.contract import JobResult, JobStore, Settings
-from worker.contract.store import utcnow
 
 
 def test_unknown_job_is_404_with_error_shape(client: TestClient) -> None:

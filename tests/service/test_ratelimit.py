@@ -17,12 +17,12 @@ import redis.asyncio as aredis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from m4v_core import Settings
 from service.app import create_app
 from service.auth import key_entry, new_api_key
 from service.errors import RateLimitedError
 from service.ratelimit import RateDecision, RateLimiter
 from tests.service.conftest import assert_error_shape
-from worker.contract import Settings
 
 ALICE = new_api_key()
 BOB = new_api_key()

@@ -8,8 +8,8 @@ from typing import Any
 
 from rq import Queue
 
+from m4v_core import GenerateRequest, JobRecord, JobSpec, JobStore
 from model.config import get_preset
-from worker.contract import GenerateRequest, JobRecord, JobSpec, JobStore
 
 
 def make_job(

@@ -16,9 +16,10 @@ from rq import Queue
 from standardwebhooks import Webhook
 
 from m4v_cli.seaweed import SeaweedS3
+from m4v_core import JobRecord, JobStore, Settings
+from m4v_core.keys import Keys
+from m4v_core.throughput import job_flops, set_job_flops, spec_flops
 from tests.worker.jobs_helpers import make_job, submit
-from worker.contract import JobRecord, JobStore, Settings
-from worker.contract.throughput import job_flops, job_flops_key, set_job_flops, spec_flops
 from worker.jobs import JobRun
 from worker.main import WorkerProcess, build_worker, run_burst
 from worker.metrics import WorkerMetrics
@@ -189,7 +190,7 @@ def test_invalid_spec_fails_with_type_and_message(
     assert "96" in final.error.message
     assert events(store, job.id)[-1][0] == "done"
     assert final.result is None
-    assert not store.r.hexists(job_flops_key(store.keys.prefix), job.id)
+    assert not store.r.hexists(Keys(store.keys.prefix).job_flops(), job.id)
 
 
 def test_upload_failure_is_reported_as_upload_failed(
@@ -214,7 +215,7 @@ def test_job_past_its_deadline_times_out_without_running(
     assert final.status == "timed_out" and final.error is not None and final.error.type == "timeout"
     assert not any(t == "progress" for t, _ in events(store, job.id))
     assert events(store, job.id)[-1][0] == "done"
-    assert not store.r.hexists(job_flops_key(store.keys.prefix), job.id)  # no longer queued work
+    assert not store.r.hexists(Keys(store.keys.prefix).job_flops(), job.id)  # no longer queued work
 
 
 def test_canceled_before_start_is_skipped(settings: Settings, store: JobStore, tiny_pipeline: Any) -> None:

@@ -14,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
+from m4v_core import JobStore, Settings
 from tests.worker.jobs_helpers import make_job, submit
 from tests.worker.test_jobs import (  # noqa: F401 - fixtures
     ONE_STEP_PER_STAGE,
@@ -24,7 +25,6 @@ from tests.worker.test_jobs import (  # noqa: F401 - fixtures
     tiny_pipeline,
     work,
 )
-from worker.contract import JobStore, Settings
 from worker.preview import encode_ts_segment, hls_playlist
 from worker.storage import Storage
 

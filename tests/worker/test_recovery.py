@@ -16,9 +16,10 @@ import torch
 from rq import Queue
 
 from m4v_cli.seaweed import SeaweedS3
+from m4v_core import JobError, JobResult, JobStore
+from m4v_core.keys import Keys
+from m4v_core.throughput import job_flops, set_job_flops, spec_flops
 from model.pipeline_types import StepProgress
-from worker.contract import JobError, JobResult, JobStore
-from worker.contract.throughput import job_flops, job_flops_key, set_job_flops, spec_flops
 from worker.faults import oom_error
 from worker.recovery import Reaper
 from worker.rqworker import M4VWorker
@@ -100,7 +101,7 @@ def test_job_failed_at_max_attempts_drops_its_flop_estimate(client: redis.Redis,
     settled = Reaper(client, store, max_attempts=3).reap_once()
     outcomes = {s.job_id: s.outcome for s in settled}
     assert outcomes == {failing: "failed", retried: "requeued"}
-    assert not client.hexists(job_flops_key(prefix), failing)
+    assert not client.hexists(Keys(prefix).job_flops(), failing)
     # requeued: queued work again, all of it (it restarts from its first step), not what was left of it
     assert job_flops(client, prefix, [retried]) == [pytest.approx(spec_flops(store.get(retried).spec))]
 

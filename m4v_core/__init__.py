@@ -1,6 +1,9 @@
-"""Job wire format shared by service/ and worker/: pydantic models, Redis key layout, settings. No torch."""
+"""What the API (service/) and the workers (worker/) share: the job model and its client view, the Redis
+keys and transactions, the heartbeat, the webhook outbox and its SSRF guard, and the settings. No torch;
+imports neither service nor worker (import-linter contracts in pyproject.toml)."""
 
-from worker.contract.models import (
+from m4v_core.keys import Keys, keys
+from m4v_core.models import (
     TERMINAL_STATUSES,
     WEBHOOK_EVENTS,
     GenerateRequest,
@@ -15,8 +18,8 @@ from worker.contract.models import (
     WebhookAttempt,
     WebhookEvent,
 )
-from worker.contract.settings import Settings
-from worker.contract.store import JobStore, keys
+from m4v_core.settings import Settings
+from m4v_core.store import JobStore
 
 __all__ = [
     "TERMINAL_STATUSES",
@@ -30,6 +33,7 @@ __all__ = [
     "JobSpec",
     "JobStatus",
     "JobStore",
+    "Keys",
     "Priority",
     "Settings",
     "WebhookAttempt",
