@@ -179,9 +179,9 @@ def paused_worker(client: redis.Redis, prefix: str) -> HeartbeatWriter:
 def cleanup(redis_url: str, prefix: str) -> None:
     client = redis.Redis.from_url(redis_url)
     for priority in ("high", "normal", "low"):
-        ids: list[bytes] = client.lrange(f"rq:queue:{prefix}-{priority}", 0, -1)  # type: ignore[assignment]
+        ids: list[bytes] = client.lrange(Keys(prefix).rq_queue(priority), 0, -1)  # type: ignore[assignment]
         for start in range(0, len(ids), 1000):
-            client.delete(*[b"rq:job:" + i for i in ids[start : start + 1000]])
+            client.delete(*[Keys.rq_job(i) for i in ids[start : start + 1000]])
     for pattern in Keys(prefix).everything():
         keys = list(client.scan_iter(match=pattern, count=5000))
         for start in range(0, len(keys), 1000):

@@ -85,6 +85,15 @@ class Keys:
     def queues(self) -> list[str]:
         return [self.queue(p) for p in PRIORITIES]
 
+    def rq_queue(self, priority: Priority) -> str:
+        """rq's list of job ids waiting in our queue of that priority (rq spells it; read-only for us)."""
+        return f"rq:queue:{self.queue(priority)}"
+
+    @staticmethod
+    def rq_job(job_id: str | bytes) -> str:
+        """rq's hash of one rq job (its id is our job id)."""
+        return f"rq:job:{job_id.decode() if isinstance(job_id, bytes) else job_id}"
+
     def everything(self) -> list[str]:
         """Patterns matching every key of this prefix, rq's included (benchmarks and tests clean up)."""
         return [f"{self.prefix}:*", f"rq:*{self.prefix}*"]

@@ -14,6 +14,7 @@ import redis
 from botocore.config import Config
 
 from m4v_cli.seaweed import SeaweedS3
+from m4v_core.keys import Keys
 
 REDIS_URL = os.environ.get("M4V_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -39,7 +40,7 @@ def key_prefix(redis_url: str) -> Iterator[str]:
     prefix = f"m4vtest{uuid.uuid4().hex[:10]}"
     yield prefix
     client = redis.Redis.from_url(redis_url)
-    for pattern in (f"{prefix}:*", f"rq:*{prefix}*"):
+    for pattern in Keys(prefix).everything():
         for key in client.scan_iter(match=pattern, count=1000):
             client.delete(key)
 

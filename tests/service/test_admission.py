@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from m4v_core import JobStore, Settings
+from m4v_core.keys import Keys
 from m4v_core.throughput import ThroughputMeter, job_flops
 from model.config import get_preset
 from model.flops import estimate_flops
@@ -89,5 +90,5 @@ def test_queue_flops_metric_sums_the_queued_estimates(client: TestClient, store:
     text = client.get("/metrics").text
     line = next(x for x in text.splitlines() if x.startswith("m4v_queue_flops "))
     assert float(line.split()[1]) == pytest.approx(tiny_flops(9) + tiny_flops(17), rel=1e-6)
-    ids = [i.decode() for i in store.r.lrange(f"rq:queue:{store.keys.prefix}-low", 0, -1)]
+    ids = [i.decode() for i in store.r.lrange(Keys(store.keys.prefix).rq_queue("low"), 0, -1)]
     assert job_flops(store.r, store.keys.prefix, ids) == [pytest.approx(tiny_flops(17))]

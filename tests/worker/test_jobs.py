@@ -63,7 +63,7 @@ def store(settings: Settings) -> JobStore:
 
 
 def queue(store: JobStore, priority: str = "normal") -> Queue:
-    return Queue(f"{store.keys.prefix}-{priority}", connection=store.r)
+    return Queue(Keys(store.keys.prefix).queue(priority), connection=store.r)
 
 
 def events(store: JobStore, job_id: str) -> list[tuple[str, dict[str, Any]]]:
