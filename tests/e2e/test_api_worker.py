@@ -117,7 +117,7 @@ def test_generate_runs_through_worker_to_a_playable_video_and_signed_webhooks(
             receiver.deliveries[-1][1], receiver.deliveries[-1][0]
         )
 
-    # Metrics on both sides carry the DESIGN.md names with non-zero counts.
+    # Metrics on both sides carry the documented names with non-zero counts.
     assert 'm4v_http_requests_total{code="202",method="POST",route="/generate"} 1.0' in metrics
     worker_metrics = process.context.metrics
     assert worker_metrics.sample("m4v_jobs_total", {"status": "succeeded"}) == 1

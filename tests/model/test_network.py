@@ -53,7 +53,7 @@ def test_tiny_forward_returns_a_finite_velocity_shaped_like_the_current_frame() 
 
 
 def expected_params(cfg: NetworkConfig, c: int, text_dim: int, pooled_dim: int) -> int:
-    """Parameter count written out from the architecture (M4V_SPEC.md section 1), independent of the code."""
+    """Parameter count written out from the architecture, independent of the code."""
     w, hid, hd, p = cfg.width, int(cfg.width * cfg.mlp_ratio), cfg.head_dim, cfg.patch_size
 
     def lin(i: int, o: int) -> int:

@@ -1,4 +1,4 @@
-"""/metrics: the DESIGN.md names, route templates as labels, queue gauges read from Redis."""
+"""/metrics: the names in docs/ARCHITECTURE.md, route templates as labels, queue gauges from Redis."""
 
 from __future__ import annotations
 
