@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from m4v_core import JobRecord, JobSpec
     from model.config import ModelConfig
     from model.pipeline_types import StepProgress
+    from worker.context import JobContext
     from worker.heartbeat import WorkerState
-    from worker.jobs import JobContext
 
 log = logging.getLogger(__name__)
 

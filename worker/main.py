@@ -1,7 +1,7 @@
 """The worker process: settings -> device/dtype/TF32 -> pipeline loaded once -> heartbeat, metrics,
 webhook thread -> rq SimpleWorker on {prefix}-high, -normal, -low (dequeued in that order).
 
-Only this module decides CUDA, bf16 and TF32 (STYLE.md rule 7).
+Only this module decides CUDA, bf16 and TF32.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from rq import Queue
 from m4v_core import JobStore, Settings
 from m4v_core.webhooks import WebhookDispatcher, WebhookSender
 from worker.capacity import device_memory_bytes
+from worker.context import JobContext
 from worker.heartbeat import HeartbeatWriter, WorkerState
-from worker.jobs import JobContext
 from worker.metrics import WorkerMetrics
 from worker.pipeline import load_pipeline
 from worker.recovery import Reaper, Recovery

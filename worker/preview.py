@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from m4v_core import JobRecord, JobStore
     from m4v_core.webhooks import WebhookSender
     from model.pipeline_types import DecodedChunk
-    from worker.jobs import JobContext
+    from worker.context import JobContext
     from worker.storage import Storage
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from typing import Any
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from worker.jobs import JobContext, use_context
+from worker.context import JobContext, use_context
 from worker.shutdown import enqueue_again
 
 log = logging.getLogger(__name__)
