@@ -215,25 +215,27 @@ def api_cmd() -> None:
     """Run the HTTP API (uvicorn) with settings from M4V_* environment variables."""
     import uvicorn
 
-    from m4v_core.settings import Settings
+    from m4v_core.settings import ApiSettings
     from service.app import create_app
 
-    settings = Settings()  # type: ignore[call-arg]  # fields from M4V_* env; create_app configures logging
+    settings = ApiSettings()  # type: ignore[call-arg]  # fields from M4V_* env; create_app configures logging
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # create_app set up logging (m4v_core/logs.py); uvicorn must not replace it
+        access_log=False,  # the API logs each request itself (service.access), in the same JSON shape
     )
 
 
 @app.command("worker")
 def worker_cmd() -> None:
     """Run one GPU (or CPU) worker with settings from M4V_* environment variables."""
-    from m4v_core.settings import Settings
+    from m4v_core.settings import WorkerSettings
     from worker.main import run
 
-    run(Settings())  # type: ignore[call-arg]  # fields from M4V_* env
+    run(WorkerSettings())  # type: ignore[call-arg]  # fields from M4V_* env
 
 
 @app.command("version")

@@ -18,10 +18,14 @@ from m4v_core.models import (
     WebhookAttempt,
     WebhookEvent,
 )
-from m4v_core.settings import Settings
+from m4v_core.settings import ApiSettings, CommonSettings, ModelSettings, Settings, WorkerSettings
 from m4v_core.store import JobStore
 
 __all__ = [
+    "ApiSettings",
+    "CommonSettings",
+    "ModelSettings",
+    "WorkerSettings",
     "TERMINAL_STATUSES",
     "WEBHOOK_EVENTS",
     "GenerateRequest",

@@ -45,7 +45,7 @@ from m4v_core.store import JobNotFoundError, JobStore
 if TYPE_CHECKING:
     from prometheus_client import Counter
 
-    from m4v_core.settings import Settings
+    from m4v_core.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class WebhookSender:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, client: redis.Redis, store: JobStore, **kwargs: Any
+        cls, settings: CommonSettings, client: redis.Redis, store: JobStore, **kwargs: Any
     ) -> WebhookSender:
         secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         return cls(

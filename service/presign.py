@@ -9,7 +9,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
-from m4v_core import JobResult, Settings
+from m4v_core import ApiSettings, JobResult
 from m4v_core.jobview import JobResultOut, public_result
 from service.errors import StorageUnavailableError
 
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 class Presigner:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: ApiSettings):
         self.bucket = settings.s3_bucket
         self.expiry_s = settings.presign_expiry_s
         self.client: Any = boto3.client(

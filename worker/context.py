@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from m4v_core import JobStore, Settings
+    from m4v_core import JobStore, WorkerSettings
     from m4v_core.webhooks import WebhookSender
     from worker.heartbeat import WorkerState
     from worker.metrics import WorkerMetrics
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 class JobContext:
     """Everything a job needs, built once per worker process (worker/main.py)."""
 
-    settings: Settings
+    settings: WorkerSettings
     store: JobStore
     pipeline: Any  # model.pipeline.VideoPipeline
     storage: Storage

@@ -6,12 +6,10 @@ Only this module decides CUDA, bf16 and TF32.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +22,8 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from rq import Queue
 
-from m4v_core import JobStore, Settings
+from m4v_core import JobStore, WorkerSettings
+from m4v_core.logs import configure_logging
 from m4v_core.webhooks import WebhookDispatcher, WebhookSender
 from worker.capacity import device_memory_bytes
 from worker.context import JobContext
@@ -37,35 +36,6 @@ from worker.spool import Spool
 from worker.storage import Storage
 
 log = logging.getLogger(__name__)
-
-_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the `extra=` fields of the call."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        entry.update({k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS})
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-def configure_logging(level: str, as_json: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-
 
 def choose_device(requested: str) -> str:
     if requested == "cuda" and not torch.cuda.is_available():
@@ -90,7 +60,7 @@ def enable_tf32() -> None:
 class WorkerProcess:
     """The parts of one worker process; start()/stop() manage the background threads."""
 
-    settings: Settings
+    settings: WorkerSettings
     worker: M4VWorker
     context: JobContext
     heartbeat: HeartbeatWriter
@@ -115,7 +85,7 @@ class WorkerProcess:
 
 
 def build_worker(
-    settings: Settings,
+    settings: WorkerSettings,
     pipeline: Any | None = None,
     device: str | None = None,
     metrics: WorkerMetrics | None = None,
@@ -174,9 +144,9 @@ def build_worker(
     )
 
 
-def run(settings: Settings | None = None) -> None:
+def run(settings: WorkerSettings | None = None) -> None:
     """Serve jobs until SIGTERM/SIGINT (rq warm shutdown: the running job finishes first)."""
-    settings = settings or Settings()
+    settings = settings or WorkerSettings()
     configure_logging(settings.log_level, settings.log_json)
     process = build_worker(settings)
     if settings.worker_metrics_port:
@@ -189,7 +159,9 @@ def run(settings: Settings | None = None) -> None:
         process.stop()
 
 
-def serve_until_stopped(process: WorkerProcess, settings: Settings, max_wait_s: float = 30.0) -> None:
+def serve_until_stopped(
+    process: WorkerProcess, settings: WorkerSettings, max_wait_s: float = 30.0
+) -> None:
     """rq's work loop quits on a Redis error it cannot retry; start it again (with backoff) unless a
     SIGTERM/SIGINT asked us to stop. A job cut by the outage is recovered by the reaper (lease lapse)."""
     wait_s = 1.0
@@ -203,7 +175,7 @@ def serve_until_stopped(process: WorkerProcess, settings: Settings, max_wait_s: 
 
 
 def run_burst(
-    settings: Settings, pipeline: Any | None = None, drain_webhooks_s: float = 0.0, **kwargs: Any
+    settings: WorkerSettings, pipeline: Any | None = None, drain_webhooks_s: float = 0.0, **kwargs: Any
 ) -> WorkerProcess:
     """Process every queued job in this process, then return (tests, one-shot use).
 

@@ -27,7 +27,7 @@ from m4v_core.store import JobNotFoundError
 from worker.job_view import client_view
 
 if TYPE_CHECKING:
-    from m4v_core import Settings
+    from m4v_core import WorkerSettings
     from m4v_core.webhooks import WebhookSender
     from worker.storage import Storage
 
@@ -43,7 +43,7 @@ class SpooledObject:
     content_type: str
 
 
-def default_spool_dir(settings: Settings) -> Path:
+def default_spool_dir(settings: WorkerSettings) -> Path:
     return Path(settings.spool_dir) if settings.spool_dir else Path(tempfile.gettempdir()) / "m4v-spool"
 
 
@@ -53,7 +53,7 @@ class Spool:
     presign_expiry_s: int = 3600  # of the URLs in the `done` event and webhook once the upload succeeds
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Spool:
+    def from_settings(cls, settings: WorkerSettings) -> Spool:
         return cls(default_spool_dir(settings), settings.presign_expiry_s)
 
     def keep(self, job_id: str, objects: list[SpooledObject], result: JobResult) -> Path:
