@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -76,3 +77,11 @@ def s3_client(server: SeaweedS3):  # type: ignore[no-untyped-def]
         region_name="us-east-1",
         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline() -> Any:
+    """The tiny preset's pipeline on CPU, loaded once per test module."""
+    from model.pipeline import VideoPipeline
+
+    return VideoPipeline.from_preset("tiny", device="cpu")

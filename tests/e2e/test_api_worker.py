@@ -35,13 +35,6 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-@pytest.fixture(scope="module")
-def tiny_pipeline() -> Any:
-    from model.pipeline import VideoPipeline
-
-    return VideoPipeline.from_preset("tiny", device="cpu")
-
-
 def make_settings(redis_url: str, key_prefix: str, s3: SeaweedS3, bucket: str, **extra: Any) -> Settings:
     return Settings(
         redis_url=redis_url,

@@ -36,13 +36,6 @@ FAST = {"num_frames": 5, "first_frame_steps": [1, 1, 1], "later_frame_steps": [1
 VOLATILE_RESULT = {"video_url", "thumbnail_url", "expires_at"}
 
 
-@pytest.fixture(scope="module")
-def tiny_pipeline() -> Any:
-    from model.pipeline import VideoPipeline
-
-    return VideoPipeline.from_preset("tiny", device="cpu")
-
-
 @pytest.fixture
 def settings(redis_url: str, key_prefix: str, s3_server: SeaweedS3, s3_bucket: str) -> Settings:
     return Settings(

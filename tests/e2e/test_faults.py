@@ -14,7 +14,7 @@ from rq import Queue
 from m4v_cli.seaweed import SeaweedS3, free_port
 from m4v_core import TERMINAL_STATUSES, JobStore
 from tests.conftest import s3_client
-from tests.e2e.test_chaos import WorkerSlot, worker_env
+from tests.e2e.worker_processes import WorkerSlot, worker_env
 from tests.worker.jobs_helpers import make_job, submit
 
 

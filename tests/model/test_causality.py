@@ -16,7 +16,7 @@ import torch
 
 from model.config import PRESETS
 from model.network import M4VNetwork
-from tests.model.test_network import FULL_HW, C, make_net, make_text
+from tests.model.network_helpers import FULL_HW, C, make_net, make_text
 
 TINY = PRESETS["tiny"].network
 

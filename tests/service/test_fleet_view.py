@@ -13,7 +13,7 @@ from service.app import create_app
 from service.fleet_view import FleetSnapshot, FleetView
 from service.queue import JobQueue
 from tests.service.conftest import submit
-from tests.service.test_admission import publish_worker, tiny_flops
+from tests.service.fleet_helpers import publish_worker, tiny_flops
 from tests.worker.jobs_helpers import make_job
 
 

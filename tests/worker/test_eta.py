@@ -1,6 +1,5 @@
 """The running-job ETA against the real time left: real Redis, rq SimpleWorker(burst=True), tiny model."""
 
-# ruff: noqa: F811 - the job-flow fixtures are shared with test_jobs.py by import
 from __future__ import annotations
 
 import logging
@@ -13,8 +12,7 @@ from m4v_core import JobStore, Settings
 from m4v_core.throughput import job_flops, preset_rate
 from model.config import get_preset
 from model.pipeline_types import StepProgress
-from tests.worker.jobs_helpers import make_job, submit
-from tests.worker.test_jobs import ONE_STEP_PER_STAGE, queue, settings, store, tiny_pipeline, work  # noqa: F401
+from tests.worker.jobs_helpers import ONE_STEP_PER_STAGE, make_job, queue, submit, work
 from worker.eta import JobEta, job_schedule
 
 log = logging.getLogger(__name__)
