@@ -132,8 +132,9 @@ class Reaper:
             job.enqueue_at_front_on_retry = True
         return False
 
-    def reap_once(self) -> list[Settlement]:
-        """One pass over every queue; [] if another process holds the lock."""
+    def reap_once(self, now: float | None = None) -> list[Settlement]:
+        """One pass over every queue; [] if another process holds the lock. ``now`` (unix time, tests): when
+        leases are judged lapsed; default the current time."""
         lock = self.client.lock(self.lock_key, timeout=self.lock_timeout_s)
         if not lock.acquire(blocking=False):
             return []
@@ -141,9 +142,9 @@ class Reaper:
         try:
             for name in self.store.keys.queues():
                 queue = Queue(name, connection=self.client)
-                queue.started_job_registry.cleanup(exception_handlers=[self.handle])
+                queue.started_job_registry.cleanup(timestamp=now, exception_handlers=[self.handle])
                 self._requeue_stuck_intermediate(queue)
-            self._requeue_lost_drains()
+            self._requeue_lost_drains(now)
         finally:
             try:
                 lock.release()

@@ -136,12 +136,18 @@ def test_renewed_lease_keeps_a_live_job_from_being_reaped(client: redis.Redis, s
     worker.register_birth()
     rq_job, _ = Queue.dequeue_any([queue], None, connection=client)  # type: ignore[misc]
     worker.prepare_execution(rq_job)
+    started = time.time()
     worker._lease_job = rq_job
-    for _ in range(4):
-        time.sleep(0.8)
-        worker.renew_lease()
-    assert Reaper(client, store, max_attempts=3).reap_once() == []
+    time.sleep(1.2)  # the clock must move for a renewal to move the lease (rq scores whole seconds)
+    worker.renew_lease()
+    renewed = time.time()
+    reaper = Reaper(client, store, max_attempts=3)
+    # Judged (injected reap time) after the first lease ended but within the renewed one: nothing lapsed...
+    assert started + 2 < renewed + 1
+    assert reaper.reap_once(now=renewed + 1) == []
     assert job.id in queue.started_job_registry
+    # ...judged after the renewed lease, the same job is abandoned (so the check above could have failed).
+    assert [s.job_id for s in reaper.reap_once(now=renewed + 4)] == [job.id]
 
 
 def step(done: int, total: int) -> StepProgress:
