@@ -36,3 +36,18 @@ def test_a_forbidden_import_breaks_a_contract(tmp_path: Path) -> None:
     )
     assert out.returncode != 0
     assert "the API (service) never imports the workers BROKEN" in out.stdout
+
+
+def test_no_import_cycles_in_the_service_packages() -> None:
+    """worker/eta.py, jobs.py and preview.py imported each other for JobContext (now worker/context.py)."""
+    import grimp
+
+    packages = ("m4v_core", "service", "worker")
+    graph = grimp.build_graph(*packages)  # type-checking imports count: they were the cycle
+    cycles = [
+        (a, b)
+        for a in sorted(graph.modules)
+        for b in graph.find_modules_directly_imported_by(a)
+        if b.startswith(packages) and graph.find_shortest_chain(importer=b, imported=a)
+    ]
+    assert cycles == []
