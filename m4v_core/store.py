@@ -21,8 +21,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-
-
 def live_worker_keys(client: redis.Redis, keys: Keys) -> list[str]:
     """Heartbeat keys of workers whose heartbeat has not expired, from the index (O(workers), not a SCAN)."""
     now = time.time()

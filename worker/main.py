@@ -37,6 +37,7 @@ from worker.storage import Storage
 
 log = logging.getLogger(__name__)
 
+
 def choose_device(requested: str) -> str:
     if requested == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("M4V_DEVICE=cuda but no CUDA device is visible")
@@ -159,9 +160,7 @@ def run(settings: WorkerSettings | None = None) -> None:
         process.stop()
 
 
-def serve_until_stopped(
-    process: WorkerProcess, settings: WorkerSettings, max_wait_s: float = 30.0
-) -> None:
+def serve_until_stopped(process: WorkerProcess, settings: WorkerSettings, max_wait_s: float = 30.0) -> None:
     """rq's work loop quits on a Redis error it cannot retry; start it again (with backoff) unless a
     SIGTERM/SIGINT asked us to stop. A job cut by the outage is recovered by the reaper (lease lapse)."""
     wait_s = 1.0
