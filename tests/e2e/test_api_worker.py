@@ -52,6 +52,7 @@ def make_settings(redis_url: str, key_prefix: str, s3: SeaweedS3, bucket: str, *
     )
 
 
+@pytest.mark.slow
 def test_generate_runs_through_worker_to_a_playable_video_and_signed_webhooks(
     redis_url: str,
     key_prefix: str,
@@ -126,6 +127,7 @@ def test_generate_runs_through_worker_to_a_playable_video_and_signed_webhooks(
     assert flops_mamba and flops_mamba > 0
 
 
+@pytest.mark.slow
 def test_presigned_video_url_expires(
     redis_url: str, key_prefix: str, s3_server: SeaweedS3, s3_bucket: str, tiny_pipeline: Any
 ) -> None:

@@ -106,6 +106,7 @@ def assert_like_get(api: TestClient, job_id: str, produced: dict[str, Any]) -> d
     return got
 
 
+@pytest.mark.slow
 def test_worker_done_and_webhooks_equal_get(
     api: TestClient, store: JobStore, settings: Settings, tiny_pipeline: Any
 ) -> None:
@@ -147,9 +148,7 @@ def test_reaper_done_equals_get(api: TestClient, store: JobStore) -> None:
     assert got["error"]["type"] == "worker_lost"
 
 
-def test_spool_done_equals_get(
-    api: TestClient, store: JobStore, settings: Settings, tmp_path: Path
-) -> None:
+def test_spool_done_equals_get(api: TestClient, store: JobStore, settings: Settings, tmp_path: Path) -> None:
     job_id = submit(api)
     error = JobError(type="upload_failed", message="S3 down")
     store.transition(job_id, {"queued"}, "failed", error=error, finished_at=utcnow())

@@ -73,6 +73,7 @@ def test_start_stack_stops_embedded_services_when_the_port_is_taken(
     assert [pid for pid in pids_of(tmp_path) if alive(pid)] == []
 
 
+@pytest.mark.slow
 def test_seaweed_start_moves_to_fresh_ports_when_weed_dies_on_a_taken_one(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

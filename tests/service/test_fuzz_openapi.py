@@ -74,6 +74,7 @@ def run_operation(operation: schemathesis.APIOperation, mode: GenerationMode, ex
     return statuses
 
 
+@pytest.mark.slow
 def test_generated_requests_never_get_a_5xx(app: FastAPI) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     started = time.monotonic()

@@ -18,6 +18,7 @@ from worker.eta import JobEta, job_schedule
 log = logging.getLogger(__name__)
 
 
+@pytest.mark.slow
 def test_a_running_tiny_job_reports_an_eta_on_every_step_after_warm_up(
     settings: Settings, store: JobStore, tiny_pipeline: Any
 ) -> None:

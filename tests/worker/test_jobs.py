@@ -132,6 +132,7 @@ def test_invalid_spec_fails_with_type_and_message(
     assert not store.r.hexists(Keys(store.keys.prefix).job_flops(), job.id)
 
 
+@pytest.mark.slow
 def test_upload_failure_is_reported_as_upload_failed(
     settings: Settings, store: JobStore, tiny_pipeline: Any
 ) -> None:
@@ -143,6 +144,7 @@ def test_upload_failure_is_reported_as_upload_failed(
     assert final.status == "failed" and final.error is not None and final.error.type == "upload_failed"
 
 
+@pytest.mark.slow
 def test_job_past_its_deadline_times_out_without_running(
     settings: Settings, store: JobStore, tiny_pipeline: Any
 ) -> None:
