@@ -62,15 +62,24 @@ def resolve_weights(settings: Settings, cache_dir: Path | None = None) -> str | 
     return settings.weights
 
 
-def runtime_options(settings: Settings) -> RuntimeOptions:
-    """The speed options of model/runtime.py from M4V_* settings."""
+def runtime_options(settings: Settings, dtype: torch.dtype | None = None) -> RuntimeOptions:
+    """The speed options of model/runtime.py from M4V_* settings. cuda_graphs "auto" turns graphs on for
+    bf16 M4V (MM-DiM) presets: measured correct (same video) and faster there on an H100; for the
+    attention baseline they measured slower (docs/PERF.md). Graphs only ever run on CUDA devices."""
+    import torch
+
+    from model.config import get_preset
     from model.runtime import RuntimeOptions
 
+    graphs = settings.cuda_graphs
+    if graphs == "auto":
+        mmdim = get_preset(settings.preset).network.single_block == "mmdim"
+        graphs = mmdim and dtype == torch.bfloat16
     return RuntimeOptions(
         attention_backend=settings.attention_backend,
         compile=settings.compile_blocks,
         compile_mode=settings.compile_mode,
-        cuda_graphs=settings.cuda_graphs,
+        cuda_graphs=graphs,
         vae_tile_batch=settings.vae_tile_batch,
         overlap_decode=settings.overlap_decode,
     )
@@ -90,7 +99,7 @@ def load_pipeline(
         dtype=dtype,
         scan_backend=settings.scan_backend,
         use_cache=settings.context_cache,
-        runtime=runtime_options(settings),
+        runtime=runtime_options(settings, dtype),
     )
     log.info("pipeline loaded", extra={"preset": settings.preset, "device": device, "dtype": str(dtype)})
     return pipe

@@ -158,9 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument(
         "--scan-backend",
-        default="auto-train",
+        default="ref",
         choices=["auto-train", "ref", "triton", "kernel"],
-        help="Mamba2 scan in training: auto-train = triton on CUDA when mamba-ssm imports, else ref",
+        help="Mamba2 scan in training (auto-train: triton on CUDA; see docs/PERF.md before using it)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the network's blocks (CUDA)")
     p.add_argument("--latents", type=Path, default=None, help="latent set: written by latents, read by net")

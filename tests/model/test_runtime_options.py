@@ -121,6 +121,12 @@ def test_worker_settings_turn_the_options_on(monkeypatch: pytest.MonkeyPatch) ->
     from worker.pipeline import runtime_options
 
     assert runtime_options(Settings()) == RuntimeOptions()
+    # graphs "auto": on for bf16 M4V presets only (measured faster there), off for the attention baseline
+    assert runtime_options(Settings(preset="m4v-768p"), torch.bfloat16).cuda_graphs is True
+    assert runtime_options(Settings(preset="attn-768p"), torch.bfloat16).cuda_graphs is False
+    assert runtime_options(Settings(preset="m4v-768p"), torch.float32).cuda_graphs is False
+    off = Settings(preset="m4v-768p", cuda_graphs=False)
+    assert runtime_options(off, torch.bfloat16).cuda_graphs is False
     monkeypatch.setenv("M4V_ATTENTION_BACKEND", "sdpa_split")
     monkeypatch.setenv("M4V_COMPILE_BLOCKS", "true")
     monkeypatch.setenv("M4V_CUDA_GRAPHS", "true")

@@ -42,7 +42,10 @@ class Settings(BaseSettings):
     )
     compile_blocks: bool = Field(False, description="torch.compile every network block")
     compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = Field("default", description="mode")
-    cuda_graphs: bool = Field(False, description="capture/replay the cached step per (unit, stage) (CUDA)")
+    cuda_graphs: bool | Literal["auto"] = Field(
+        "auto",
+        description="cached step as a CUDA graph per (unit, stage); auto = on for bf16 M4V presets",
+    )
     vae_tile_batch: int = Field(1, ge=1, description="spatial VAE tiles decoded in one batch")
     overlap_decode: bool = Field(False, description="decode unit k on a side thread while unit k+1 samples")
 
