@@ -144,10 +144,11 @@ def flow_loss(
     losses: dict[str, torch.Tensor] = {}
     if g_unit is None:
         g_unit = torch.Generator().manual_seed(g.initial_seed())
+    groups = torch.arange(b, device=latents.device).chunk(tc.groups_per_stage)
+    pyramids = [frame_pyramids(latents[idx], sp.num_stages) for idx in groups]  # once, not once per stage
     for stage in stages:
         parts = []
-        for idx in torch.arange(b, device=latents.device).chunk(tc.groups_per_stage):
-            pyr = frame_pyramids(latents[idx], sp.num_stages)
+        for idx, pyr in zip(groups, pyramids, strict=True):
             unit = int(torch.randint(0, frames, (1,), generator=g_unit))
             ex = flow_example(pyr, unit, stage, sp.timestep_scale, g, tc.history_noise)
             pred = net(ex.x, ex.t, text=cache.rows(text_rows[idx]), history=ex.history, full_hw=full_hw)
