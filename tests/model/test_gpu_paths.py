@@ -54,7 +54,8 @@ def test_tiny_generation_with_cuda_graphs_equals_eager() -> None:
     videos = []
     for graphs in (False, True):
         torch.manual_seed(0)
-        pipe = VideoPipeline.from_preset("tiny", device="cuda", runtime=RuntimeOptions(cuda_graphs=graphs))
+        opts = RuntimeOptions(cuda_graphs=graphs)  # stand-in text: the GPU machine has no MiniLM package
+        pipe = VideoPipeline.from_preset("tiny", device="cuda", runtime=opts, stand_in_text=True)
         req = GenerationRequest(
             prompt="a red circle moving right", width=128, height=128, num_frames=9, seed=3
         )
@@ -76,8 +77,10 @@ def test_triton_backend_forward_and_gradients_match_the_reference() -> None:
         (out.square().mean()).backward()
         outs.append(out.detach())
         grads.append([x.grad, mixer.in_proj.weight.grad, mixer.A_log.grad, mixer.dt_bias.grad])
-    rel = (outs[1] - outs[0]).norm() / outs[0].norm()
-    assert rel < 1e-2, rel  # Triton dots run in TF32
-    for g_ref, g_tri in zip(grads[0], grads[1], strict=True):
-        assert g_ref is not None and g_tri is not None
-        assert (g_tri - g_ref).norm() / g_ref.norm() < 2e-2
+    rel = float((outs[1] - outs[0]).norm() / outs[0].norm())
+    names = ("x", "in_proj.weight", "A_log", "dt_bias")
+    grad_rel = {
+        n: float((t - r).norm() / r.norm()) for n, r, t in zip(names, grads[0], grads[1], strict=True)
+    }
+    assert rel < 1e-2, (rel, grad_rel)  # Triton dots run in TF32
+    assert max(grad_rel.values()) < 2e-2, (rel, grad_rel)
