@@ -25,7 +25,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.config import get_preset  # noqa: E402
+from bench.bench_common import with_single  # noqa: E402
+from model.config import ModelConfig, get_preset  # noqa: E402
 from model.pipeline import VideoPipeline  # noqa: E402
 from model.pipeline_types import GenerationRequest  # noqa: E402
 from model.runtime import RuntimeOptions  # noqa: E402
@@ -46,8 +47,19 @@ def options(args: argparse.Namespace) -> RuntimeOptions:
     )
 
 
+BASELINE = "attn-baseline"  # m4v-768p with attention single blocks: same sampler and context caching
+
+
+def preset(name: str) -> ModelConfig:
+    """A preset by name; "attn-baseline" is M4V's own attention baseline (the attn-768p preset follows
+    PyramidFlow's maths for its real weights, so it is not the like-for-like comparison)."""
+    if name == BASELINE:
+        return with_single(get_preset("m4v-768p"), "attention")
+    return get_preset(name)
+
+
 def pipeline(args: argparse.Namespace, runtime: RuntimeOptions, frames: int) -> VideoPipeline:
-    cfg = get_preset(args.preset)
+    cfg = preset(args.preset)
     cfg = dataclasses.replace(cfg, max_frames=max(cfg.max_frames, frames))
     torch.manual_seed(0)  # same random weights in every process and for both sides of --check
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32

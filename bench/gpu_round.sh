@@ -37,7 +37,7 @@ e2e)
   FRAMES=${FRAMES:-121}
   # VARIANTS="preset:options;preset:options;..." overrides the list below
   if [ -n "${VARIANTS:-}" ]; then IFS=';' read -ra list <<<"$VARIANTS"; else
-    list=("m4v-768p:" "attn-768p:" "m4v-768p:--graphs --check 9" "attn-768p:--graphs" "m4v-768p:--graphs --overlap")
+    list=("m4v-768p:" "attn-baseline:" "m4v-768p:--graphs --check 9" "m4v-768p:--graphs --overlap --check 9")
   fi
   for v in "${list[@]}"; do
     preset=${v%%:*} opts=${v#*:}

@@ -45,10 +45,12 @@ def fold(lines: list[dict[str, Any]], estimates: dict[str, Any] | None) -> dict[
             {k: v for k, v in estimates.items() if k in ("card", "torch", "mfu_stage2", "speedup_481f")}
         )
     runs = {}
-    for name, preset in (("m4v", "m4v-768p"), ("attn", "attn-768p")):
+    # attn: M4V's own attention baseline (bench/e2e_run.py "attn-baseline"; "attn-768p" in runs made before
+    # that preset switched to PyramidFlow's maths, when the two were the same network)
+    for name, preset in (("m4v", "m4v-768p"), ("attn", "attn-baseline"), ("attn", "attn-768p")):
         for frames in (121, 241):
             r = best(lines, preset, frames)
-            if r is not None:
+            if r is not None and f"{name}_{frames}" not in runs:
                 runs[f"{name}_{frames}"] = r
                 out[f"{name}_e2e_{frames}f_s_measured"] = r["seconds"]
                 out[f"{name}_e2e_{frames}f_variant"] = r["variant"]
