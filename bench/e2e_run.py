@@ -44,6 +44,8 @@ def options(args: argparse.Namespace) -> RuntimeOptions:
         cuda_graphs=args.graphs,
         vae_tile_batch=args.tiles,
         overlap_decode=args.overlap,
+        vae_channels_last=args.vae_cl,
+        cudnn_benchmark=args.cudnn_bench,
     )
 
 
@@ -101,6 +103,8 @@ def main() -> None:
     p.add_argument("--graphs", action="store_true")
     p.add_argument("--overlap", action="store_true")
     p.add_argument("--tiles", type=int, default=1)
+    p.add_argument("--vae-cl", action="store_true", help="VAE in channels_last_3d")
+    p.add_argument("--cudnn-bench", action="store_true", help="torch.backends.cudnn.benchmark")
     p.add_argument("--check", type=int, default=0, help="frames of the reference-vs-variant comparison")
     p.add_argument("--label", default="")
     p.add_argument("--out", type=Path, default=None)

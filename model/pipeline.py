@@ -108,6 +108,10 @@ class VideoPipeline:
         self.runtime = runtime or network.runtime
         self.network = network.eval()
         self.vae = vae.eval()
+        if self.runtime.vae_channels_last:
+            self.vae = self.vae.to(memory_format=torch.channels_last_3d)
+        if self.runtime.cudnn_benchmark and torch.device(device).type == "cuda":
+            torch.backends.cudnn.benchmark = True
         self.text_encoder = text_encoder
         self.device = torch.device(device)
         self.dtype = dtype

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -68,6 +69,20 @@ def test_overlapped_decode_and_batched_tiles_give_the_same_video_in_unit_order()
     assert [c.unit for c in chunks] == [0, 1] and [c.first_frame for c in chunks] == [0, 1]
     assert got.shape == want.shape == (5, 128, 128, 3)
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # uint8 rounding of fp32 noise
+
+
+def test_channels_last_vae_gives_the_same_video() -> None:
+    torch.manual_seed(0)
+    ref = VideoPipeline.from_preset("tiny")
+    vae = copy.deepcopy(ref.vae)  # the option converts the VAE in place
+    opts = RuntimeOptions(vae_channels_last=True, cudnn_benchmark=True)  # cudnn: a no-op on the CPU
+    fast = VideoPipeline(
+        ref.cfg, ref.network, vae, ref.text_encoder, device="cpu", dtype=torch.float32, runtime=opts
+    )
+    conv = next(m for m in fast.vae.modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    want, got = ref.generate(_req()).frames, fast.generate(_req()).frames
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
 
 
 def test_overlapped_decode_errors_surface_from_generate() -> None:
