@@ -197,6 +197,7 @@ function showPreview(url) {
 
 function showDone(job) {
   setStatus(job.status);
+  if (current && current.hls && job.status !== "succeeded") current.hls.stopLoad(); // no ENDLIST will come
   if (job.status === "succeeded") $("job-progress").value = 100;
   const r = job.result;
   if (r && r.video_url) {
