@@ -19,6 +19,7 @@ from rich.markup import escape
 from m4v_cli.client import CLIError, GenerateOptions, generate
 from m4v_cli.embedded import Stack, StackError, UpOptions, default_home, start_stack
 from m4v_cli.keys import keys_app
+from m4v_cli.playground import playground_url
 from m4v_cli.progress import JobProgressView
 
 app = typer.Typer(
@@ -164,6 +165,9 @@ def up_cmd(
             f"device {info.get('device', '?')}); state in {state}",
             soft_wrap=True,  # one line even when stderr is a pipe: scripts look for the URL
         )
+        page = playground_url(stack.url)
+        if page is not None:
+            console.print(f"playground (in a browser): [bold]{page}[/]", soft_wrap=True)
         if prompt is not None:
             body = _body(frames, seed, None, None, None, None)
             code = _generate_while_watching(console, stack, prompt, output, body)

@@ -60,6 +60,7 @@ class Heartbeat(BackgroundThread):
         self.index = key.rsplit(":worker:", 1)[0] + ":workers"
         self.state = state
         self.period_s = period_s
+        self.last_beat_s: float | None = None  # unix time of the last successful write (worker metrics)
         super().__init__()
 
     def beat(self) -> None:
@@ -68,6 +69,7 @@ class Heartbeat(BackgroundThread):
             pipe.set(self.key, json.dumps(self.state.as_heartbeat()), px=ttl_ms)
             pipe.zadd(self.index, {self.state.name: time.time() + ttl_ms / 1000})
             pipe.execute()
+        self.last_beat_s = time.time()
 
     def start(self) -> Self:
         self.beat()  # visible (and ready) before the first period has passed

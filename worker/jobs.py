@@ -35,6 +35,7 @@ from worker.contract.store import JobNotFoundError
 from worker.contract.throughput import drop_job_flops
 from worker.encode import encode_mp4, encode_thumbnail
 from worker.eta import JobEta, restore_job_flops
+from worker.eta_error import EtaErrors
 from worker.faults import oom_error
 from worker.heartbeat import WorkerState
 from worker.metrics import WorkerMetrics
@@ -193,6 +194,7 @@ class JobRun:
             later_frame_steps=tuple(spec.later_frame_steps),
         )
         self.eta = JobEta.for_job(self.ctx, job)
+        eta_errors = EtaErrors(self.eta)
         self.preview = PreviewPublisher.for_job(self.ctx, job)
         reporter = ProgressReporter(
             self.store,
@@ -201,7 +203,7 @@ class JobRun:
             spec.preset,
             metrics=self.ctx.metrics,
             webhooks=self.ctx.webhooks,
-            eta=self.eta,
+            eta=eta_errors,
         )
         result: GenerationResult = self.ctx.pipeline.generate(
             request,
@@ -217,6 +219,7 @@ class JobRun:
         upload_s = time.perf_counter() - began
         if self.eta is not None:
             self.eta.record_tail()
+        eta_errors.observe(self.ctx.metrics.eta_relative_error, spec.preset)
         metrics = self._metrics(job, result, encode_s, upload_s)
         return self._end(job, "succeeded", None, result=job_result, metrics=metrics, gen=result)
 

@@ -100,6 +100,7 @@ class WorkerProcess:
     def start(self) -> None:
         self.context.state.model_loaded = True
         self.context.metrics.ready.set(1)
+        self.context.metrics.watch_heartbeat(lambda: self.heartbeat.last_beat_s)
         self.heartbeat.start()
         self.dispatcher.start()
         if self.recovery is not None:

@@ -76,6 +76,15 @@ class Settings(BaseSettings):
     api_host: str = Field("127.0.0.1", description="bind address of `m4v api`")
     api_port: int = Field(8000, description="port of `m4v api`")
     public_url: str | None = Field(None, description="base URL used in status_url/events_url links")
+    playground: bool = Field(
+        True,
+        description="serve the browser playground at /playground/ (GET / redirects there); off in production",
+    )
+    cors_origins: list[str] = Field(
+        [],
+        description='origins allowed to call the API from browsers (CORS), e.g. ["https://app.example"]; '
+        "[] = no CORS headers",
+    )
 
     # --- API security and limits (service/auth.py, keys_file.py, ratelimit.py, limits.py) ---
     auth_mode: Literal["keys", "open"] = Field(
