@@ -1,0 +1,268 @@
+"""PyramidFlow-miniFLUX -> our layout: a scaled-down DiT under PyramidFlow's exact key names converts
+strictly, and our network on the converted weights computes what PyramidFlow's DiT computes
+(tests/model/pyramid_flow_reference.py, written against PyramidFlow's layout)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from model.config import ModelConfig
+from model.network import M4VNetwork
+from model.pyramid_flow.convert import (
+    VAE_NOT_CONVERTED,
+    IncompleteConversionError,
+    convert_tensors,
+)
+from model.pyramid_flow.dit_mapping import MMDIM_NEW, SINGLE_DROPPED
+from model.pyramid_flow.layout import DIT_DIR, VAE_DIR
+from model.text_encoder import TextEmbeddings
+from model.vae import CausalVAE
+from tests.model.pyramid_flow_reference import pf_dit_config, pf_dit_state_dict, pf_forward
+from tests.small_presets import small_768p
+
+VAE_KEYS = ["decoder.conv_in.conv.weight", "decoder.conv_in.conv.bias", "post_quant_conv.conv.weight"]
+
+
+def small_cfg(single_block: str = "attention") -> ModelConfig:
+    return small_768p(single_block)
+
+
+def write_pf_folder(root: Path, cfg: ModelConfig, seed: int = 0, drop: str | None = None) -> dict:
+    """PyramidFlow's layout: the DiT folder (config.json + safetensors) and a causal_video_vae folder."""
+    net = cfg.network
+    c = pf_dit_config(
+        layers=net.num_dual_blocks,
+        single_layers=net.num_single_blocks,
+        heads=net.heads,
+        head_dim=net.head_dim,
+        text_dim=cfg.text.token_dim,
+        pooled_dim=cfg.text.pooled_dim,
+        latent_ch=cfg.vae.latent_channels,
+    )
+    c["axes_dims_rope"] = list(net.rope_axes)
+    sd = pf_dit_state_dict(c, seed=seed)
+    if drop is not None:
+        del sd[drop]
+    (root / DIT_DIR).mkdir(parents=True)
+    (root / DIT_DIR / "config.json").write_text(json.dumps(c))
+    save_file(sd, str(root / DIT_DIR / "diffusion_pytorch_model.safetensors"))
+    (root / VAE_DIR).mkdir()
+    (root / VAE_DIR / "config.json").write_text("{}")
+    save_file(
+        {k: torch.zeros(2) for k in VAE_KEYS}, str(root / VAE_DIR / "diffusion_pytorch_model.safetensors")
+    )
+    return {"config": c, "state": sd}
+
+
+def targets(cfg: ModelConfig) -> dict[str, torch.Size]:
+    net = M4VNetwork.for_preset(cfg, device="meta")
+    vae = CausalVAE(cfg.vae, device="meta")
+    return {
+        **{f"network.{k}": t.shape for k, t in net.state_dict().items()},
+        **{f"vae.{k}": t.shape for k, t in vae.state_dict().items()},
+    }
+
+
+def converted_network(cfg: ModelConfig, root: Path) -> M4VNetwork:
+    tensors, _ = convert_tensors(root, cfg, targets(cfg))
+    net = M4VNetwork.for_preset(cfg)
+    state = {k[len("network.") :]: v for k, v in tensors.items() if k.startswith("network.")}
+    net.load_state_dict(state, strict=True)
+    return net.eval()
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.fixture(scope="module")
+def pf_small(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelConfig, Path, dict]:
+    cfg = small_cfg()
+    root = tmp_path_factory.mktemp("pf")
+    return cfg, root, write_pf_folder(root, cfg)
+
+
+def _text(b: int, cfg: ModelConfig, gen: torch.Generator) -> TextEmbeddings:
+    lt = cfg.text.max_tokens
+    mask = torch.arange(lt)[None, :] < torch.tensor([5, 2][:b])[:, None]  # different padding per row
+    tokens = torch.randn(b, lt, cfg.text.token_dim, generator=gen)
+    return TextEmbeddings(tokens=tokens, mask=mask, pooled=torch.randn(b, cfg.text.pooled_dim, generator=gen))
+
+
+@pytest.mark.parametrize(
+    ("history_grids", "cur_grid", "pf_clips"),
+    [
+        ([], 4, [[0]]),  # unit 0, lowest stage
+        ([4, 8], 8, [[0], [1], [2]]),  # unit 2, middle stage: frame 0 one level lower
+        ([4, 4, 4], 4, [[0, 1, 2], [3]]),  # unit 3, lowest stage: PyramidFlow packs old frames in one clip
+        ([4, 8, 16], 16, [[0], [1], [2], [3]]),  # full resolution
+    ],
+)
+def test_converted_network_equals_pyramidflow_reference_forward(
+    pf_small: tuple[ModelConfig, Path, dict],
+    history_grids: list[int],
+    cur_grid: int,
+    pf_clips: list[list[int]],
+) -> None:
+    cfg, root, pf = pf_small
+    net = converted_network(cfg, root)
+    gen = torch.Generator().manual_seed(len(history_grids))
+    ch, b = cfg.vae.latent_channels, 2
+    frames = [torch.randn(b, ch, g, g, generator=gen) for g in [*history_grids, cur_grid]]
+    text = _text(b, cfg, gen)
+    t = torch.tensor([731.5, 402.25])
+    with torch.no_grad():
+        ours = net(frames[-1], t, text=text, history=frames[:-1], full_hw=(16, 16))
+        clips = [torch.stack([frames[i] for i in idx], dim=2) for idx in pf_clips]
+        ref = pf_forward(pf["state"], pf["config"], clips, text.tokens, text.mask, text.pooled, t)[:, :, 0]
+    assert ours.shape == ref.shape == frames[-1].shape
+    assert rel_err(ours, ref) <= 1e-5, rel_err(ours, ref)
+
+
+def test_the_reference_comparison_can_fail(pf_small: tuple[ModelConfig, Path, dict]) -> None:
+    """The same check with the final adaLN halves left unswapped (a plausible conversion bug) fails."""
+    cfg, root, pf = pf_small
+    net = converted_network(cfg, root)
+    w = net.final_layer.adaLN_modulation.weight.data
+    net.final_layer.adaLN_modulation.weight.data = torch.cat(w.chunk(2)[::-1])
+    gen = torch.Generator().manual_seed(0)
+    x, text, t = torch.randn(2, 8, 4, 4, generator=gen), _text(2, cfg, gen), torch.tensor([500.0, 500.0])
+    with torch.no_grad():
+        ours = net(x, t, text=text, history=[], full_hw=(16, 16))
+        ref = pf_forward(pf["state"], pf["config"], [x[:, :, None]], text.tokens, text.mask, text.pooled, t)
+    assert rel_err(ours, ref[:, :, 0]) > 1e-3
+
+
+def test_report_accounts_for_every_tensor_attn(pf_small: tuple[ModelConfig, Path, dict]) -> None:
+    cfg, root, pf = pf_small
+    tgt = targets(cfg)
+    _, report = convert_tensors(root, cfg, tgt)
+    assert set(report.filled) == {k for k in tgt if k.startswith("network.")}
+    used = [s for srcs in report.filled.values() for s in srcs]
+    assert sorted(used) == sorted(f"{DIT_DIR}/{k}" for k in pf["state"])  # each exactly once
+    assert report.dropped == {f"{VAE_DIR}/{k}": VAE_NOT_CONVERTED for k in VAE_KEYS}
+    assert set(report.new_init) == {k for k in tgt if k.startswith("vae.")}
+    assert report.filled["network.double_blocks.0.vid.qkv.weight"] == [
+        f"{DIT_DIR}/transformer_blocks.0.attn.{n}.weight" for n in ("to_q", "to_k", "to_v")
+    ]
+    assert report.filled["network.single_blocks.1.linear1.bias"] == [
+        f"{DIT_DIR}/single_transformer_blocks.1.attn.to_q.bias",
+        f"{DIT_DIR}/single_transformer_blocks.1.attn.to_k.bias",
+        f"{DIT_DIR}/single_transformer_blocks.1.attn.to_v.bias",
+        f"{DIT_DIR}/single_transformer_blocks.1.proj_mlp.bias",
+    ]
+
+
+def test_report_for_m4v_lists_mmdim_blocks_as_new_and_attention_singles_as_dropped(tmp_path: Path) -> None:
+    cfg = small_cfg("mmdim")
+    pf = write_pf_folder(tmp_path, cfg)
+    tgt = targets(cfg)
+    _, report = convert_tensors(tmp_path, cfg, tgt)
+    singles = {f"{DIT_DIR}/{k}" for k in pf["state"] if k.startswith("single_transformer_blocks.")}
+    assert {k for k, why in report.dropped.items() if why == SINGLE_DROPPED} == singles
+    new_mmdim = {k for k, why in report.new_init.items() if why == MMDIM_NEW}
+    assert new_mmdim == {k for k in tgt if k.startswith("network.single_blocks.")}
+    assert any(k.endswith(".registers") for k in new_mmdim) and any(".temporal." in k for k in new_mmdim)
+    assert any(".mixer." in k for k in new_mmdim)
+    assert set(report.filled) == {k for k in tgt if k.startswith("network.")} - new_mmdim
+
+
+def test_missing_source_tensor_is_named(tmp_path: Path) -> None:
+    cfg = small_cfg()
+    write_pf_folder(tmp_path, cfg, drop="transformer_blocks.1.attn.norm_added_k.weight")
+    with pytest.raises(ValueError, match=r"transformer_blocks\.1\.attn\.norm_added_k\.weight"):
+        convert_tensors(tmp_path, cfg, targets(cfg))
+
+
+def test_unknown_source_tensor_is_neither_used_nor_dropped(tmp_path: Path) -> None:
+    cfg = small_cfg()
+    pf = write_pf_folder(tmp_path, cfg)
+    save_file(
+        {**pf["state"], "transformer_blocks.0.attn.extra.weight": torch.zeros(1)},
+        str(tmp_path / DIT_DIR / "diffusion_pytorch_model.safetensors"),
+    )
+    with pytest.raises(ValueError, match=r"neither used nor dropped.*attn\.extra\.weight"):
+        convert_tensors(tmp_path, cfg, targets(cfg))
+
+
+def test_config_mismatch_names_the_field(tmp_path: Path) -> None:
+    cfg = small_cfg()
+    write_pf_folder(tmp_path, cfg)
+    bigger = dataclasses.replace(cfg, network=dataclasses.replace(cfg.network, num_dual_blocks=3))
+    with pytest.raises(ValueError, match="num_layers is 2, preset 'small-attn-768p' needs 3"):
+        convert_tensors(tmp_path, bigger, targets(bigger))
+
+
+def test_in_memory_conversion_refuses_the_unconverted_vae_unless_random_is_allowed(
+    pf_small: tuple[ModelConfig, Path, dict], caplog: pytest.LogCaptureFixture
+) -> None:
+    from model.pipeline import VideoPipeline
+
+    cfg, root, _ = pf_small
+    with pytest.raises(IncompleteConversionError, match="vae"):
+        VideoPipeline.from_preset(cfg, weights=str(root), stand_in_text=True)
+    with caplog.at_level("INFO"):
+        pipe = VideoPipeline.from_preset(
+            cfg, weights=str(root), stand_in_text=True, allow_random_weights=True
+        )
+    assert any(
+        "unconverted PyramidFlow folder: converting in memory" in r.getMessage() for r in caplog.records
+    )
+    assert pipe.weights_source == f"{root} (RANDOM vae)"
+    ref = converted_network(cfg, root)
+    for key, value in ref.state_dict().items():
+        assert torch.equal(pipe.network.state_dict()[key], value), key
+
+
+def test_cli_writes_a_checkpoint_with_its_report_that_loads_strictly(
+    pf_small: tuple[ModelConfig, Path, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from m4v_cli.main import app
+    from model.checkpoint_source import RandomWeightsRefusedError
+    from model.config import PRESETS
+    from model.pipeline import VideoPipeline
+    from tests.tiny_text_models import save_diffusers_layout
+
+    cfg, shared, _ = pf_small
+    root = tmp_path / "pf"
+    shutil.copytree(shared, root)
+    save_diffusers_layout(root)
+    monkeypatch.setitem(PRESETS, cfg.name, cfg)
+    monkeypatch.setattr("m4v_cli.convert.SERVABLE", (cfg.name,))
+    dst = tmp_path / "converted"
+    runner = CliRunner()
+    refused = runner.invoke(app, ["convert", "pyramid-flow", str(root), str(dst), "--preset", cfg.name])
+    assert refused.exit_code == 1 and "['vae'] randomly initialised" in refused.output
+    assert "--allow-random-vae" in refused.output and not dst.exists()
+    bad = runner.invoke(app, ["convert", "pyramid-flow", str(root), str(dst), "--preset", "tiny"])
+    assert bad.exit_code != 0 and "--preset" in bad.output
+    ok = runner.invoke(
+        app, ["convert", "pyramid-flow", str(root), str(dst), "--preset", cfg.name, "--allow-random-vae"]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert "parameters filled" in ok.output and "dropped" in ok.output
+    saved = json.loads((dst / "conversion_report.json").read_text())
+    _, report = convert_tensors(root, cfg, targets(cfg))
+    assert saved == json.loads(json.dumps(report.as_dict()))
+    assert {p.name for p in dst.iterdir()} >= {
+        "config.json",
+        "model.safetensors",
+        "text_encoder",
+        "tokenizer_2",
+    }
+    with pytest.raises(RandomWeightsRefusedError, match="vae"):
+        VideoPipeline.from_preset(cfg.name, weights=str(dst))
+    pipe = VideoPipeline.from_preset(cfg.name, weights=str(dst), allow_random_weights=True)
+    assert type(pipe.text_encoder).__name__ == "T5ClipEncoder"  # through the linked text folders
+    ref = converted_network(cfg, root)
+    for key, value in ref.state_dict().items():
+        assert torch.equal(pipe.network.state_dict()[key], value), key

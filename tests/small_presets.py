@@ -1,0 +1,42 @@
+"""Scaled-down 768p-shaped presets: attn-768p's / m4v-768p's config (context mode, schedule, prompt handling,
+VAE scale factors) with every size made small, the tiny preset's VAE and a T5+CLIP encoder of the widths of
+tests/tiny_text_models.py."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from model.config import MambaConfig, ModelConfig, NetworkConfig, TextConfig, get_preset
+from tests.tiny_text_models import CLIP_DIM, T5_DIM
+
+
+def small_768p(single_block: str = "attention") -> ModelConfig:
+    big = get_preset("attn-768p" if single_block == "attention" else "m4v-768p")
+    net = NetworkConfig(
+        width=64,
+        heads=4,
+        num_dual_blocks=2,
+        num_single_blocks=2,
+        single_block=single_block,  # type: ignore[arg-type]
+        rope_axes=(4, 6, 6),
+        temporal_heads=4,
+        max_latent_frames=8,
+        context_mode=big.network.context_mode,
+        mamba=MambaConfig(d_state=16, headdim=16, chunk_size=32),
+    )
+    vae = dataclasses.replace(
+        get_preset("tiny").vae,
+        image_scaling_factor=big.vae.image_scaling_factor,
+        image_shift_factor=big.vae.image_shift_factor,
+    )
+    return dataclasses.replace(
+        big,
+        name=f"small-{big.name}",
+        network=net,
+        vae=vae,
+        text=TextConfig(token_dim=T5_DIM, pooled_dim=CLIP_DIM, max_tokens=8),
+        resolutions=((128, 128),),
+        max_frames=17,
+        default_frames=9,
+        default_fps=8,
+    )
