@@ -23,13 +23,13 @@ def pyramid_flow(
         bool,
         typer.Option(
             "--allow-random-vae",
-            help="write the checkpoint although the VAE is not converted (randomly initialised; "
-            "serving it then needs M4V_ALLOW_RANDOM_WEIGHTS=true)",
+            help="write the checkpoint although PRESET's VAE gets no PyramidFlow tensors (randomly "
+            "initialised; serving it then needs M4V_ALLOW_RANDOM_WEIGHTS=true)",
         ),
     ] = False,
 ) -> None:
-    """Convert PyramidFlow-miniFLUX's 768p DiT (and, when supported, its VAE) to PRESET's layout; the report
-    is printed and saved as DST/conversion_report.json; DST links SRC's text encoder folders."""
+    """Convert PyramidFlow-miniFLUX's 768p DiT and its causal video VAE's decoder to PRESET's layout; the
+    report is printed and saved as DST/conversion_report.json; DST links SRC's text encoder folders."""
     from model.config import get_preset
     from model.pyramid_flow.convert import IncompleteConversionError, convert_pyramid_flow
     from model.pyramid_flow.layout import DIT_DIR, is_pyramidflow_folder

@@ -17,6 +17,9 @@ ContextMode = Literal["paper", "causal", "pyramidflow"]
 SamplerSchedule = Literal["global", "pyramidflow"]
 SingleBlockKind = Literal["mmdim", "attention"]
 TextEncoderKind = Literal["t5_clip", "minilm"]
+# "m4v": model/vae.py's causal VAE. "pyramidflow": PyramidFlow-miniFLUX's causal video VAE decoder
+# (model/pyramid_flow/vae_decoder.py; decode only, its encoder is not ported).
+VAEKind = Literal["m4v", "pyramidflow"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class NetworkConfig:
 class VAEConfig:
     """Causal 3D VAE (MAGVIT-v2 style). Factors are derived from the per-block down-sampling flags."""
 
+    kind: VAEKind = "m4v"
     in_channels: int = 3
     latent_channels: int = 16
     encoder_channels: tuple[int, ...] = (128, 256, 512, 512)
@@ -217,7 +221,8 @@ def _m4v_768p(single_block: SingleBlockKind, name: str) -> ModelConfig:
         network=NetworkConfig(
             single_block=single_block, context_mode="pyramidflow" if pyramidflow else "causal"
         ),
-        vae=VAEConfig(image_scaling_factor=1 / 1.8726, image_shift_factor=-0.04),
+        # PyramidFlow-miniFLUX's causal video VAE (decoder): its weights are the public ones
+        vae=VAEConfig(kind="pyramidflow", image_scaling_factor=1 / 1.8726, image_shift_factor=-0.04),
         text=TextConfig(),
         sampler=SamplerConfig(
             schedule="pyramidflow" if pyramidflow else "global",

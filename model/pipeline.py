@@ -113,6 +113,7 @@ class VideoPipeline:
         self.dtype = dtype
         self.use_cache = use_cache
         self.weights_source = RANDOM_WEIGHTS  # from_preset: the checkpoint path it loaded
+        self.weights_sha256: str | None = None  # worker/pipeline.py fills it in (hashing is not free)
 
     @classmethod
     def from_preset(
@@ -144,9 +145,10 @@ class VideoPipeline:
             cfg, scan_backend=scan_backend, device=device, dtype=dtype, runtime=runtime
         )
         vae = CausalVAE(cfg.vae, device=device, dtype=dtype)
+        random_parts: list[str] = []
         if path is not None:
             log.info("preset %r: loading weights from %s", cfg.name, path)
-            random = load_model_weights(
+            random_parts = load_model_weights(
                 str(path), cfg, network, vae, device=device, dtype=dtype, allow_random=allow_random_weights
             )
         text_encoder = build_text_encoder(cfg.text, device=device, dtype=dtype, stand_in=stand_in_text)
@@ -154,8 +156,8 @@ class VideoPipeline:
             cfg, network, vae, text_encoder, device=device, dtype=dtype, use_cache=use_cache, runtime=runtime
         )
         pipe.weights_source = RANDOM_WEIGHTS if path is None else str(path)
-        if path is not None and random:
-            pipe.weights_source = f"{path} (RANDOM {', '.join(random)})"
+        if path is not None and random_parts:
+            pipe.weights_source = f"{path} (RANDOM {', '.join(random_parts)})"
         return pipe
 
     @property

@@ -95,8 +95,16 @@ class CausalVAE(nn.Module):
     def __init__(self, cfg: VAEConfig, *, device: Device = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = Encoder(cfg, device=device, dtype=dtype)
-        self.decoder = Decoder(cfg, device=device, dtype=dtype)
+        self.encoder: Encoder | None
+        self.decoder: nn.Module
+        if cfg.kind == "pyramidflow":
+            from model.pyramid_flow.vae_decoder import PyramidFlowDecoder
+
+            self.encoder = None  # decode only: serving never encodes
+            self.decoder = PyramidFlowDecoder(cfg, device=device, dtype=dtype)
+        else:
+            self.encoder = Encoder(cfg, device=device, dtype=dtype)
+            self.decoder = Decoder(cfg, device=device, dtype=dtype)
 
     def _check_video(self, video: torch.Tensor) -> None:
         _, c, f, h, w = video.shape
@@ -109,6 +117,8 @@ class CausalVAE(nn.Module):
     def encode_dist(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, logvar) of the unscaled posterior, each (B, C, T, h, w); for the KL term in training."""
         self._check_video(video)
+        if self.encoder is None:
+            raise NotImplementedError(f"VAE kind {self.cfg.kind!r} decodes only (its encoder is not ported)")
         mean, logvar = self.encoder(video).chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 

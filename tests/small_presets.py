@@ -1,6 +1,6 @@
 """Scaled-down 768p-shaped presets: attn-768p's / m4v-768p's config (context mode, schedule, prompt handling,
-VAE scale factors) with every size made small, the tiny preset's VAE and a T5+CLIP encoder of the widths of
-tests/tiny_text_models.py."""
+PyramidFlow VAE kind and scale factors) with every size made small (the VAE /4 in space and time like the
+tiny preset's) and a T5+CLIP encoder of the widths of tests/tiny_text_models.py."""
 
 from __future__ import annotations
 
@@ -24,10 +24,17 @@ def small_768p(single_block: str = "attention") -> ModelConfig:
         context_mode=big.network.context_mode,
         mamba=MambaConfig(d_state=16, headdim=16, chunk_size=32),
     )
-    vae = dataclasses.replace(
-        get_preset("tiny").vae,
-        image_scaling_factor=big.vae.image_scaling_factor,
-        image_shift_factor=big.vae.image_shift_factor,
+    vae = dataclasses.replace(  # PyramidFlow's VAE kind at the tiny preset's /4 x /4 shape
+        big.vae,
+        latent_channels=8,
+        encoder_channels=(16, 32, 32),
+        decoder_channels=(32, 32, 16),
+        encoder_layers=1,
+        decoder_layers=1,
+        spatial_down=(True, True, False),
+        temporal_down=(True, True, False),
+        norm_groups=8,
+        tile_px=128,
     )
     return dataclasses.replace(
         big,

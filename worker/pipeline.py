@@ -97,7 +97,6 @@ def load_pipeline(
         runtime=runtime_options(settings),
         allow_random_weights=settings.allow_random_weights,
     )
-    pipe.weights_sha256 = None
     if weights is not None:
         pipe.weights_sha256 = weights_sha256(Path(weights))
     elif pipe.weights_source != RANDOM_WEIGHTS:  # the preset's packaged weights

@@ -18,19 +18,20 @@ from model.loading import _target_dtype, save_checkpoint
 from model.pyramid_flow.dit_mapping import MMDIM_NEW, SINGLE_DROPPED, check_dit_config, dit_rules
 from model.pyramid_flow.layout import DIT_DIR, VAE_DIR, read_config, read_tensors
 from model.pyramid_flow.report import ConversionReport, random_parts_of
+from model.pyramid_flow.vae_mapping import ENCODER_DROPPED, check_vae_config, is_encoder_side, vae_source_key
 from model.text_encoder import DIFFUSERS_DIRS
 
 log = logging.getLogger(__name__)
 
 VAE_NOT_CONVERTED = (
-    "PyramidFlow's causal video VAE is not convertible yet: its decoder differs from model/vae.py "
-    "(pixel-shuffle up-samplers, mid-block attention, post-quant conv, zero time padding); see docs/MODEL.md"
+    "the preset's VAE is model/vae.py's (kind 'm4v'), not PyramidFlow's causal video VAE (kind 'pyramidflow')"
 )
-VAE_NEW = "no converted VAE (see the dropped causal_video_vae tensors): RANDOM until the VAE port lands"
+VAE_MISSING = "no causal_video_vae/ folder"
+VAE_NEW = "no PyramidFlow VAE tensors for this preset's VAE: RANDOM"
 
 
 class IncompleteConversionError(RuntimeError):
-    """The converted model would serve randomly initialised parts (today: the VAE)."""
+    """The converted model would serve randomly initialised parts (a VAE the folder does not supply)."""
 
 
 def convert_tensors(
@@ -64,11 +65,27 @@ def convert_tensors(
         )
         report.new_init.update({k: MMDIM_NEW for k in targets if k.startswith("network.single_blocks.")})
     vae_dir = src / VAE_DIR
-    if vae_dir.is_dir():
-        vae_keys = {f"{VAE_DIR}/{k}" for k in read_tensors(vae_dir)}
-        sources |= vae_keys
-        report.dropped.update(dict.fromkeys(vae_keys, VAE_NOT_CONVERTED))
-    report.new_init.update({k: VAE_NEW for k in targets if k.startswith("vae.")})
+    vae = read_tensors(vae_dir) if vae_dir.is_dir() else {}
+    sources |= {f"{VAE_DIR}/{k}" for k in vae}
+    vae_targets = [k for k in targets if k.startswith("vae.")]
+    if cfg.vae.kind == "pyramidflow" and vae_dir.is_dir():
+        check_vae_config(read_config(vae_dir), cfg.vae, cfg.name, str(vae_dir / "config.json"))
+        for key in vae_targets:
+            source = vae_source_key(key[len("vae.") :])
+            if source not in vae:
+                raise ValueError(f"{vae_dir}: {key} needs {source!r}, not in the checkpoint")
+            if vae[source].shape != targets[key]:
+                raise ValueError(
+                    f"{key}: {VAE_DIR}/{source} has shape {tuple(vae[source].shape)}, "
+                    f"preset {cfg.name!r} wants {tuple(targets[key])}"
+                )
+            out[key] = vae[source].contiguous()
+            report.fill(key, [f"{VAE_DIR}/{source}"])
+        report.dropped.update({f"{VAE_DIR}/{k}": ENCODER_DROPPED for k in vae if is_encoder_side(k)})
+    else:
+        why = VAE_MISSING if cfg.vae.kind == "pyramidflow" else VAE_NOT_CONVERTED
+        report.dropped.update({f"{VAE_DIR}/{k}": why for k in vae})
+        report.new_init.update(dict.fromkeys(vae_targets, VAE_NEW))
     report.check(sources, set(targets))
     return out, report
 
@@ -98,7 +115,7 @@ def convert_in_memory(
     bad = random_parts(report)
     if bad and not allow_random:
         raise IncompleteConversionError(
-            f"{src}: converting leaves {bad} randomly initialised ({VAE_NOT_CONVERTED}); "
+            f"{src}: converting leaves {bad} randomly initialised (see the report); "
             "set M4V_ALLOW_RANDOM_WEIGHTS=true to serve it anyway (benchmarks only)"
         )
     if bad:

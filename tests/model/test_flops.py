@@ -130,10 +130,12 @@ def test_ssd_scan_formula_matches_flop_counter_on_the_reference_scan() -> None:
     assert b * kernel == measured
 
 
+@pytest.mark.parametrize("kind", ["m4v", "pyramidflow"])
 @pytest.mark.parametrize("tile_px", [128, 32])
-def test_vae_streaming_decode_flops_match_flop_counter(tile_px: int) -> None:
-    """tile_px 128: the frame is one tile; 32: 2x1 overlapping tiles of 8x8 latents (overlap recomputed)."""
-    vcfg = dataclasses.replace(TINY.vae, tile_px=tile_px)
+def test_vae_streaming_decode_flops_match_flop_counter(tile_px: int, kind: str) -> None:
+    """tile_px 128: the frame is one tile; 32: 2x1 overlapping tiles of 8x8 latents (overlap recomputed).
+    kind "pyramidflow": PyramidFlow's decoder (up-sampling convs to 4x/2x channels, mid-block attention)."""
+    vcfg = dataclasses.replace(TINY.vae, tile_px=tile_px, kind=kind)
     torch.manual_seed(0)
     vae = CausalVAE(vcfg).eval()
     latents = torch.randn(1, vcfg.latent_channels, 3, 12, 8)

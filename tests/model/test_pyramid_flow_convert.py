@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from model.config import ModelConfig
+from model.config import ModelConfig, get_preset
 from model.network import M4VNetwork
 from model.pyramid_flow.convert import (
     VAE_NOT_CONVERTED,
@@ -22,12 +22,13 @@ from model.pyramid_flow.convert import (
 )
 from model.pyramid_flow.dit_mapping import MMDIM_NEW, SINGLE_DROPPED
 from model.pyramid_flow.layout import DIT_DIR, VAE_DIR
+from model.pyramid_flow.vae_mapping import ENCODER_DROPPED
 from model.text_encoder import TextEmbeddings
 from model.vae import CausalVAE
+from model.vae_blocks import CausalCache
 from tests.model.pyramid_flow_reference import pf_dit_config, pf_dit_state_dict, pf_forward
+from tests.model.pyramid_flow_vae_reference import pf_vae_config, pf_vae_decode, pf_vae_state_dict
 from tests.small_presets import small_768p
-
-VAE_KEYS = ["decoder.conv_in.conv.weight", "decoder.conv_in.conv.bias", "post_quant_conv.conv.weight"]
 
 
 def small_cfg(single_block: str = "attention") -> ModelConfig:
@@ -53,12 +54,20 @@ def write_pf_folder(root: Path, cfg: ModelConfig, seed: int = 0, drop: str | Non
     (root / DIT_DIR).mkdir(parents=True)
     (root / DIT_DIR / "config.json").write_text(json.dumps(c))
     save_file(sd, str(root / DIT_DIR / "diffusion_pytorch_model.safetensors"))
-    (root / VAE_DIR).mkdir()
-    (root / VAE_DIR / "config.json").write_text("{}")
-    save_file(
-        {k: torch.zeros(2) for k in VAE_KEYS}, str(root / VAE_DIR / "diffusion_pytorch_model.safetensors")
+    v = cfg.vae
+    vc = pf_vae_config(
+        v.latent_channels,
+        list(reversed(v.decoder_channels)),
+        v.decoder_layers,
+        v.norm_groups,
+        list(v.spatial_down),
+        list(v.temporal_down),
     )
-    return {"config": c, "state": sd}
+    vsd = pf_vae_state_dict(vc, seed=seed + 1)
+    (root / VAE_DIR).mkdir()
+    (root / VAE_DIR / "config.json").write_text(json.dumps(vc))
+    save_file(vsd, str(root / VAE_DIR / "diffusion_pytorch_model.safetensors"))
+    return {"config": c, "state": sd, "vae_config": vc, "vae_state": vsd}
 
 
 def targets(cfg: ModelConfig) -> dict[str, torch.Size]:
@@ -144,11 +153,19 @@ def test_report_accounts_for_every_tensor_attn(pf_small: tuple[ModelConfig, Path
     cfg, root, pf = pf_small
     tgt = targets(cfg)
     _, report = convert_tensors(root, cfg, tgt)
-    assert set(report.filled) == {k for k in tgt if k.startswith("network.")}
-    used = [s for srcs in report.filled.values() for s in srcs]
+    assert {k for k in report.filled if k.startswith("network.")} == {
+        k for k in tgt if k.startswith("network.")
+    }
+    used = [s for k, srcs in report.filled.items() if k.startswith("network.") for s in srcs]
     assert sorted(used) == sorted(f"{DIT_DIR}/{k}" for k in pf["state"])  # each exactly once
-    assert report.dropped == {f"{VAE_DIR}/{k}": VAE_NOT_CONVERTED for k in VAE_KEYS}
-    assert set(report.new_init) == {k for k in tgt if k.startswith("vae.")}
+    assert set(report.filled) >= {k for k in tgt if k.startswith("vae.")}
+    assert report.new_init == {}
+    vae_used = sorted(s for k, srcs in report.filled.items() if k.startswith("vae.") for s in srcs)
+    encoder_side = {k for k in pf["vae_state"] if k.startswith(("encoder.", "quant_conv."))}
+    assert vae_used == sorted(f"{VAE_DIR}/{k}" for k in pf["vae_state"] if k not in encoder_side)
+    assert report.dropped == {f"{VAE_DIR}/{k}": ENCODER_DROPPED for k in encoder_side}
+    post = report.filled["vae.decoder.post_quant_conv.conv.weight"]
+    assert post == [f"{VAE_DIR}/post_quant_conv.conv.weight"]
     assert report.filled["network.double_blocks.0.vid.qkv.weight"] == [
         f"{DIT_DIR}/transformer_blocks.0.attn.{n}.weight" for n in ("to_q", "to_k", "to_v")
     ]
@@ -171,7 +188,7 @@ def test_report_for_m4v_lists_mmdim_blocks_as_new_and_attention_singles_as_dropp
     assert new_mmdim == {k for k in tgt if k.startswith("network.single_blocks.")}
     assert any(k.endswith(".registers") for k in new_mmdim) and any(".temporal." in k for k in new_mmdim)
     assert any(".mixer." in k for k in new_mmdim)
-    assert set(report.filled) == {k for k in tgt if k.startswith("network.")} - new_mmdim
+    assert set(report.filled) == set(tgt) - new_mmdim
 
 
 def test_missing_source_tensor_is_named(tmp_path: Path) -> None:
@@ -200,25 +217,61 @@ def test_config_mismatch_names_the_field(tmp_path: Path) -> None:
         convert_tensors(tmp_path, bigger, targets(bigger))
 
 
-def test_in_memory_conversion_refuses_the_unconverted_vae_unless_random_is_allowed(
+def test_in_memory_conversion_loads_network_and_vae(
     pf_small: tuple[ModelConfig, Path, dict], caplog: pytest.LogCaptureFixture
 ) -> None:
     from model.pipeline import VideoPipeline
 
     cfg, root, _ = pf_small
-    with pytest.raises(IncompleteConversionError, match="vae"):
-        VideoPipeline.from_preset(cfg, weights=str(root), stand_in_text=True)
     with caplog.at_level("INFO"):
-        pipe = VideoPipeline.from_preset(
-            cfg, weights=str(root), stand_in_text=True, allow_random_weights=True
-        )
+        pipe = VideoPipeline.from_preset(cfg, weights=str(root), stand_in_text=True)
     assert any(
         "unconverted PyramidFlow folder: converting in memory" in r.getMessage() for r in caplog.records
     )
+    assert pipe.weights_source == str(root)
+    tensors, _ = convert_tensors(root, cfg, targets(cfg))
+    for name, module in (("network", pipe.network), ("vae", pipe.vae)):
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, tensors[f"{name}.{key}"]), key
+
+
+def test_a_preset_whose_vae_the_folder_cannot_fill_needs_the_opt_in(
+    pf_small: tuple[ModelConfig, Path, dict],
+) -> None:
+    from model.pipeline import VideoPipeline
+
+    cfg, root, _ = pf_small
+    other = dataclasses.replace(cfg, vae=get_preset("tiny").vae)  # model/vae.py's VAE: nothing to fill it
+    with pytest.raises(IncompleteConversionError, match="vae"):
+        VideoPipeline.from_preset(other, weights=str(root), stand_in_text=True)
+    pipe = VideoPipeline.from_preset(other, weights=str(root), stand_in_text=True, allow_random_weights=True)
     assert pipe.weights_source == f"{root} (RANDOM vae)"
-    ref = converted_network(cfg, root)
-    for key, value in ref.state_dict().items():
-        assert torch.equal(pipe.network.state_dict()[key], value), key
+    _, report = convert_tensors(root, other, targets(other))
+    assert set(report.new_init) == {k for k in targets(other) if k.startswith("vae.")}
+    assert set(report.dropped.values()) == {VAE_NOT_CONVERTED}
+
+
+def test_converted_vae_decode_equals_pyramidflow_reference(pf_small: tuple[ModelConfig, Path, dict]) -> None:
+    cfg, root, pf = pf_small
+    tensors, _ = convert_tensors(root, cfg, targets(cfg))
+    vae = CausalVAE(cfg.vae)
+    vae.load_state_dict(
+        {k[len("vae.") :]: v for k, v in tensors.items() if k.startswith("vae.")}, strict=True
+    )
+    vae.eval()
+    z = torch.randn(1, cfg.vae.latent_channels, 3, 6, 5, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = pf_vae_decode(pf["vae_state"], pf["vae_config"], z)
+        whole = vae.decoder(z)
+        cache = CausalCache()  # our streaming path: one latent frame at a time
+        streamed = torch.cat([vae.decoder(z[:, :, t : t + 1], cache) for t in range(3)], dim=2)
+        # the check can fail: with the first latent frame repeated before the clip (replicate padding, as
+        # model/vae.py pads), the video differs
+        other = pf_vae_decode(pf["vae_state"], pf["vae_config"], torch.cat([z[:, :, :1], z], dim=2))[:, :, 4:]
+    assert whole.shape == ref.shape == (1, 3, 9, 24, 20)
+    assert rel_err(whole, ref) <= 1e-5, rel_err(whole, ref)
+    assert rel_err(streamed, ref) <= 1e-5, rel_err(streamed, ref)
+    assert rel_err(other, ref) > 1e-3
 
 
 def test_cli_writes_a_checkpoint_with_its_report_that_loads_strictly(
@@ -227,7 +280,6 @@ def test_cli_writes_a_checkpoint_with_its_report_that_loads_strictly(
     from typer.testing import CliRunner
 
     from m4v_cli.main import app
-    from model.checkpoint_source import RandomWeightsRefusedError
     from model.config import PRESETS
     from model.pipeline import VideoPipeline
     from tests.tiny_text_models import save_diffusers_layout
@@ -240,14 +292,9 @@ def test_cli_writes_a_checkpoint_with_its_report_that_loads_strictly(
     monkeypatch.setattr("m4v_cli.convert.SERVABLE", (cfg.name,))
     dst = tmp_path / "converted"
     runner = CliRunner()
-    refused = runner.invoke(app, ["convert", "pyramid-flow", str(root), str(dst), "--preset", cfg.name])
-    assert refused.exit_code == 1 and "['vae'] randomly initialised" in refused.output
-    assert "--allow-random-vae" in refused.output and not dst.exists()
     bad = runner.invoke(app, ["convert", "pyramid-flow", str(root), str(dst), "--preset", "tiny"])
-    assert bad.exit_code != 0 and "--preset" in bad.output
-    ok = runner.invoke(
-        app, ["convert", "pyramid-flow", str(root), str(dst), "--preset", cfg.name, "--allow-random-vae"]
-    )
+    assert bad.exit_code != 0 and "--preset" in bad.output and not dst.exists()
+    ok = runner.invoke(app, ["convert", "pyramid-flow", str(root), str(dst), "--preset", cfg.name])
     assert ok.exit_code == 0, ok.output
     assert "parameters filled" in ok.output and "dropped" in ok.output
     saved = json.loads((dst / "conversion_report.json").read_text())
@@ -259,10 +306,10 @@ def test_cli_writes_a_checkpoint_with_its_report_that_loads_strictly(
         "text_encoder",
         "tokenizer_2",
     }
-    with pytest.raises(RandomWeightsRefusedError, match="vae"):
-        VideoPipeline.from_preset(cfg.name, weights=str(dst))
-    pipe = VideoPipeline.from_preset(cfg.name, weights=str(dst), allow_random_weights=True)
+    pipe = VideoPipeline.from_preset(cfg.name, weights=str(dst))
+    assert pipe.weights_source == str(dst)
     assert type(pipe.text_encoder).__name__ == "T5ClipEncoder"  # through the linked text folders
-    ref = converted_network(cfg, root)
-    for key, value in ref.state_dict().items():
-        assert torch.equal(pipe.network.state_dict()[key], value), key
+    tensors, _ = convert_tensors(root, cfg, targets(cfg))
+    for name, module in (("network", pipe.network), ("vae", pipe.vae)):
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, tensors[f"{name}.{key}"]), key
