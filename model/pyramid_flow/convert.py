@@ -71,7 +71,7 @@ def convert_tensors(
     if cfg.vae.kind == "pyramidflow" and vae_dir.is_dir():
         check_vae_config(read_config(vae_dir), cfg.vae, cfg.name, str(vae_dir / "config.json"))
         for key in vae_targets:
-            source = vae_source_key(key[len("vae.") :])
+            source = vae_source_key(key[len("vae.") :], vae)
             if source not in vae:
                 raise ValueError(f"{vae_dir}: {key} needs {source!r}, not in the checkpoint")
             if vae[source].shape != targets[key]:

@@ -123,7 +123,7 @@ def dit_rules(cfg: ModelConfig) -> list[Rule]:
 def check_dit_config(pf: dict[str, Any], cfg: ModelConfig, where: str) -> None:
     """PyramidFlow's DiT config.json against the preset; a mismatch names the field and both values."""
     net = cfg.network
-    want = {
+    want: dict[str, Any] = {
         "num_layers": net.num_dual_blocks,
         "num_single_layers": net.num_single_blocks,
         "num_attention_heads": net.heads,

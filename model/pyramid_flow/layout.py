@@ -31,11 +31,26 @@ def read_config(folder: Path) -> dict[str, Any]:
     return data
 
 
-def read_tensors(folder: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of every *.safetensors file in `folder` (sharded or not); a key twice is an error."""
+def _variant(file: Path) -> str:
+    """diffusers names a dtype variant "<name>.<variant>.safetensors" (e.g. ...model.bf16.safetensors)."""
+    parts = file.name.split(".")
+    return parts[-2] if len(parts) > 2 else ""
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The *.safetensors files of one variant: the plain one if present, else the first variant by name (a
+    folder may hold the same weights twice, e.g. fp32 and bf16)."""
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{folder}: no *.safetensors files")
+    variants = sorted({_variant(f) for f in files})
+    return [f for f in files if _variant(f) == variants[0]]
+
+
+def read_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of one variant's *.safetensors files in `folder` (sharded or not); a key twice is an
+    error."""
+    files = weight_files(folder)
     out: dict[str, torch.Tensor] = {}
     for file in files:
         with safe_open(str(file), framework="pt") as f:

@@ -7,6 +7,7 @@ decodes only, and that encoder is not ported.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Any
 
 from model.config import VAEConfig
@@ -15,10 +16,20 @@ from model.vae import decoder_upsampling
 ENCODER_DROPPED = "VAE encoder side (encoder.*, quant_conv): serving decodes only; not ported"
 
 
-def vae_source_key(target: str) -> str:
-    """Our key without the "vae." prefix -> PyramidFlow's key."""
+# diffusers' pre-0.13 names of the attention block's projections, which its loader still accepts
+LEGACY_ATTENTION = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
+
+
+def vae_source_key(target: str, available: Container[str] | None = None) -> str:
+    """Our key without the "vae." prefix -> PyramidFlow's key (the legacy attention names where the checkpoint
+    has those instead)."""
     if target.startswith("decoder.post_quant_conv."):
         return target[len("decoder.") :]
+    if available is not None and target not in available and ".attentions." in target:
+        for new, old in LEGACY_ATTENTION.items():
+            legacy = target.replace(f".{new}.", f".{old}.")
+            if legacy != target and legacy in available:
+                return legacy
     return target
 
 

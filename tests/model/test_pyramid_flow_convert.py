@@ -313,3 +313,28 @@ def test_cli_writes_a_checkpoint_with_its_report_that_loads_strictly(
     for name, module in (("network", pipe.network), ("vae", pipe.vae)):
         for key, value in module.state_dict().items():
             assert torch.equal(value, tensors[f"{name}.{key}"]), key
+
+
+def test_legacy_attention_names_and_a_second_dtype_variant_are_read(
+    pf_small: tuple[ModelConfig, Path, dict], tmp_path: Path
+) -> None:
+    """diffusers may store the VAE attention as query/key/value/proj_attn, and a folder may hold the same
+    weights as <name>.bf16.safetensors beside the plain file: the plain file is read, legacy names map."""
+    cfg, shared, pf = pf_small
+    root = tmp_path / "pf"
+    shutil.copytree(shared, root)
+    legacy = {}
+    for k, v in pf["vae_state"].items():
+        for new, old in (("to_q", "query"), ("to_k", "key"), ("to_v", "value"), ("to_out.0", "proj_attn")):
+            k = k.replace(f".attentions.0.{new}.", f".attentions.0.{old}.")
+        legacy[k] = v
+    save_file(legacy, str(root / VAE_DIR / "diffusion_pytorch_model.safetensors"))
+    save_file(
+        {k: v.to(torch.bfloat16) for k, v in pf["state"].items()},
+        str(root / DIT_DIR / "diffusion_pytorch_model.bf16.safetensors"),
+    )
+    tensors, report = convert_tensors(root, cfg, targets(cfg))
+    q = "vae.decoder.mid_block.attentions.0.to_q.weight"
+    assert report.filled[q] == [f"{VAE_DIR}/decoder.mid_block.attentions.0.query.weight"]
+    assert torch.equal(tensors[q], pf["vae_state"]["decoder.mid_block.attentions.0.to_q.weight"])
+    assert tensors["network.txt_in.weight"].dtype == torch.float32  # the plain (fp32) file, not bf16
