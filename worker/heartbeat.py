@@ -32,6 +32,13 @@ class WorkerState:
     busy_job: str | None = None
     flops_per_s: float | None = None  # measured throughput (worker/eta.py), for fleet ETAs
     device_memory_bytes: int | None = None  # total device memory, for admission (None on CPU)
+    weights: str | None = None  # checkpoint path the model was loaded from, or "random"
+    weights_sha256: str | None = None  # None with random weights
+
+    @property
+    def random_weights(self) -> bool:
+        """Serving random weights, all ("random") or part ("<path> (RANDOM vae)")."""
+        return self.weights is not None and (self.weights == "random" or "(RANDOM" in self.weights)
 
     def as_heartbeat(self) -> dict[str, Any]:
         return {
@@ -43,6 +50,9 @@ class WorkerState:
             "busy_job": self.busy_job,
             "flops_per_s": self.flops_per_s,
             "device_memory_bytes": self.device_memory_bytes,
+            "weights": self.weights,
+            "weights_sha256": self.weights_sha256,
+            "random_weights": self.random_weights,
             "heartbeat_at": datetime.now(UTC).isoformat(),
             "pid": os.getpid(),
         }

@@ -140,6 +140,8 @@ def build_worker(
     device = device or str(getattr(pipeline, "device", "cpu"))
     state = WorkerState(name=name, preset=settings.preset, device=device, loaded_at=datetime.now(UTC))
     state.device_memory_bytes = device_memory_bytes(device)
+    state.weights = getattr(pipeline, "weights_source", None)
+    state.weights_sha256 = getattr(pipeline, "weights_sha256", None)
     store = JobStore(
         client, prefix=settings.key_prefix, ttl_s=settings.job_ttl_s, events_maxlen=settings.events_maxlen
     )

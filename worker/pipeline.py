@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -13,6 +14,7 @@ from worker.storage import Storage
 if TYPE_CHECKING:
     import torch
 
+    from model.config import ModelConfig
     from model.pipeline import VideoPipeline
     from model.runtime import RuntimeOptions
     from worker.contract import Settings
@@ -89,17 +91,73 @@ def load_pipeline(
     settings: Settings, device: str, dtype: torch.dtype, cache_dir: Path | None = None
 ) -> VideoPipeline:
     """Build the preset's pipeline once for this process."""
+    from model.checkpoint_source import RANDOM_WEIGHTS
     from model.pipeline import VideoPipeline  # torch and the model load here, not at import
 
     weights = resolve_weights(settings, cache_dir)
     pipe = VideoPipeline.from_preset(
-        settings.preset,
+        preset_config(settings),
         weights=weights,
         device=device,
         dtype=dtype,
         scan_backend=settings.scan_backend,
         use_cache=settings.context_cache,
+        stand_in_text=settings.text_stand_in,
         runtime=runtime_options(settings, dtype),
+        allow_random_weights=settings.allow_random_weights,
     )
-    log.info("pipeline loaded", extra={"preset": settings.preset, "device": device, "dtype": str(dtype)})
+    if weights is not None:
+        pipe.weights_sha256 = weights_sha256(Path(weights))
+    elif pipe.weights_source != RANDOM_WEIGHTS:  # the preset's packaged weights
+        pipe.weights_sha256 = weights_sha256(Path(pipe.weights_source))
+    log.info(
+        "pipeline loaded",
+        extra={
+            "preset": settings.preset,
+            "device": device,
+            "dtype": str(dtype),
+            "weights": pipe.weights_source,
+            "weights_sha256": pipe.weights_sha256,
+        },
+    )
     return pipe
+
+
+def preset_config(settings: Settings) -> ModelConfig:
+    """The served preset with the settings that belong in its config: where the T5/CLIP encoders live."""
+    from model.config import get_preset
+
+    cfg = get_preset(settings.preset)
+    text = cfg.text
+    if settings.t5_path is not None or settings.clip_path is not None:
+        text = dataclasses.replace(
+            text, t5_path=settings.t5_path or text.t5_path, clip_path=settings.clip_path or text.clip_path
+        )
+    return dataclasses.replace(cfg, text=text)
+
+
+# Text encoders and tokenizers are not part of what the weights sha256 identifies (they are large, and the
+# text-encoder paths are checked by loading them).
+_UNHASHED_DIRS = {"text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"}
+
+
+def weights_sha256(path: Path) -> str:
+    """sha256 of a weights file, or of a directory's files ("<sha256>  <relative path>" lines, sorted; hidden
+    files and the text-encoder folders left out)."""
+
+    def file_sha(p: Path) -> str:
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    if path.is_file():
+        return file_sha(path)
+    lines = []
+    for p in sorted(path.rglob("*")):
+        rel = p.relative_to(path)
+        if not p.is_file() or rel.parts[0] in _UNHASHED_DIRS or any(x.startswith(".") for x in rel.parts):
+            continue
+        lines.append(f"{file_sha(p)}  {rel.as_posix()}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()

@@ -25,7 +25,16 @@ class Settings(BaseSettings):
 
     # --- model ---
     preset: str = Field("tiny", description="model preset served: tiny, m4v-768p, attn-768p")
-    weights: str | None = Field(None, description="checkpoint dir/file or s3:// URL; tiny: packaged weights")
+    weights: str | None = Field(
+        None,
+        description="checkpoint dir/file, s3:// URL, or an unconverted PyramidFlow-miniFLUX folder "
+        "(converted at load; also supplies the T5/CLIP encoders); tiny: packaged weights",
+    )
+    allow_random_weights: bool = Field(
+        False,
+        description="benchmarks only: a non-tiny preset without weights starts with random weights (ERROR "
+        "banner, shown in /workers) instead of refusing to start",
+    )
     device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="worker device; auto = CUDA if present"
     )
@@ -33,8 +42,16 @@ class Settings(BaseSettings):
         "auto", description="Mamba2 scan: kernels or PyTorch"
     )
     context_cache: bool = Field(True, description="reuse text/history context within a (unit, stage)")
-    t5_path: str | None = Field(None, description="local T5 encoder dir (transformers layout), t5_clip")
-    clip_path: str | None = Field(None, description="local CLIP text model dir (transformers layout)")
+    t5_path: str | None = Field(
+        None,
+        description="local T5 encoder: transformers dir with its tokenizer, or a diffusers/PyramidFlow "
+        "folder (text_encoder_2/ + tokenizer_2/); overrides the weights folder's",
+    )
+    clip_path: str | None = Field(
+        None,
+        description="local CLIP text model: transformers dir with its tokenizer, or a diffusers/PyramidFlow "
+        "folder (text_encoder/ + tokenizer/); overrides the weights folder's",
+    )
     text_stand_in: bool = Field(False, description="benchmarks only: random text embeddings, no T5/CLIP")
     # speed options (model/runtime.py RuntimeOptions; defaults = reference behaviour, see docs/PERF_NOTES.md)
     attention_backend: Literal["sdpa_mask", "flex", "sdpa_split"] = Field(
