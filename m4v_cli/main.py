@@ -1,4 +1,4 @@
-"""The `m4v` command: up (everything on one machine), api, worker, generate, version."""
+"""The `m4v` command: up (everything on one machine), api, worker, generate, keys, convert, version."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from m4v_cli.client import CLIError, GenerateOptions, generate
+from m4v_cli.convert import convert_app
 from m4v_cli.embedded import Stack, StackError, UpOptions, default_home, start_stack
 from m4v_cli.keys import keys_app
+from m4v_cli.playground import playground_url
 from m4v_cli.progress import JobProgressView
 
 app = typer.Typer(
@@ -28,6 +30,7 @@ app = typer.Typer(
     help="M4V text-to-video service.",
 )
 app.add_typer(keys_app, name="keys")
+app.add_typer(convert_app, name="convert")
 log = logging.getLogger("m4v_cli")
 
 ServerOpt = Annotated[str, typer.Option("--server", "-s", envvar="M4V_SERVER", help="API base URL")]
@@ -164,6 +167,9 @@ def up_cmd(
             f"device {(info and info.device) or '?'}); state in {state}",
             soft_wrap=True,  # one line even when stderr is a pipe: scripts look for the URL
         )
+        page = playground_url(stack.url)
+        if page is not None:
+            console.print(f"playground (in a browser): [bold]{page}[/]", soft_wrap=True)
         if prompt is not None:
             body = _body(frames, seed, None, None, None, None)
             code = _generate_while_watching(console, stack, prompt, output, body)

@@ -69,6 +69,15 @@ class ApiSettings(CommonSettings):
     api_host: str = Field("127.0.0.1", description="bind address of `m4v api`")
     api_port: int = Field(8000, description="port of `m4v api`")
     public_url: str | None = Field(None, description="base URL used in status_url/events_url links")
+    playground: bool = Field(
+        True,
+        description="serve the browser playground at /playground/ (GET / redirects there); off in production",
+    )
+    cors_origins: list[str] = Field(
+        [],
+        description='origins allowed to call the API from browsers (CORS), e.g. ["https://app.example"]; '
+        "[] = no CORS headers",
+    )
 
     # --- API security and limits (service/auth.py, keys_file.py, ratelimit.py, limits.py) ---
     auth_mode: Literal["keys", "open"] = Field(
@@ -111,7 +120,16 @@ class ApiSettings(CommonSettings):
 class ModelSettings(_M4V):
     """The worker's model section: which weights, where, and how to run them."""
 
-    weights: str | None = Field(None, description="checkpoint dir/file or s3:// URL; tiny: packaged weights")
+    weights: str | None = Field(
+        None,
+        description="checkpoint dir/file, s3:// URL, or an unconverted PyramidFlow-miniFLUX folder "
+        "(converted at load; also supplies the T5/CLIP encoders); tiny: packaged weights",
+    )
+    allow_random_weights: bool = Field(
+        False,
+        description="benchmarks only: a non-tiny preset without weights starts with random weights (ERROR "
+        "banner, shown in /workers) instead of refusing to start",
+    )
     device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="worker device; auto = CUDA if present"
     )
@@ -119,8 +137,16 @@ class ModelSettings(_M4V):
         "auto", description="Mamba2 scan: kernels or PyTorch"
     )
     context_cache: bool = Field(True, description="reuse text/history context within a (unit, stage)")
-    t5_path: str | None = Field(None, description="local T5 encoder dir (transformers layout), t5_clip")
-    clip_path: str | None = Field(None, description="local CLIP text model dir (transformers layout)")
+    t5_path: str | None = Field(
+        None,
+        description="local T5 encoder: transformers dir with its tokenizer, or a diffusers/PyramidFlow "
+        "folder (text_encoder_2/ + tokenizer_2/); overrides the weights folder's",
+    )
+    clip_path: str | None = Field(
+        None,
+        description="local CLIP text model: transformers dir with its tokenizer, or a diffusers/PyramidFlow "
+        "folder (text_encoder/ + tokenizer/); overrides the weights folder's",
+    )
     text_stand_in: bool = Field(False, description="benchmarks only: random text embeddings, no T5/CLIP")
     # speed options (model/runtime.py RuntimeOptions; defaults = reference behaviour, see docs/PERF_NOTES.md)
     attention_backend: Literal["sdpa_mask", "flex", "sdpa_split"] = Field(
@@ -128,7 +154,10 @@ class ModelSettings(_M4V):
     )
     compile_blocks: bool = Field(False, description="torch.compile every network block")
     compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = Field("default", description="mode")
-    cuda_graphs: bool = Field(False, description="capture/replay the cached step per (unit, stage) (CUDA)")
+    cuda_graphs: bool | Literal["auto"] = Field(
+        "auto",
+        description="cached step as a CUDA graph per (unit, stage); auto = on for bf16 M4V presets",
+    )
     vae_tile_batch: int = Field(1, ge=1, description="spatial VAE tiles decoded in one batch")
     overlap_decode: bool = Field(False, description="decode unit k on a side thread while unit k+1 samples")
 

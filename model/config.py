@@ -9,9 +9,17 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-ContextMode = Literal["paper", "causal"]
+# "causal": context (text, history) modulated with c(t=0), text sees text only, RoPE on the full-resolution
+# grid; cacheable. "paper": c(t) everywhere, text sees every token. "pyramidflow": what PyramidFlow-miniFLUX
+# was trained with (c(t) everywhere, text sees text and frame 0, RoPE on the current frame's token grid with
+# the history frames interpolated onto it); see docs/MODEL.md.
+ContextMode = Literal["paper", "causal", "pyramidflow"]
+SamplerSchedule = Literal["global", "pyramidflow"]
 SingleBlockKind = Literal["mmdim", "attention"]
 TextEncoderKind = Literal["t5_clip", "minilm"]
+# "m4v": model/vae.py's causal VAE. "pyramidflow": PyramidFlow-miniFLUX's causal video VAE decoder
+# (model/pyramid_flow/vae_decoder.py; decode only, its encoder is not ported).
+VAEKind = Literal["m4v", "pyramidflow"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,10 @@ class NetworkConfig:
             raise ValueError(f"width {self.width} not divisible by heads {self.heads}")
         if sum(self.rope_axes) != self.head_dim:
             raise ValueError(f"rope_axes {self.rope_axes} must sum to head_dim {self.head_dim}")
+        if self.context_mode == "pyramidflow" and self.single_block != "attention":
+            raise ValueError(
+                "context_mode 'pyramidflow' (PyramidFlow's network) needs single_block 'attention'"
+            )
         if self.mamba.in_proj_width(self.width) % 8:
             raise ValueError("Mamba2 in_proj width must be a multiple of 8 (causal-conv1d channel-last)")
 
@@ -72,6 +84,7 @@ class NetworkConfig:
 class VAEConfig:
     """Causal 3D VAE (MAGVIT-v2 style). Factors are derived from the per-block down-sampling flags."""
 
+    kind: VAEKind = "m4v"
     in_channels: int = 3
     latent_channels: int = 16
     encoder_channels: tuple[int, ...] = (128, 256, 512, 512)
@@ -85,6 +98,17 @@ class VAEConfig:
     shift_factor: float = -0.2343
     tile_px: int = 256  # decode tiles (pixels) with 1/4 overlap, blended
     tile_overlap: float = 0.25
+    # The first latent frame (a still image) may have its own statistics: PyramidFlow-miniFLUX scales it with
+    # its image factors. None = the video factors above.
+    image_scaling_factor: float | None = None
+    image_shift_factor: float | None = None
+
+    def factors(self, first_frame: bool) -> tuple[float, float]:
+        """(scale, shift) of a latent frame: latent = (z - shift) * scale."""
+        if first_frame and self.image_scaling_factor is not None:
+            shift = self.image_shift_factor if self.image_shift_factor is not None else self.shift_factor
+            return self.image_scaling_factor, shift
+        return self.scaling_factor, self.shift_factor
 
     @property
     def spatial_factor(self) -> int:
@@ -118,6 +142,12 @@ class SamplerConfig:
     renoise_gamma: float = 1.0 / 3.0
     negative_prompt: str = ""
     timestep_scale: float = 1000.0  # network sees t = sigma * timestep_scale
+    # "global": the network predicts noise - x0 and sees t = sigma * timestep_scale (model/schedule.py).
+    # "pyramidflow": PyramidFlow's scheduler: per stage the network predicts the stage's own velocity (stage
+    # start point - stage end point), Euler steps run a local ratio 1 -> 0, and t follows PyramidFlow's
+    # re-mapped timestep ranges (model/schedule.py pyramidflow_stage_steps).
+    schedule: SamplerSchedule = "global"
+    prompt_suffix: str = ""  # appended to every (positive) prompt before encoding
 
 
 @dataclass(frozen=True)
@@ -173,13 +203,32 @@ class ModelConfig:
         )
 
 
+# PyramidFlow-miniFLUX's inference defaults (pyramid_dit_for_video_gen_pipeline.py generate()).
+PYRAMIDFLOW_PROMPT_SUFFIX = ", hyper quality, Ultra HD, 8K"
+PYRAMIDFLOW_NEGATIVE_PROMPT = (
+    "cartoon style, worst quality, low quality, blurry, absolute black, absolute white, low res, "
+    "extra limbs, extra digits, misplaced objects, mutated anatomy, monochrome, horror"
+)
+
+
 def _m4v_768p(single_block: SingleBlockKind, name: str) -> ModelConfig:
+    # attn-768p is PyramidFlow-miniFLUX's architecture: served with PyramidFlow's conditioning, masks, RoPE
+    # positions and scheduler so converted weights make PyramidFlow's video. m4v-768p keeps M4V's cacheable
+    # "causal" context and the global schedule (its MM-DiM half is ours).
+    pyramidflow = single_block == "attention"
     return ModelConfig(
         name=name,
-        network=NetworkConfig(single_block=single_block),
-        vae=VAEConfig(),
+        network=NetworkConfig(
+            single_block=single_block, context_mode="pyramidflow" if pyramidflow else "causal"
+        ),
+        # PyramidFlow-miniFLUX's causal video VAE (decoder): its weights are the public ones
+        vae=VAEConfig(kind="pyramidflow", image_scaling_factor=1 / 1.8726, image_shift_factor=-0.04),
         text=TextConfig(),
-        sampler=SamplerConfig(),
+        sampler=SamplerConfig(
+            schedule="pyramidflow" if pyramidflow else "global",
+            prompt_suffix=PYRAMIDFLOW_PROMPT_SUFFIX if pyramidflow else "",
+            negative_prompt=PYRAMIDFLOW_NEGATIVE_PROMPT if pyramidflow else "",
+        ),
         resolutions=((1280, 768), (640, 384)),
         max_frames=241,
         default_frames=121,

@@ -16,7 +16,8 @@ def _conv3d(c_in: int, c_out: int, kernel: int, pixels: int, frames: int) -> flo
 
 
 def _decoder_flops(vae: VAEConfig, h: int, w: int, latent_frames: int) -> float:
-    """model/vae.py Decoder on an (h, w) latent tile, `latent_frames` frames decoded causally (first alone).
+    """model/vae.py Decoder (or PyramidFlow's, VAEConfig.kind) on an (h, w) latent tile, `latent_frames`
+    frames decoded causally (first alone).
 
     A level whose temporal up-sampling factor so far is m holds 1 + m * (latent_frames - 1) frames.
     """
@@ -28,6 +29,10 @@ def _decoder_flops(vae: VAEConfig, h: int, w: int, latent_frames: int) -> float:
 
     total = _conv3d(vae.latent_channels, chs[0], 3, pixels, frames(m))
     total += 2 * 2 * _conv3d(chs[0], chs[0], 3, pixels, frames(m))  # mid: 2 ResNet blocks
+    pf = vae.kind == "pyramidflow"
+    if pf:  # post-quant 1x1x1 conv; mid-block attention per frame: q, k, v, out and the pixel x pixel core
+        total += _conv3d(vae.latent_channels, vae.latent_channels, 1, pixels, frames(m))
+        total += frames(m) * (2.0 * 4 * pixels * chs[0] ** 2 + 2.0 * 2 * pixels**2 * chs[0])
     prev = chs[0]
     for ch, (spatial, temporal) in zip(chs, _decoder_upsampling(vae), strict=True):
         for j in range(g_layers):
@@ -35,10 +40,16 @@ def _decoder_flops(vae: VAEConfig, h: int, w: int, latent_frames: int) -> float:
             total += _conv3d(c_in, ch, 3, pixels, frames(m)) + _conv3d(ch, ch, 3, pixels, frames(m))
             if c_in != ch:
                 total += _conv3d(c_in, ch, 1, pixels, frames(m))
-        pixels *= 4 if spatial else 1
-        m *= 2 if temporal else 1
-        if spatial or temporal:
-            total += _conv3d(ch, ch, 3, pixels, frames(m))
+        if pf:  # PyramidFlow: conv to 4x channels then pixel shuffle; conv to 2x channels then interleave
+            total += _conv3d(ch, 4 * ch, 3, pixels, frames(m)) if spatial else 0.0
+            pixels *= 4 if spatial else 1
+            total += _conv3d(ch, 2 * ch, 3, pixels, frames(m)) if temporal else 0.0
+            m *= 2 if temporal else 1
+        else:
+            pixels *= 4 if spatial else 1
+            m *= 2 if temporal else 1
+            if spatial or temporal:
+                total += _conv3d(ch, ch, 3, pixels, frames(m))
         prev = ch
     return total + _conv3d(prev, vae.in_channels, 3, pixels, frames(m))
 

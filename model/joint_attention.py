@@ -45,13 +45,26 @@ def _heads_last(out: Tensor) -> Tensor:
     return rearrange(out, "B H L D -> B L (H D)")
 
 
-def joint_mask(text_mask: Tensor, frame_ids: Tensor, causal: bool) -> Tensor:
+def _text_query_frame(causal: bool, text_sees_first_frame: bool) -> int:
+    """The last frame a text query may see: -1 text only ("causal"), 0 text and frame 0 ("pyramidflow":
+    PyramidFlow gives text the temporal position of frame 0), every frame otherwise ("paper")."""
+    if text_sees_first_frame:
+        return 0
+    return -1 if causal else 2**31
+
+
+def joint_mask(
+    text_mask: Tensor, frame_ids: Tensor, causal: bool, text_sees_first_frame: bool = False
+) -> Tensor:
     """(B, 1, L, L) bool over [text; video] (the reference mask; see the module docstring)."""
     b, lt = text_mask.shape
     dev = text_mask.device
     text_frame = torch.full((lt,), -1, dtype=torch.long, device=dev)
     key_frame = torch.cat([text_frame, frame_ids])  # (L,)
-    query_frame = torch.cat([text_frame if causal else text_frame + 2**31, frame_ids])  # (L,)
+    text_query = torch.full(
+        (lt,), _text_query_frame(causal, text_sees_first_frame), dtype=torch.long, device=dev
+    )
+    query_frame = torch.cat([text_query, frame_ids])  # (L,)
     allowed = key_frame[None, :] <= query_frame[:, None]  # (L, L)
     key_ok = torch.cat([text_mask, text_mask.new_ones(b, frame_ids.numel())], dim=1)  # (B, L)
     eye = torch.eye(lt + frame_ids.numel(), dtype=torch.bool, device=dev)
@@ -65,6 +78,7 @@ class JointLayout:
     text_mask: Tensor  # (B, Lt) bool
     frame_sizes: tuple[int, ...]  # tokens of each frame, oldest first
     causal: bool  # context_mode "causal": text attends to text only
+    text_sees_first_frame: bool = False  # context_mode "pyramidflow": text attends to text and frame 0
 
     def frame_ids(self) -> Tensor:
         dev = self.text_mask.device
@@ -99,7 +113,8 @@ def _rows(x: Tensor, g: RowGroup) -> Tensor:
 
 class MaskAttention:
     def __init__(self, layout: JointLayout) -> None:
-        self.mask = joint_mask(layout.text_mask, layout.frame_ids(), layout.causal)  # (B, 1, L, L)
+        mask = joint_mask(layout.text_mask, layout.frame_ids(), layout.causal, layout.text_sees_first_frame)
+        self.mask = mask  # (B, 1, L, L)
 
     def __call__(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype), attn_mask=self.mask)
@@ -115,8 +130,7 @@ class FlexJointAttention:
         text_frame = torch.full((lt,), -1, dtype=torch.long, device=tm.device)
         key_frame = torch.cat([text_frame, layout.frame_ids()])  # (L,)
         query_frame = key_frame.clone()
-        if not layout.causal:
-            query_frame[:lt] = 2**31
+        query_frame[:lt] = _text_query_frame(layout.causal, layout.text_sees_first_frame)
         key_ok = torch.cat([tm, tm.new_ones(b, key_frame.numel() - lt)], dim=1)  # (B, L)
 
         def mask_mod(bi: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
@@ -134,6 +148,11 @@ class SplitAttention:
     [valid text; frames <= f] with no mask (flash-eligible)."""
 
     def __init__(self, layout: JointLayout) -> None:
+        if layout.text_sees_first_frame:
+            raise ValueError(
+                "attention_backend 'sdpa_split' does not implement context_mode 'pyramidflow' "
+                "(text attending to frame 0); use 'sdpa_mask' or 'flex'"
+            )
         tm = layout.text_mask
         self.lt, self.causal = tm.shape[1], layout.causal
         self.groups = row_groups(tm)

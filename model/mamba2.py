@@ -56,6 +56,8 @@ class _ScanOps(NamedTuple):
 def _scan_ops(backend: str) -> _ScanOps:
     if backend == "kernel":
         return _ScanOps(ssm_kernels.causal_conv1d, ssm_kernels.ssd_chunked, ssm_kernels.rmsnorm_gated)
+    if backend == "triton":
+        return _ScanOps(ssm_ref.causal_conv1d_ref, ssm_kernels.ssd_chunked, ssm_kernels.rmsnorm_gated)
     return _ScanOps(ssm_ref.causal_conv1d_ref, ssm_ref.ssd_chunked_ref, ssm_ref.rmsnorm_gated_ref)
 
 
@@ -78,7 +80,8 @@ class RMSNormGated(nn.Module):
 
 
 class Mamba2(nn.Module):
-    """Mamba2 mixer; backend "ref" (plain PyTorch), "kernel" (mamba-ssm + causal-conv1d, CUDA) or "auto"."""
+    """Mamba2 mixer; backend "ref" (plain PyTorch), "kernel" (mamba-ssm + causal-conv1d, CUDA), "triton"
+    (mamba-ssm's Triton scan + PyTorch conv, CUDA) or "auto"."""
 
     def __init__(
         self,

@@ -67,15 +67,23 @@ def network_params(net: NetworkConfig, latent_channels: int, text_dim: int, pool
 
 def vae_decoder_params(vae: VAEConfig) -> int:
     """3x3x3 convolutions: in/out, the middle block's two residual layers, two per residual layer of each
-    stage and one re-sampling convolution per up-sampling stage."""
+    stage and one re-sampling convolution per up-sampling stage (PyramidFlow's VAE: to 4x channels for space,
+    2x for time, plus the mid-block attention)."""
     chans = vae.decoder_channels
     total = 27 * vae.latent_channels * chans[0] + 27 * chans[-1] * vae.in_channels + 4 * 27 * chans[0] ** 2
     ups = sum(s or t for s, t in zip(vae.spatial_down, vae.temporal_down, strict=True))
+    pairs = list(zip(vae.spatial_down, vae.temporal_down, strict=True))
+    flags = [*reversed(pairs[:-1]), pairs[-1]]  # the decoder's up-sampling (model.vae.decoder_upsampling)
     prev = chans[0]
     for i, c in enumerate(chans):
         total += 27 * (prev * c + c * c * (2 * vae.decoder_layers - 1))
-        total += 27 * c * c if i < ups else 0
+        if vae.kind == "pyramidflow":  # conv to 4x channels (pixel shuffle), to 2x channels (frames)
+            total += 27 * c * c * (4 * flags[i][0] + 2 * flags[i][1])
+        else:
+            total += 27 * c * c if i < ups else 0
         prev = c
+    if vae.kind == "pyramidflow":  # mid-block attention (q, k, v, out), post-quant conv
+        total += 4 * chans[0] ** 2 + vae.latent_channels**2
     return total
 
 

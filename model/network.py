@@ -233,7 +233,7 @@ class M4VNetwork(nn.Module):
 
     def _conditioning(self, t: Tensor, pooled_vec: Tensor) -> Conditioning:
         cur = self.time_in(timestep_embedding(t)) + pooled_vec  # (B, D)
-        if self.cfg.context_mode == "paper":
+        if self.cfg.context_mode != "causal":  # "paper", "pyramidflow": every token gets c(t)
             return Conditioning(cur, cur)
         ctx = self.time_in(timestep_embedding(torch.zeros_like(t))) + pooled_vec
         return Conditioning(ctx, cur)
@@ -270,10 +270,18 @@ class M4VNetwork(nn.Module):
             raise ValueError(f"{len(frames)} latent frames > max_latent_frames {cfg.max_latent_frames}")
         fg = self._full_grid(full_hw)
         grids = [self._grid(f) for f in frames]
+        # "pyramidflow": positions in units of the current frame's token grid (PyramidFlow's RoPE), the
+        # history frames interpolated onto it; otherwise on the full-resolution grid.
+        ref = grids[-1] if cfg.context_mode == "pyramidflow" and grids else fg
         pos = [text_positions(text_mask.shape[1], dev)]
-        pos += [frame_positions(i, g, fg, dev) for i, g in enumerate(grids)]
+        pos += [frame_positions(i, g, ref, dev) for i, g in enumerate(grids)]
         pe = rope_table(torch.cat(pos), cfg.rope_axes, cfg.rope_theta)
-        layout = JointLayout(text_mask, tuple(h * w for h, w in grids), cfg.context_mode == "causal")
+        layout = JointLayout(
+            text_mask,
+            tuple(h * w for h, w in grids),
+            cfg.context_mode == "causal",
+            text_sees_first_frame=cfg.context_mode == "pyramidflow",
+        )
         attend = build_joint_attention(layout, self.runtime.attention_backend)
         video = VideoFrames(grids, self._pool_grid(fg))
         recomp = None

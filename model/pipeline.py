@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.checkpoint_source import RANDOM_WEIGHTS, load_model_weights, refuse_random_weights
 from model.config import ModelConfig, get_preset
 from model.flops import estimate_flops
-from model.loading import load_weights
 from model.network import M4VNetwork
 from model.pipeline_types import (
     ChunkCallback,
@@ -29,7 +29,7 @@ from model.pipeline_types import (
 )
 from model.runtime import RuntimeOptions
 from model.sampler import sample_video
-from model.text_encoder import TextEmbeddings, TextEncoder, build_text_encoder
+from model.text_encoder import TextEmbeddings, TextEncoder, build_text_encoder, with_text_dirs_from
 from model.vae import CausalVAE, StreamingDecoder
 from model.vae_stream import BatchedStreamingDecoder, OverlappedSink, stream_decoder
 
@@ -108,10 +108,16 @@ class VideoPipeline:
         self.runtime = runtime or network.runtime
         self.network = network.eval()
         self.vae = vae.eval()
+        if self.runtime.vae_channels_last:
+            self.vae = self.vae.to(memory_format=torch.channels_last_3d)
+        if self.runtime.cudnn_benchmark and torch.device(device).type == "cuda":
+            torch.backends.cudnn.benchmark = True
         self.text_encoder = text_encoder
         self.device = torch.device(device)
         self.dtype = dtype
         self.use_cache = use_cache
+        self.weights_source = RANDOM_WEIGHTS  # from_preset: the checkpoint path it loaded
+        self.weights_sha256: str | None = None  # worker/pipeline.py fills it in (hashing is not free)
 
     @classmethod
     def from_preset(
@@ -125,25 +131,38 @@ class VideoPipeline:
         use_cache: bool = True,
         stand_in_text: bool = False,
         runtime: RuntimeOptions | None = None,
+        allow_random_weights: bool = False,
     ) -> VideoPipeline:
         """Build network, VAE and text encoder for a preset; dtype None means float32; runtime: speed
-        options (model/runtime.py), default the reference behaviour."""
+        options (model/runtime.py), default the reference behaviour. weights: one of our checkpoints or an
+        unconverted PyramidFlow-miniFLUX folder (converted in memory). Without weights (given or packaged)
+        only the tiny preset starts, unless allow_random_weights (benchmarks): then an ERROR banner is
+        logged."""
         cfg = get_preset(name_or_cfg) if isinstance(name_or_cfg, str) else name_or_cfg
         dtype = dtype or torch.float32
+        path = weights or find_packaged_weights(cfg.name)
+        if path is None:
+            refuse_random_weights(cfg.name, allow_random_weights)
+        else:
+            cfg = with_text_dirs_from(cfg, path)  # a PyramidFlow folder also holds the text encoders
         network = M4VNetwork.for_preset(
             cfg, scan_backend=scan_backend, device=device, dtype=dtype, runtime=runtime
         )
         vae = CausalVAE(cfg.vae, device=device, dtype=dtype)
-        path = weights or find_packaged_weights(cfg.name)
-        if path is None:
-            log.warning("preset %r: no weights given or packaged, using RANDOM weights", cfg.name)
-        else:
+        random_parts: list[str] = []
+        if path is not None:
             log.info("preset %r: loading weights from %s", cfg.name, path)
-            load_weights(str(path), {"network": network, "vae": vae}, device=device, dtype=dtype)
+            random_parts = load_model_weights(
+                str(path), cfg, network, vae, device=device, dtype=dtype, allow_random=allow_random_weights
+            )
         text_encoder = build_text_encoder(cfg.text, device=device, dtype=dtype, stand_in=stand_in_text)
-        return cls(
+        pipe = cls(
             cfg, network, vae, text_encoder, device=device, dtype=dtype, use_cache=use_cache, runtime=runtime
         )
+        pipe.weights_source = RANDOM_WEIGHTS if path is None else str(path)
+        if path is not None and random_parts:
+            pipe.weights_source = f"{path} (RANDOM {', '.join(random_parts)})"
+        return pipe
 
     @property
     def cached(self) -> bool:
@@ -165,7 +184,8 @@ class VideoPipeline:
             negative = (
                 req.negative_prompt if req.negative_prompt is not None else self.cfg.sampler.negative_prompt
             )
-            text = self.text_encoder.encode([req.prompt, negative])  # rows: [cond; uncond]
+            prompt = req.prompt + self.cfg.sampler.prompt_suffix
+            text = self.text_encoder.encode([prompt, negative])  # rows: [cond; uncond]
             timings.text_s = time.perf_counter() - began
             decoder = stream_decoder(self.vae, self.runtime.vae_tile_batch)
             sink = _ChunkSink(decoder, self.dtype, timings, on_chunk)

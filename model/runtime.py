@@ -21,6 +21,8 @@ class RuntimeOptions:
     cuda_graphs: bool = False  # capture the cached step once per (unit, stage) and replay it (CUDA only)
     vae_tile_batch: int = 1  # spatial tiles decoded in one batch by the streaming VAE decoder
     overlap_decode: bool = False  # decode unit k on a side thread/stream while unit k+1 samples
+    vae_channels_last: bool = False  # VAE weights (so its conv3d activations) in channels_last_3d
+    cudnn_benchmark: bool = False  # let cuDNN time its conv algorithms per shape (CUDA; process-wide)
 
     def __post_init__(self) -> None:
         if self.attention_backend not in get_args(AttentionBackend):
@@ -39,4 +41,6 @@ class RuntimeOptions:
         parts += ["graphs"] if self.cuda_graphs else []
         parts += [f"tiles{self.vae_tile_batch}"] if self.vae_tile_batch > 1 else []
         parts += ["overlap"] if self.overlap_decode else []
+        parts += ["vae-cl"] if self.vae_channels_last else []
+        parts += ["cudnn-bench"] if self.cudnn_benchmark else []
         return "+".join(parts)

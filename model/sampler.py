@@ -18,7 +18,17 @@ import torch
 
 from model.config import ModelConfig
 from model.pipeline_types import StepProgress
-from model.schedule import Stage, build_stages, downsample2x, euler_step, renoise, start_noise
+from model.schedule import (
+    Stage,
+    StageSteps,
+    build_stages,
+    downsample2x,
+    euler_step,
+    global_stage_steps,
+    pyramidflow_stage_steps,
+    renoise,
+    start_noise,
+)
 from model.text_encoder import TextEmbeddings
 
 log = logging.getLogger(__name__)
@@ -141,20 +151,28 @@ def _run_stage(
     on_step: StepCallback | None,
 ) -> torch.Tensor:
     steps = plan.steps[stage.index]
-    sigmas = stage.sigmas(steps).tolist()
+    sched = stage_steps(cfg, stage, steps)
     for i in range(steps):
         began = time.perf_counter()
-        t = torch.full((2 * x.shape[0],), sigmas[i] * cfg.sampler.timestep_scale, device=x.device)
+        t = torch.full((2 * x.shape[0],), sched.timesteps[i], device=x.device)
         out = ctx.velocity(torch.cat([x, x]).to(dtype), t).float()  # (2B, C, h, w)
         v_cond, v_uncond = out.chunk(2)
         v = v_uncond + plan.guidance * (v_cond - v_uncond)
-        x = euler_step(x, v, sigmas[i], sigmas[i + 1])
+        x = euler_step(x, v, sched.levels[i], sched.levels[i + 1])
         if x.device.type == "cuda":
             torch.cuda.synchronize(x.device)  # honest step time, and a cancel lands between real steps
         progress.steps_done += 1
         if on_step is not None:
             on_step(_step_info(progress, unit, stage.index, i + 1, steps, time.perf_counter() - began))
     return x
+
+
+def stage_steps(cfg: ModelConfig, stage: Stage, steps: int) -> StageSteps:
+    """The preset's schedule (SamplerConfig.schedule) for one stage."""
+    sp = cfg.sampler
+    if sp.schedule == "pyramidflow":
+        return pyramidflow_stage_steps(sp.num_stages, sp.renoise_gamma, stage.index, steps)
+    return global_stage_steps(stage, steps, sp.timestep_scale)
 
 
 def _step_info(p: _Progress, unit: int, stage: int, step: int, steps: int, seconds: float) -> StepProgress:

@@ -162,3 +162,49 @@ def renoise(x: torch.Tensor, coeffs: Renoise, gamma: float, generator: torch.Gen
     up = upsample_nearest2x(x)
     n = block_noise(tuple(up.shape), gamma, generator).to(device=x.device, dtype=x.dtype)
     return coeffs.a * up + coeffs.b * n
+
+
+@dataclass(frozen=True)
+class StageSteps:
+    """What one stage's Euler loop runs: the network's timestep at each step and the step sizes.
+
+    Step i feeds ``timesteps[i]`` to the network and moves x <- x + (levels[i+1] - levels[i]) * v."""
+
+    timesteps: tuple[float, ...]  # steps values
+    levels: tuple[float, ...]  # steps + 1 values
+
+
+def global_stage_steps(stage: Stage, steps: int, timestep_scale: float) -> StageSteps:
+    """The "global" schedule: levels are the stage's sigmas, the network sees sigma * timestep_scale."""
+    sigmas = stage.sigmas(steps).tolist()
+    return StageSteps(tuple(s * timestep_scale for s in sigmas[:-1]), tuple(sigmas))
+
+
+def pyramidflow_stage_steps(
+    num_stages: int, gamma: float, stage: int, steps: int, grid: int = DEFAULT_GRID
+) -> StageSteps:
+    """PyramidFlow's inference scheduler (diffusion_schedulers/scheduling_flow_matching.py, shift 1, stage
+    ranges k/S), re-derived: the network predicts the stage's own velocity, so the Euler levels run a local
+    ratio linspace(1, 1/grid, steps) and then 0; the timesteps are linspace over a re-mapped range of the
+    training timesteps grid..1, each stage owning a share proportional to its (jump-point corrected) sigma
+    span."""
+    if steps < 1:
+        raise ValueError(f"steps {steps} must be >= 1")
+    bounds = stage_boundaries(num_stages, grid)
+    spans = []
+    for s in range(num_stages):
+        start = bounds[s] if s == 0 else corrected_start(bounds[s], gamma)
+        spans.append(start - bounds[s + 1])
+    total = sum(spans)
+    lo = sum(spans[:stage]) / total if stage else 0.0
+    hi = 1.0 if stage == num_stages - 1 else sum(spans[: stage + 1]) / total
+
+    def train_t(index: int) -> float:  # training timesteps run grid, grid-1, ..., 1
+        return float(grid - index)
+
+    t_max, t_min = train_t(int(lo * grid)), train_t(min(int(hi * grid), grid - 1))
+    # the stage's fine grid is linspace(t_max, t_min, grid + 1) without its end; inference spans its ends
+    t_last = t_max + (t_min - t_max) * (grid - 1) / grid
+    timesteps = torch.linspace(t_max, t_last, steps, dtype=torch.float64).tolist()
+    levels = torch.linspace(1.0, 1.0 / grid, steps, dtype=torch.float64).tolist() + [0.0]
+    return StageSteps(tuple(timesteps), tuple(levels))

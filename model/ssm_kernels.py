@@ -28,9 +28,11 @@ from model.ssm_ref import Activation
 
 logger = logging.getLogger(__name__)
 
-Backend = Literal["kernel", "ref"]
-BackendRequest = Literal["auto", "kernel", "ref"]
-BACKEND_REQUESTS: tuple[str, ...] = ("auto", "kernel", "ref")
+Backend = Literal["kernel", "triton", "ref"]
+BackendRequest = Literal["auto", "kernel", "triton", "ref"]
+# "triton": mamba-ssm's Triton SSD scan and gated norm (forward and backward) with the plain-PyTorch
+# causal conv; needs no CUDA build (no causal-conv1d), which is what training uses.
+BACKEND_REQUESTS: tuple[str, ...] = ("auto", "kernel", "triton", "ref")
 
 INSTALL_HINT = (
     "install the fused kernels with: pip install 'm4v-serve[gpu]' "
@@ -48,6 +50,22 @@ def _kernel_import_error() -> str | None:
     except (ImportError, OSError) as e:  # OSError: a built .so that does not load (CUDA/torch ABI mismatch)
         return f"{type(e).__name__}: {e}"
     return None
+
+
+@functools.cache
+def _triton_import_error() -> str | None:
+    """None when mamba-ssm's Triton SSD scan and gated norm import (no causal-conv1d needed)."""
+    try:
+        import mamba_ssm.ops.triton.layernorm_gated  # noqa: F401
+        import mamba_ssm.ops.triton.ssd_combined  # noqa: F401
+    except (ImportError, OSError) as e:
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def triton_available() -> bool:
+    """True when mamba-ssm's Triton scan imports (the "triton" backend; no causal-conv1d needed)."""
+    return _triton_import_error() is None
 
 
 def kernels_available() -> bool:
@@ -75,11 +93,16 @@ def resolve_backend(requested: str, device: torch.device | str) -> Backend:
     chosen: Backend
     if requested == "ref":
         chosen, reason = "ref", "plain PyTorch"
-    elif requested == "kernel":
+    elif requested in ("kernel", "triton"):
         if not on_cuda:
-            raise RuntimeError(f"Mamba2 kernel backend needs a CUDA device, got {device!s}")
-        require_kernels()
-        chosen, reason = "kernel", "mamba-ssm + causal-conv1d"
+            raise RuntimeError(f"Mamba2 {requested} backend needs a CUDA device, got {device!s}")
+        if requested == "kernel":
+            require_kernels()
+            chosen, reason = "kernel", "mamba-ssm + causal-conv1d"
+        elif (err := _triton_import_error()) is not None:
+            raise RuntimeError(f"Mamba2 triton backend unavailable ({err}); {INSTALL_HINT}")
+        else:
+            chosen, reason = "triton", "mamba-ssm Triton SSD scan + PyTorch conv"
     elif not on_cuda:
         chosen, reason = "ref", f"device {device!s} is not CUDA"
     elif (err := _kernel_import_error()) is not None:
@@ -96,8 +119,12 @@ def _channel_last(t: Tensor) -> Tensor:
 
 
 def _import(module: str, name: str) -> Callable[..., Any]:
-    require_kernels()
-    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    try:
+        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+    except (ImportError, OSError) as e:
+        raise RuntimeError(
+            f"Mamba2 kernel {module}.{name} unavailable ({type(e).__name__}: {e}); {INSTALL_HINT}"
+        ) from e
 
 
 def causal_conv1d(

@@ -2,18 +2,27 @@
 
 Within one (unit, stage) every cached step has the same shapes and reads the same cache tensors, so the step
 is captured once into a graph with static input buffers (x, t) and replayed for the remaining steps: one
-launch instead of hundreds of small kernels. A new cache or shape re-captures (graphs share one memory pool,
-the previous one is dropped). Replays return a clone of the static output, so callers may keep it.
+launch instead of hundreds of small kernels. A new cache or shape re-captures; the previous graph is dropped.
+
+Every capture allocates from ONE memory pool that this object keeps alive (a torch.cuda.MemPool): the pool
+of a dropped graph is reused by the next capture. (Reusing a bare pool id after its graph was freed while
+tensors of it were still alive trips the caching allocator's `use_count > 0` assert: the first GPU crash.)
+A capture that fails ends the capture, logs why, and the object falls back to eager steps for good, so one
+failure never leaves the CUDA RNG or allocator in capture state for the rest of the process.
+Replays return a clone of the static output, so callers may keep it.
 On a CPU there is nothing to capture: the same static-buffer logic runs eagerly (what the tests check).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor
+
+log = logging.getLogger(__name__)
 
 Step = Callable[[Tensor, Tensor, Any], Tensor]  # (x, t, cache) -> velocity
 
@@ -29,7 +38,8 @@ class StepGraphs:
         self._t: Tensor | None = None
         self._out: Tensor | None = None
         self._graph: Any = None
-        self._pool: Any = None
+        self._pool: Any = None  # torch.cuda.MemPool shared by every capture of this object
+        self.failed: str | None = None  # why capturing was given up (then every step runs eagerly)
 
     def reset(self) -> None:
         """Drop the captured graph and the cache it reads (frees their memory)."""
@@ -53,7 +63,7 @@ class StepGraphs:
         self._cache, self._key = cache, key
         self._x, self._t = x.clone(), t.clone()
         self.captures += 1
-        if x.device.type != "cuda":
+        if x.device.type != "cuda" or self.failed is not None:
             self._out = self.step(self._x, self._t, cache)
             return
         side = torch.cuda.Stream(x.device)
@@ -62,8 +72,16 @@ class StepGraphs:
             for _ in range(self.warmup):
                 self.step(self._x, self._t, cache)
         torch.cuda.current_stream(x.device).wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.MemPool()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        try:
+            with torch.cuda.graph(graph, pool=self._pool.id):
+                out = self.step(self._x, self._t, cache)
+        except Exception as e:  # noqa: BLE001 - any capture failure: fall back to eager, say why once
+            self.failed = f"{type(e).__name__}: {e}"
+            log.error("CUDA graph capture failed; cached steps run eagerly from now on: %s", self.failed)
+            del graph
             self._out = self.step(self._x, self._t, cache)
-        self._pool = graph.pool()
-        self._graph = graph
+            return
+        self._out, self._graph = out, graph

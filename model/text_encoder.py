@@ -7,6 +7,7 @@ Weights come from local directories only (local_files_only=True); nothing is dow
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 
 if TYPE_CHECKING:
-    from model.config import TextConfig
+    from model.config import ModelConfig, TextConfig
 
 logger = logging.getLogger(__name__)
 Device = torch.device | str
@@ -75,8 +76,64 @@ def _load_tokenizer(path: str | Path) -> Any:
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
 
+# diffusers / PyramidFlow layout of a model folder: (model subfolder, tokenizer subfolder) per encoder
+DIFFUSERS_DIRS = {"t5": ("text_encoder_2", "tokenizer_2"), "clip": ("text_encoder", "tokenizer")}
+_SETTING = {"t5": "M4V_T5_PATH", "clip": "M4V_CLIP_PATH"}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "spiece.model", "vocab.json")
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return any((path / name).exists() for name in _TOKENIZER_FILES)
+
+
+def locate_text_model(path: str | Path, role: str) -> tuple[Path, Path]:
+    """(model dir, tokenizer dir) of the T5 ("t5") or CLIP ("clip") encoder at `path`, which may be
+    - a transformers directory with its tokenizer inside;
+    - a diffusers / PyramidFlow root: text_encoder/ + tokenizer/ (CLIP), text_encoder_2/ + tokenizer_2/ (T5);
+    - one such model subfolder, its tokenizer in the sibling tokenizer folder."""
+    model_sub, tok_sub = DIFFUSERS_DIRS[role]
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"{_SETTING[role]} {str(path)!r} is not a directory")
+    if (p / model_sub).is_dir():
+        model, tok = p / model_sub, p / tok_sub
+    elif _has_tokenizer(p):
+        model, tok = p, p
+    else:
+        model, tok = p, p.parent / tok_sub
+    if not (model / "config.json").exists():
+        raise FileNotFoundError(f"{_SETTING[role]} {str(path)!r}: no config.json in {model}")
+    if not tok.is_dir() or not _has_tokenizer(tok):
+        raise FileNotFoundError(
+            f"{_SETTING[role]} {str(path)!r}: no tokenizer in {model} nor in {tok} "
+            f"(want a transformers directory with its tokenizer, or the {model_sub}/ + {tok_sub}/ layout)"
+        )
+    return model, tok
+
+
+def text_dirs_in(folder: str | Path) -> dict[str, str]:
+    """Encoders a weights folder in the diffusers / PyramidFlow layout supplies: role -> folder."""
+    p = Path(folder)
+    if not p.is_dir():
+        return {}
+    return {role: str(p) for role, (sub, _) in DIFFUSERS_DIRS.items() if (p / sub).is_dir()}
+
+
+def with_text_dirs_from(cfg: ModelConfig, weights: str | Path) -> ModelConfig:
+    """cfg with t5_path/clip_path taken from the weights folder where they are unset (explicit paths win)."""
+    if cfg.text.kind != "t5_clip":
+        return cfg
+    found = text_dirs_in(weights)
+    t5, clip = cfg.text.t5_path or found.get("t5"), cfg.text.clip_path or found.get("clip")
+    if (t5, clip) == (cfg.text.t5_path, cfg.text.clip_path):
+        return cfg
+    logger.info("text encoders from the weights folder %s: t5=%s clip=%s", weights, t5, clip)
+    return dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, t5_path=t5, clip_path=clip))
+
+
 class T5ClipEncoder:
-    """PyramidFlow's pair: T5 encoder token embeddings (with mask) + pooled output of a CLIP text model."""
+    """PyramidFlow's pair: T5 encoder token embeddings (with mask) + pooled output of a CLIP text model.
+    Paths: anything locate_text_model() accepts."""
 
     def __init__(
         self, t5_path: str | Path, clip_path: str | Path, max_tokens: int, device: Device, dtype: torch.dtype
@@ -84,10 +141,12 @@ class T5ClipEncoder:
         from transformers import CLIPTextModel, T5EncoderModel
 
         self.device, self.dtype, self.max_tokens = device, dtype, max_tokens
-        self.t5 = _load_model(T5EncoderModel, t5_path, device, dtype)
-        self.t5_tokenizer = _load_tokenizer(t5_path)
-        self.clip = _load_model(CLIPTextModel, clip_path, device, dtype)
-        self.clip_tokenizer = _load_tokenizer(clip_path)
+        t5_model, t5_tok = locate_text_model(t5_path, "t5")
+        clip_model, clip_tok = locate_text_model(clip_path, "clip")
+        self.t5 = _load_model(T5EncoderModel, t5_model, device, dtype)
+        self.t5_tokenizer = _load_tokenizer(t5_tok)
+        self.clip = _load_model(CLIPTextModel, clip_model, device, dtype)
+        self.clip_tokenizer = _load_tokenizer(clip_tok)
         self.token_dim = int(self.t5.config.d_model)
         self.pooled_dim = int(self.clip.config.hidden_size)
         self.clip_max = int(self.clip.config.max_position_embeddings)

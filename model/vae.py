@@ -95,8 +95,16 @@ class CausalVAE(nn.Module):
     def __init__(self, cfg: VAEConfig, *, device: Device = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = Encoder(cfg, device=device, dtype=dtype)
-        self.decoder = Decoder(cfg, device=device, dtype=dtype)
+        self.encoder: Encoder | None
+        self.decoder: nn.Module
+        if cfg.kind == "pyramidflow":
+            from model.pyramid_flow.vae_decoder import PyramidFlowDecoder
+
+            self.encoder = None  # decode only: serving never encodes
+            self.decoder = PyramidFlowDecoder(cfg, device=device, dtype=dtype)
+        else:
+            self.encoder = Encoder(cfg, device=device, dtype=dtype)
+            self.decoder = Decoder(cfg, device=device, dtype=dtype)
 
     def _check_video(self, video: torch.Tensor) -> None:
         _, c, f, h, w = video.shape
@@ -109,6 +117,8 @@ class CausalVAE(nn.Module):
     def encode_dist(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, logvar) of the unscaled posterior, each (B, C, T, h, w); for the KL term in training."""
         self._check_video(video)
+        if self.encoder is None:
+            raise NotImplementedError(f"VAE kind {self.cfg.kind!r} decodes only (its encoder is not ported)")
         mean, logvar = self.encoder(video).chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 
@@ -121,10 +131,20 @@ class CausalVAE(nn.Module):
         if sample:
             noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
             z = mean + torch.exp(0.5 * logvar) * noise
-        return (z - self.cfg.shift_factor) * self.cfg.scaling_factor
+        return self._per_frame(z, 0, lambda x, scale, shift: (x - shift) * scale)
 
-    def unscale(self, latents: torch.Tensor) -> torch.Tensor:
-        return latents / self.cfg.scaling_factor + self.cfg.shift_factor
+    def unscale(self, latents: torch.Tensor, first_index: int = 0) -> torch.Tensor:
+        """Scaled (B, C, T, h, w) -> unscaled; first_index is the clip index of latents[:, :, 0] (frame 0 may
+        have its own factors, VAEConfig.image_scaling_factor)."""
+        return self._per_frame(latents, first_index, lambda x, scale, shift: x / scale + shift)
+
+    def _per_frame(
+        self, x: torch.Tensor, first_index: int, fn: Callable[[torch.Tensor, float, float], torch.Tensor]
+    ) -> torch.Tensor:
+        if first_index > 0 or self.cfg.factors(True) == self.cfg.factors(False):
+            return fn(x, *self.cfg.factors(False))
+        head = fn(x[:, :, :1], *self.cfg.factors(True))
+        return torch.cat([head, fn(x[:, :, 1:], *self.cfg.factors(False))], dim=2)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents (B, C, T, h, w) -> video (B, 3, 1 + tf*(T-1), H, W) in [-1, 1], whole clip at once
@@ -218,6 +238,7 @@ class StreamingDecoder:
     def decode_next(self, latent: torch.Tensor) -> torch.Tensor:
         if latent.ndim != 5 or latent.shape[2] != 1:
             raise ValueError(f"decode_next takes one latent frame (B, C, 1, h, w), got {tuple(latent.shape)}")
-        out = decode_in_tiles(self.vae.cfg, self.vae.unscale(latent), self._decode_tile)
+        z = self.vae.unscale(latent, first_index=int(self.frames_done > 0))
+        out = decode_in_tiles(self.vae.cfg, z, self._decode_tile)
         self.frames_done += out.shape[2]
         return out.clamp(-1.0, 1.0)

@@ -39,7 +39,7 @@ class BatchedStreamingDecoder:
     def decode_next(self, latent: torch.Tensor) -> torch.Tensor:
         if latent.ndim != 5 or latent.shape[2] != 1:
             raise ValueError(f"decode_next takes one latent frame (B, C, 1, h, w), got {tuple(latent.shape)}")
-        z = self.vae.unscale(latent)
+        z = self.vae.unscale(latent, first_index=int(self.frames_done > 0))
         tiles, th, tw = self._tiles(*z.shape[-2:])
         b = z.shape[0]
         pieces: dict[tuple[int, int], torch.Tensor] = {}

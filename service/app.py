@@ -14,10 +14,12 @@ from fastapi import FastAPI
 
 from m4v_core import ApiSettings
 from m4v_core.logs import configure_logging
+from service.cors import install_cors
 from service.errors import install_error_handlers
 from service.limits import LimitBody
 from service.metrics import ApiMetrics
 from service.middleware import ObserveRequests
+from service.playground import install_playground
 from service.routes import events, generate, health, jobs, metrics, workers
 from service.state import ServiceState
 from service.webhooks import start_dispatcher
@@ -51,6 +53,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(LimitBody, max_bytes=settings.max_body_bytes)
+    install_cors(app, settings.cors_origins)  # outside the body limit: its 413s carry CORS headers too
     app.add_middleware(ObserveRequests, metrics=api_metrics)  # added last = outermost: sees the 413s too
     for router in (
         generate.router,
@@ -61,4 +64,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         metrics.router,
     ):
         app.include_router(router)
+    if settings.playground:
+        install_playground(app)
     return app

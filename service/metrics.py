@@ -13,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from m4v_core import JobStore
 from service.eta import QueueFlopsCollector
+from service.fleet_metrics import WorkersCollector
 from service.queue import JobQueue
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class ApiMetrics:
     def watch_queues(self, queue: JobQueue, store: JobStore) -> None:
         self.registry.register(QueueCollector(queue, store))
         self.registry.register(QueueFlopsCollector(store.r, store.keys.prefix, queue))
+        self.registry.register(WorkersCollector(store.r, store.keys))
 
     def observe_request(self, route: str, method: str, code: int, seconds: float) -> None:
         self.requests.labels(route=route, method=method, code=str(code)).inc()

@@ -24,6 +24,11 @@ class WorkerOut(BaseModel):
     loaded_at: datetime | None = None
     heartbeat_at: datetime | None = None
     heartbeat_age_s: float | None = None
+    weights: str | None = Field(default=None, description='checkpoint path the model came from, or "random"')
+    weights_sha256: str | None = Field(default=None, description="sha256 of those weights; null when random")
+    random_weights: bool = Field(
+        default=False, description="serving random weights, all or part (M4V_ALLOW_RANDOM_WEIGHTS)"
+    )
 
 
 class WorkersOut(BaseModel):

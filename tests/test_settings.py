@@ -11,9 +11,6 @@ from m4v_core.settings import ApiSettings, CommonSettings, ModelSettings, Settin
 ROOT = Path(__file__).resolve().parents[1]
 API_ONLY = set(ApiSettings.model_fields) - set(CommonSettings.model_fields)
 WORKER_ONLY = set(WorkerSettings.model_fields) - set(CommonSettings.model_fields)
-# Declared for the real-weights work (issue 11), which makes worker/pipeline.py read them. When it does, this
-# test fails until the names leave this set.
-NOT_READ_YET = {"t5_path", "clip_path", "text_stand_in"}
 
 
 def _readers(name: str, *packages: str) -> list[str]:
@@ -33,8 +30,6 @@ def test_the_split_covers_every_field_once() -> None:
 def test_every_setting_is_read_by_its_own_process() -> None:
     unread = []
     for name in Settings.model_fields:
-        if name in NOT_READ_YET:
-            continue
         if name in API_ONLY:
             where = ("service", "m4v_cli/main.py")  # `m4v api` binds api_host:api_port
         elif name in WORKER_ONLY:
@@ -44,7 +39,6 @@ def test_every_setting_is_read_by_its_own_process() -> None:
         if not _readers(name, *where):
             unread.append(name)
     assert unread == [], f"settings nobody reads (remove them or read them): {unread}"
-    assert all(not _readers(name, "service", "worker", "m4v_core") for name in NOT_READ_YET)
 
 
 def test_a_process_never_reads_the_others_settings() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Self
@@ -31,6 +32,13 @@ class WorkerState:
     busy_job: str | None = None
     flops_per_s: float | None = None  # measured throughput (worker/eta.py), for fleet ETAs
     device_memory_bytes: int | None = None  # total device memory, for admission (None on CPU)
+    weights: str | None = None  # checkpoint path the model was loaded from, or "random"
+    weights_sha256: str | None = None  # None with random weights
+
+    @property
+    def random_weights(self) -> bool:
+        """Serving random weights, all ("random") or part ("<path> (RANDOM vae)")."""
+        return self.weights is not None and (self.weights == "random" or "(RANDOM" in self.weights)
 
     def as_heartbeat(self) -> Heartbeat:
         return Heartbeat(
@@ -42,6 +50,9 @@ class WorkerState:
             busy_job=self.busy_job,
             flops_per_s=self.flops_per_s,
             device_memory_bytes=self.device_memory_bytes,
+            weights=self.weights,
+            weights_sha256=self.weights_sha256,
+            random_weights=self.random_weights,
             heartbeat_at=datetime.now(UTC),
             pid=os.getpid(),
         )
@@ -57,6 +68,7 @@ class HeartbeatWriter(BackgroundThread):
         self.keys = keys
         self.state = state
         self.period_s = period_s
+        self.last_beat_s: float | None = None  # unix time of the last successful write (worker metrics)
         super().__init__()
 
     @property
@@ -65,6 +77,7 @@ class HeartbeatWriter(BackgroundThread):
 
     def beat(self) -> None:
         write_heartbeat(self.r, self.keys, self.state.as_heartbeat(), ttl_s=3 * self.period_s)
+        self.last_beat_s = time.time()
 
     def start(self) -> Self:
         self.beat()  # visible (and ready) before the first period has passed

@@ -32,6 +32,7 @@ from model.pipeline_types import DecodedChunk, GenerationRequest, GenerationResu
 from worker.context import JobContext, current_context
 from worker.encode import encode_mp4, encode_thumbnail
 from worker.eta import JobEta, restore_job_flops
+from worker.eta_error import EtaErrors
 from worker.faults import oom_error
 from worker.job_results import JobResults, seconds_between
 from worker.job_view import client_view
@@ -157,6 +158,7 @@ class JobRun:
             later_frame_steps=tuple(spec.later_frame_steps),
         )
         self.eta = JobEta.for_job(self.ctx, job)
+        eta_errors = EtaErrors(self.eta)
         self.preview = PreviewPublisher.for_job(self.ctx, job)
         reporter = ProgressReporter(
             self.store,
@@ -165,7 +167,7 @@ class JobRun:
             spec.preset,
             metrics=self.ctx.metrics,
             webhooks=self.ctx.webhooks,
-            eta=self.eta,
+            eta=eta_errors,
         )
         result: GenerationResult = self.ctx.pipeline.generate(
             request,
@@ -181,6 +183,7 @@ class JobRun:
         upload_s = time.perf_counter() - began
         if self.eta is not None:
             self.eta.record_tail()
+        eta_errors.observe(self.ctx.metrics.eta_relative_error, spec.preset)
         metrics = self.results.metrics(job, result, encode_s, upload_s)
         return self._end(job, "succeeded", None, result=job_result, metrics=metrics, gen=result)
 

@@ -71,6 +71,7 @@ class WorkerProcess:
     def start(self) -> None:
         self.context.state.model_loaded = True
         self.context.metrics.ready.set(1)
+        self.context.metrics.watch_heartbeat(lambda: self.heartbeat.last_beat_s)
         self.heartbeat.start()
         self.dispatcher.start()
         if self.recovery is not None:
@@ -110,6 +111,8 @@ def build_worker(
     device = device or str(getattr(pipeline, "device", "cpu"))
     state = WorkerState(name=name, preset=settings.preset, device=device, loaded_at=datetime.now(UTC))
     state.device_memory_bytes = device_memory_bytes(device)
+    state.weights = getattr(pipeline, "weights_source", None)
+    state.weights_sha256 = getattr(pipeline, "weights_sha256", None)
     store = JobStore(
         client, prefix=settings.key_prefix, ttl_s=settings.job_ttl_s, events_maxlen=settings.events_maxlen
     )

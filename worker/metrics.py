@@ -7,6 +7,8 @@ prometheus_client's global registry.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,8 @@ PHASES = ("queue", "text", "sampling", "decode", "encode", "upload", "total")
 # Seconds: a tiny CPU job takes ~1 s, a 768p 10 s video tens of minutes.
 PHASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 2400, 3600, 7200)
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# |ETA - actual| / actual (worker/eta_error.py): 0.1 = 10% off
+ETA_ERROR_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5)
 
 
 @dataclass
@@ -60,6 +64,21 @@ class WorkerMetrics:
         self.webhook_deliveries = Counter(
             "m4v_webhook_deliveries", "webhook delivery attempts by outcome", ["outcome"], registry=r
         )
+        self.eta_relative_error = Histogram(
+            "m4v_eta_relative_error",
+            "median |ETA - actual time left| / actual over a succeeded job's progress reports",
+            ["preset"],
+            buckets=ETA_ERROR_BUCKETS,
+            registry=r,
+        )
+        self.heartbeat_timestamp = Gauge(
+            "m4v_worker_heartbeat_timestamp_seconds",
+            "unix time of the last heartbeat this worker wrote to Redis (NaN before the first)",
+            registry=r,
+        )
+
+    def watch_heartbeat(self, last_beat_s: Callable[[], float | None]) -> None:
+        self.heartbeat_timestamp.set_function(lambda: v if (v := last_beat_s()) is not None else math.nan)
 
     def observe_phases(self, preset: str, resolution: str, phases: dict[str, float | None]) -> None:
         for phase, seconds in phases.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -13,7 +14,8 @@ from worker.storage import Storage
 if TYPE_CHECKING:
     import torch
 
-    from m4v_core import Settings
+    from m4v_core import WorkerSettings
+    from model.config import ModelConfig
     from model.pipeline import VideoPipeline
     from model.runtime import RuntimeOptions
 
@@ -37,7 +39,7 @@ def split_s3_url(url: str) -> tuple[str, str]:
     return bucket, key.rstrip("/")
 
 
-def fetch_s3_weights(url: str, settings: Settings, cache_dir: Path) -> Path:
+def fetch_s3_weights(url: str, settings: WorkerSettings, cache_dir: Path) -> Path:
     """Download s3://bucket/key (one file or a prefix) once into cache_dir; later calls reuse it."""
     bucket, key = split_s3_url(url)
     target = cache_dir / hashlib.sha256(url.encode()).hexdigest()[:16]
@@ -51,7 +53,7 @@ def fetch_s3_weights(url: str, settings: Settings, cache_dir: Path) -> Path:
     return target / files[0] if single else target
 
 
-def resolve_weights(settings: Settings, cache_dir: Path | None = None) -> str | None:
+def resolve_weights(settings: WorkerSettings, cache_dir: Path | None = None) -> str | None:
     """Local path for Settings.weights (None: the preset's packaged weights)."""
     if settings.weights is None:
         return None
@@ -62,35 +64,100 @@ def resolve_weights(settings: Settings, cache_dir: Path | None = None) -> str | 
     return settings.weights
 
 
-def runtime_options(settings: Settings) -> RuntimeOptions:
-    """The speed options of model/runtime.py from M4V_* settings."""
+def runtime_options(settings: WorkerSettings, dtype: torch.dtype | None = None) -> RuntimeOptions:
+    """The speed options of model/runtime.py from M4V_* settings. cuda_graphs "auto" turns graphs on for
+    bf16 M4V (MM-DiM) presets: measured correct (same video) and faster there on an H100; for the
+    attention baseline they measured slower (docs/PERF.md). Graphs only ever run on CUDA devices."""
+    import torch
+
+    from model.config import get_preset
     from model.runtime import RuntimeOptions
 
+    graphs = settings.cuda_graphs
+    if graphs == "auto":
+        mmdim = get_preset(settings.preset).network.single_block == "mmdim"
+        graphs = mmdim and dtype == torch.bfloat16
     return RuntimeOptions(
         attention_backend=settings.attention_backend,
         compile=settings.compile_blocks,
         compile_mode=settings.compile_mode,
-        cuda_graphs=settings.cuda_graphs,
+        cuda_graphs=graphs,
         vae_tile_batch=settings.vae_tile_batch,
         overlap_decode=settings.overlap_decode,
     )
 
 
 def load_pipeline(
-    settings: Settings, device: str, dtype: torch.dtype, cache_dir: Path | None = None
+    settings: WorkerSettings, device: str, dtype: torch.dtype, cache_dir: Path | None = None
 ) -> VideoPipeline:
     """Build the preset's pipeline once for this process."""
+    from model.checkpoint_source import RANDOM_WEIGHTS
     from model.pipeline import VideoPipeline  # torch and the model load here, not at import
 
     weights = resolve_weights(settings, cache_dir)
     pipe = VideoPipeline.from_preset(
-        settings.preset,
+        preset_config(settings),
         weights=weights,
         device=device,
         dtype=dtype,
         scan_backend=settings.scan_backend,
         use_cache=settings.context_cache,
-        runtime=runtime_options(settings),
+        stand_in_text=settings.text_stand_in,
+        runtime=runtime_options(settings, dtype),
+        allow_random_weights=settings.allow_random_weights,
     )
-    log.info("pipeline loaded", extra={"preset": settings.preset, "device": device, "dtype": str(dtype)})
+    if weights is not None:
+        pipe.weights_sha256 = weights_sha256(Path(weights))
+    elif pipe.weights_source != RANDOM_WEIGHTS:  # the preset's packaged weights
+        pipe.weights_sha256 = weights_sha256(Path(pipe.weights_source))
+    log.info(
+        "pipeline loaded",
+        extra={
+            "preset": settings.preset,
+            "device": device,
+            "dtype": str(dtype),
+            "weights": pipe.weights_source,
+            "weights_sha256": pipe.weights_sha256,
+        },
+    )
     return pipe
+
+
+def preset_config(settings: WorkerSettings) -> ModelConfig:
+    """The served preset with the settings that belong in its config: where the T5/CLIP encoders live."""
+    from model.config import get_preset
+
+    cfg = get_preset(settings.preset)
+    text = cfg.text
+    if settings.t5_path is not None or settings.clip_path is not None:
+        text = dataclasses.replace(
+            text, t5_path=settings.t5_path or text.t5_path, clip_path=settings.clip_path or text.clip_path
+        )
+    return dataclasses.replace(cfg, text=text)
+
+
+# Text encoders and tokenizers are not part of what the weights sha256 identifies (they are large, and the
+# text-encoder paths are checked by loading them).
+_UNHASHED_DIRS = {"text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"}
+
+
+def weights_sha256(path: Path) -> str:
+    """sha256 of a weights file, or of a directory's files ("<sha256>  <relative path>" lines, sorted; hidden
+    files and the text-encoder folders left out)."""
+
+    def file_sha(p: Path) -> str:
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    if path.is_file():
+        return file_sha(path)
+    lines = []
+    for p in sorted(path.rglob("*")):
+        rel = p.relative_to(path)
+        if not p.is_file() or rel.parts[0] in _UNHASHED_DIRS or any(x.startswith(".") for x in rel.parts):
+            continue
+        lines.append(f"{file_sha(p)}  {rel.as_posix()}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from model import ssm_kernels
 from model.config import ModelConfig, get_preset
 from model.network import M4VNetwork
 from model.train.captions import eval_prompts, train_captions
@@ -41,10 +42,21 @@ from model.vae import CausalVAE
 log = logging.getLogger(__name__)
 
 
-def build_models(cfg: ModelConfig, device: torch.device, seed: int) -> tuple[M4VNetwork, CausalVAE]:
+def build_models(
+    cfg: ModelConfig, device: torch.device, seed: int, scan_backend: str = "ref"
+) -> tuple[M4VNetwork, CausalVAE]:
     torch.manual_seed(seed)
-    net = M4VNetwork.for_preset(cfg, scan_backend="ref", device=device, dtype=torch.float32)
+    net = M4VNetwork.for_preset(cfg, scan_backend=scan_backend, device=device, dtype=torch.float32)
     return net, CausalVAE(cfg.vae, device=device, dtype=torch.float32)
+
+
+def train_scan_backend(requested: str, device: torch.device) -> str:
+    """auto-train: mamba-ssm's Triton scan (forward + backward) on CUDA when it imports, else the ref."""
+    if requested != "auto-train":
+        return requested
+    if device.type == "cuda" and ssm_kernels.triton_available():
+        return "triton"
+    return "ref"
 
 
 def _load(module: torch.nn.Module, path: Path | None, device: torch.device, prefix: str) -> None:
@@ -117,6 +129,7 @@ def phase_net(
         batch=args.net_batch,
         lr=args.lr,
         captions_per_spec=args.captions_per_spec,
+        compile=args.compile,
     )
     loss_log = LossLog(args.out / "losses.jsonl", "net")
     data = _latents_for_net(args)
@@ -143,6 +156,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--net-seconds", type=float, default=1e9)
     p.add_argument("--net-batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument(
+        "--scan-backend",
+        default="ref",
+        choices=["auto-train", "ref", "triton", "kernel"],
+        help="Mamba2 scan in training (auto-train: triton on CUDA; see docs/PERF.md before using it)",
+    )
+    p.add_argument("--compile", action="store_true", help="torch.compile the network's blocks (CUDA)")
     p.add_argument("--latents", type=Path, default=None, help="latent set: written by latents, read by net")
     p.add_argument("--latent-clips", type=int, default=49152)
     p.add_argument("--latent-batch", type=int, default=512)
@@ -161,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     device = torch.device(args.device)
     args.out.mkdir(parents=True, exist_ok=True)
-    net, vae = build_models(cfg, device, args.seed)
+    net, vae = build_models(cfg, device, args.seed, train_scan_backend(args.scan_backend, device))
     _load(vae, args.vae_in, device, "vae.")
     _load(net, args.net_in, device, "network.")
     if args.phase == "latents":

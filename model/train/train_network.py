@@ -45,6 +45,7 @@ class NetTrainConfig:
     ema_decay: float = 0.998
     log_every: int = 50
     captions_per_spec: int = 3
+    compile: bool = False  # torch.compile each block (CUDA training; recompiles once per history length)
 
 
 class CaptionSampler:
@@ -112,9 +113,11 @@ class EMA:
 
     @torch.no_grad()
     def update(self, net: nn.Module) -> None:
-        for k, v in net.state_dict().items():
-            if v.is_floating_point():
-                self.shadow[k].lerp_(v.float(), 1.0 - self.decay)
+        """One fused multi-tensor lerp over every float tensor (a loop would launch one kernel each)."""
+        state = net.state_dict()
+        names = [k for k, v in state.items() if v.is_floating_point()]
+        live = [state[k].float() for k in names]  # a no-op view for the fp32 weights training uses
+        torch._foreach_lerp_([self.shadow[k] for k in names], live, 1.0 - self.decay)
 
     def copy_to(self, net: nn.Module) -> None:
         net.load_state_dict(self.shadow)
@@ -128,18 +131,25 @@ def flow_loss(
     cfg: ModelConfig,
     tc: NetTrainConfig,
     g: torch.Generator,
+    g_unit: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Mean velocity MSE over stages (and unit groups) for one batch of clean latents."""
+    """Mean velocity MSE over stages (and unit groups) for one batch of clean latents.
+
+    Noise comes from ``g`` (on the latents' device); the unit of each group from ``g_unit``, a CPU generator,
+    so choosing it never waits for the device (default: a CPU generator seeded from ``g``'s seed)."""
     sp = cfg.sampler
     stages = build_stages(sp.num_stages, sp.renoise_gamma)
     full_hw = tuple(latents.shape[-2:])
     b, frames = latents.shape[0], latents.shape[2]
     losses: dict[str, torch.Tensor] = {}
+    if g_unit is None:
+        g_unit = torch.Generator().manual_seed(g.initial_seed())
+    groups = torch.arange(b, device=latents.device).chunk(tc.groups_per_stage)
+    pyramids = [frame_pyramids(latents[idx], sp.num_stages) for idx in groups]  # once, not once per stage
     for stage in stages:
         parts = []
-        for idx in torch.arange(b, device=latents.device).chunk(tc.groups_per_stage):
-            pyr = frame_pyramids(latents[idx], sp.num_stages)
-            unit = int(torch.randint(0, frames, (1,), generator=g, device=g.device))
+        for idx, pyr in zip(groups, pyramids, strict=True):
+            unit = int(torch.randint(0, frames, (1,), generator=g_unit))
             ex = flow_example(pyr, unit, stage, sp.timestep_scale, g, tc.history_noise)
             pred = net(ex.x, ex.t, text=cache.rows(text_rows[idx]), history=ex.history, full_hw=full_hw)
             parts.append(F.mse_loss(pred.float(), ex.target))
@@ -171,13 +181,17 @@ def train_network(
     With ``data`` batches come from the pre-encoded set (``vae`` is then unused), else they are rendered.
     """
     g_dev = torch.Generator(device).manual_seed(seed + 1)
+    g_unit = torch.Generator().manual_seed(seed + 3)
     captions = CaptionSampler(cache, tc.captions_per_spec)
     source: RenderedBatches | LatentBatches = (
         RenderedBatches(vae, captions, cfg, device, seed)
         if data is None
         else LatentBatches(data, captions, device, seed + 2)
     )
-    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    fused = device.type == "cuda"  # one multi-tensor kernel per step instead of several per parameter
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=0.01, betas=(0.9, 0.99), fused=fused)
+    if tc.compile:
+        net.compile_blocks()
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / tc.warmup))
     ema, budget, step = EMA(net, tc.ema_decay), Budget(tc.steps, tc.max_seconds), 0
     last_step, last_t = 0, time.perf_counter()
@@ -185,7 +199,7 @@ def train_network(
     while not budget.done(step):
         latents, rows = source.next(tc.batch, tc.text_dropout)
         with autocast(device):
-            losses = flow_loss(net, latents, rows, cache, cfg, tc, g_dev)
+            losses = flow_loss(net, latents, rows, cache, cfg, tc, g_dev, g_unit)
         _update(net, opt, losses["loss"])
         sched.step()
         ema.update(net)

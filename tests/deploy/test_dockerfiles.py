@@ -19,7 +19,8 @@ DOCKER = ROOT / "docker"
 DOCKERFILES = sorted(DOCKER.glob("Dockerfile.*"))
 # Imported inside try/except ImportError when present: by anyio, redis and starlette/fastapi, and by httpx
 # for its command-line client (rich, pygments): not needed.
-OPTIONAL_IMPORTS = {"sniffio", "cryptography", "orjson", "rich", "pygments"}
+# greenlet: rq.local imports it when installed (playwright, a dev dependency, brings it); rq works without it
+OPTIONAL_IMPORTS = {"sniffio", "cryptography", "orjson", "rich", "pygments", "greenlet"}
 SECRET_WORDS = re.compile(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY|PRIVATE)", re.IGNORECASE)
 
 

@@ -110,3 +110,15 @@ def test_split_attention_groups_rows_by_padding_and_packs_only_valid_text() -> N
 def test_unknown_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="attention_backend"):
         RuntimeOptions(attention_backend="dense")  # type: ignore[arg-type]
+
+
+def test_pyramidflow_mode_flex_matches_the_reference_and_split_refuses() -> None:
+    cfg = dataclasses.replace(TINY, single_block="attention", context_mode="pyramidflow")
+    ref, new = nets(cfg, "flex")
+    tx, hist, x, t = text(), history(2), torch.randn(2, C, 16, 16), torch.full((2,), 600.0)
+    with torch.no_grad():
+        want = ref(x, t, text=tx, history=hist, full_hw=FULL_HW)
+        assert rel(new(x, t, text=tx, history=hist, full_hw=FULL_HW), want) < 1e-5
+    _, split = nets(cfg, "sdpa_split")
+    with pytest.raises(ValueError, match="sdpa_split.*pyramidflow"):
+        split(x, t, text=tx, history=hist, full_hw=FULL_HW)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from model.checkpoint_source import RandomWeightsRefusedError
 from model.config import get_preset
 from model.loading import save_checkpoint
 from model.pipeline import VideoPipeline
@@ -139,12 +140,19 @@ def test_generate_rejects_requests_the_preset_cannot_serve(
         pipe.generate(_req(**overrides))
 
 
-def test_from_preset_without_weights_warns_about_random_init(caplog: pytest.LogCaptureFixture) -> None:
+def test_from_preset_without_weights_refuses_a_non_tiny_preset() -> None:
     cfg = dataclasses.replace(get_preset("tiny"), name="tiny-unshipped")
-    with caplog.at_level(logging.WARNING, logger="model.pipeline"):
-        pipe = VideoPipeline.from_preset(cfg, stand_in_text=True)
-    assert pipe.cfg.name == "tiny-unshipped"
-    assert any("RANDOM weights" in r.getMessage() for r in caplog.records)
+    with pytest.raises(RandomWeightsRefusedError, match="tiny-unshipped.*huggingface-cli download"):
+        VideoPipeline.from_preset(cfg, stand_in_text=True)
+
+
+def test_random_weights_opt_in_logs_an_error_banner(caplog: pytest.LogCaptureFixture) -> None:
+    cfg = dataclasses.replace(get_preset("tiny"), name="tiny-unshipped")
+    with caplog.at_level(logging.WARNING, logger="model.checkpoint_source"):
+        pipe = VideoPipeline.from_preset(cfg, stand_in_text=True, allow_random_weights=True)
+    assert pipe.cfg.name == "tiny-unshipped" and pipe.weights_source == "random"
+    banners = [r for r in caplog.records if "RANDOM weights" in r.getMessage()]
+    assert banners and all(r.levelno == logging.ERROR for r in banners)
 
 
 def test_from_preset_loads_the_given_checkpoint(pipe: VideoPipeline, tmp_path: Path) -> None:

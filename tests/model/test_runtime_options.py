@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -72,6 +73,20 @@ def test_overlapped_decode_and_batched_tiles_give_the_same_video_in_unit_order()
     assert np.abs(got.astype(int) - want.astype(int)).max() <= 1  # uint8 rounding of fp32 noise
 
 
+def test_channels_last_vae_gives_the_same_video() -> None:
+    torch.manual_seed(0)
+    ref = VideoPipeline.from_preset("tiny")
+    vae = copy.deepcopy(ref.vae)  # the option converts the VAE in place
+    opts = RuntimeOptions(vae_channels_last=True, cudnn_benchmark=True)  # cudnn: a no-op on the CPU
+    fast = VideoPipeline(
+        ref.cfg, ref.network, vae, ref.text_encoder, device="cpu", dtype=torch.float32, runtime=opts
+    )
+    conv = next(m for m in fast.vae.modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    want, got = ref.generate(_req()).frames, fast.generate(_req()).frames
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
 def test_overlapped_decode_errors_surface_from_generate() -> None:
     torch.manual_seed(0)
     pipe = VideoPipeline.from_preset("tiny", runtime=RuntimeOptions(overlap_decode=True))
@@ -124,6 +139,12 @@ def test_worker_settings_turn_the_options_on(monkeypatch: pytest.MonkeyPatch) ->
     from worker.pipeline import runtime_options
 
     assert runtime_options(Settings()) == RuntimeOptions()
+    # graphs "auto": on for bf16 M4V presets only (measured faster there), off for the attention baseline
+    assert runtime_options(Settings(preset="m4v-768p"), torch.bfloat16).cuda_graphs is True
+    assert runtime_options(Settings(preset="attn-768p"), torch.bfloat16).cuda_graphs is False
+    assert runtime_options(Settings(preset="m4v-768p"), torch.float32).cuda_graphs is False
+    off = Settings(preset="m4v-768p", cuda_graphs=False)
+    assert runtime_options(off, torch.bfloat16).cuda_graphs is False
     monkeypatch.setenv("M4V_ATTENTION_BACKEND", "sdpa_split")
     monkeypatch.setenv("M4V_COMPILE_BLOCKS", "true")
     monkeypatch.setenv("M4V_CUDA_GRAPHS", "true")

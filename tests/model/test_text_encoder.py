@@ -15,57 +15,14 @@ from model.text_encoder import (
     T5ClipEncoder,
     TextEmbeddings,
     build_text_encoder,
+    locate_text_model,
 )
-
-WORDS = ["a", "cat", "dog", "runs", "on", "the", "beach", "in", "snow", "red", "car", "city", "night"]
-SPECIALS = ["<pad>", "</s>", "<unk>", "<s>"]
-
-
-def _save_tokenizer(path: Path, *, clip: bool) -> None:
-    """A WordLevel tokenizer built offline; T5 style appends </s>, CLIP style wraps in <s> ... </s>."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(SPECIALS + WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    single = "<s> $A </s>" if clip else "$A </s>"
-    tok.post_processor = processors.TemplateProcessing(
-        single=single, special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", bos_token="<s>"
-    )
-    fast.save_pretrained(str(path))
+from tests.tiny_text_models import save_diffusers_layout, save_transformers_layout
 
 
 @pytest.fixture(scope="module")
 def t5_clip_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
-    root = tmp_path_factory.mktemp("text")
-    torch.manual_seed(0)
-    vocab = len(SPECIALS) + len(WORDS)
-    t5 = T5EncoderModel(
-        T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, pad_token_id=0)
-    )
-    clip = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=vocab,
-            hidden_size=24,
-            intermediate_size=48,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=16,
-            pad_token_id=0,
-            bos_token_id=3,
-            eos_token_id=1,
-        )
-    )
-    for model, name, clip_style in ((t5, "t5", False), (clip, "clip", True)):
-        model.save_pretrained(str(root / name))
-        _save_tokenizer(root / name, clip=clip_style)
-    return root / "t5", root / "clip"
+    return save_transformers_layout(tmp_path_factory.mktemp("text"))
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +109,33 @@ def test_random_stand_in_is_deterministic_per_prompt() -> None:
 def test_cfg_batch_concatenates_cond_and_uncond(minilm: MiniLMEncoder) -> None:
     both = TextEmbeddings.cat([minilm.encode(["a cat"]), minilm.encode([""])])
     assert both.tokens.shape == (2, 32, 384) and both.mask.shape == (2, 32)
+
+
+def test_t5_clip_from_the_diffusers_layout_equals_the_transformers_layout(
+    t5_clip_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    root = save_diffusers_layout(tmp_path)  # same seed: the same weights in PyramidFlow's layout
+    prompts = ["a red car in the city", ""]
+    ref = T5ClipEncoder(*t5_clip_dirs, max_tokens=8, device="cpu", dtype=torch.float32).encode(prompts)
+    for t5, clip in ((root, root), (root / "text_encoder_2", root / "text_encoder")):
+        got = T5ClipEncoder(t5, clip, max_tokens=8, device="cpu", dtype=torch.float32).encode(prompts)
+        torch.testing.assert_close(got.tokens, ref.tokens)
+        torch.testing.assert_close(got.pooled, ref.pooled)
+        assert torch.equal(got.mask, ref.mask)
+
+
+def test_locate_text_model_picks_the_right_folders(tmp_path: Path) -> None:
+    root = save_diffusers_layout(tmp_path)
+    assert locate_text_model(root, "t5") == (root / "text_encoder_2", root / "tokenizer_2")
+    assert locate_text_model(root, "clip") == (root / "text_encoder", root / "tokenizer")
+    assert locate_text_model(root / "text_encoder", "clip") == (root / "text_encoder", root / "tokenizer")
+
+
+def test_locate_text_model_names_the_setting_when_the_tokenizer_is_missing(tmp_path: Path) -> None:
+    root = save_diffusers_layout(tmp_path)
+    for f in (root / "tokenizer_2").iterdir():
+        f.unlink()
+    with pytest.raises(FileNotFoundError, match="M4V_T5_PATH.*no tokenizer"):
+        locate_text_model(root, "t5")
+    with pytest.raises(FileNotFoundError, match="M4V_CLIP_PATH .*is not a directory"):
+        locate_text_model(root / "nope", "clip")
