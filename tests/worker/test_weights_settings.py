@@ -94,7 +94,7 @@ def test_random_weights_opt_in_starts_and_is_reported(
     assert any("RANDOM weights" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
     state = WorkerState(name="w", preset=small.name, device="cpu", weights=pipe.weights_source)
     beat = state.as_heartbeat()
-    assert beat["random_weights"] is True and beat["weights"] == "random" and beat["weights_sha256"] is None
+    assert beat.random_weights is True and beat.weights == "random" and beat.weights_sha256 is None
 
 
 def test_checkpoint_config_mismatch_names_the_field_and_both_values(
