@@ -35,9 +35,9 @@ import httpx
 import redis
 import uvloop
 
+from m4v_core.keys import Keys
 from service.auth import key_entry, new_api_key
-from worker.contract.store import Keys
-from worker.heartbeat import Heartbeat, WorkerState
+from worker.heartbeat import HeartbeatWriter, WorkerState
 
 log = logging.getLogger("bench.api_load")
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,20 +169,20 @@ async def run(args: argparse.Namespace, base_url: str, key: str) -> list[Phase]:
     return phases
 
 
-def paused_worker(client: redis.Redis, prefix: str) -> Heartbeat:
+def paused_worker(client: redis.Redis, prefix: str) -> HeartbeatWriter:
     """A live, loaded worker that takes no jobs, with a measured FLOP rate: as in production, every POST
     then computes an ETA over the whole queue ahead of it (the costly part of answering)."""
     state = WorkerState(name="bench-paused", preset="tiny", device="cpu", model_loaded=True, flops_per_s=1e12)
-    return Heartbeat(client, Keys(prefix).worker(state.name), state, period_s=5.0)
+    return HeartbeatWriter(client, Keys(prefix), state, period_s=5.0)
 
 
 def cleanup(redis_url: str, prefix: str) -> None:
     client = redis.Redis.from_url(redis_url)
     for priority in ("high", "normal", "low"):
-        ids: list[bytes] = client.lrange(f"rq:queue:{prefix}-{priority}", 0, -1)  # type: ignore[assignment]
+        ids: list[bytes] = client.lrange(Keys(prefix).rq_queue(priority), 0, -1)  # type: ignore[assignment]
         for start in range(0, len(ids), 1000):
-            client.delete(*[b"rq:job:" + i for i in ids[start : start + 1000]])
-    for pattern in (f"{prefix}:*", f"rq:*{prefix}*"):
+            client.delete(*[Keys.rq_job(i) for i in ids[start : start + 1000]])
+    for pattern in Keys(prefix).everything():
         keys = list(client.scan_iter(match=pattern, count=5000))
         for start in range(0, len(keys), 1000):
             client.delete(*keys[start : start + 1000])

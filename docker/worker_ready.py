@@ -2,42 +2,43 @@
 
 The worker writes {prefix}:worker:{name} (worker/heartbeat.py) only after its pipeline is loaded, and
 deletes it when it stops, so the key is the one signal that opens exactly when jobs can be taken.
-Settings come from the same M4V_* environment as the worker. Without M4V_WORKER_NAME the worker's default
-name is "<hostname>:<pid>", so any heartbeat of this host counts.
+WorkerSettings come from the same M4V_* environment as the worker. Without M4V_WORKER_NAME the worker's
+default name is "<hostname>:<pid>", so any heartbeat of this host counts.
 
     python /opt/m4v/probes/worker_ready.py      # exit 0 ready, 1 not ready (reason on stderr)
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import sys
 
 import redis
 
-from worker.contract import Settings
-from worker.contract.store import Keys
+from m4v_core import WorkerSettings
+from m4v_core.heartbeat import parse_heartbeat
+from m4v_core.keys import Keys
 
 log = logging.getLogger("m4v.probe.ready")
 
 
-def heartbeat_keys(client: redis.Redis, settings: Settings) -> list[bytes | str]:
+def heartbeat_keys(client: redis.Redis, settings: WorkerSettings) -> list[str]:
     keys = Keys(settings.key_prefix)
     if settings.worker_name:
         return [keys.worker(settings.worker_name)]
-    return list(client.scan_iter(match=keys.worker(f"{socket.gethostname()}:*"), count=1000))
+    found = client.scan_iter(match=keys.worker(f"{socket.gethostname()}:*"), count=1000)
+    return [k.decode() if isinstance(k, bytes) else k for k in found]
 
 
-def is_ready(settings: Settings, timeout_s: float = 2.0) -> tuple[bool, str]:
+def is_ready(settings: WorkerSettings, timeout_s: float = 2.0) -> tuple[bool, str]:
     client = redis.Redis.from_url(
         settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
     )
     try:
         for key in heartbeat_keys(client, settings):
-            raw = client.get(key)
-            if raw is not None and json.loads(raw).get("model_loaded") is True:
+            beat = parse_heartbeat(key, client.get(key))  # type: ignore[arg-type]
+            if beat is not None and beat.model_loaded:
                 return True, f"heartbeat {key!r} has model_loaded"
     except redis.RedisError as exc:
         return False, f"redis: {exc}"
@@ -48,7 +49,7 @@ def is_ready(settings: Settings, timeout_s: float = 2.0) -> tuple[bool, str]:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    ready, reason = is_ready(Settings())  # type: ignore[call-arg]
+    ready, reason = is_ready(WorkerSettings())  # type: ignore[call-arg]
     (log.info if ready else log.warning)(reason)
     return 0 if ready else 1
 

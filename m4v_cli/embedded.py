@@ -6,7 +6,6 @@ process never imports torch, the worker decides the device itself (M4V_DEVICE=au
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -24,7 +23,9 @@ import redis
 from m4v_cli.children import Child
 from m4v_cli.redis_embedded import EmbeddedRedis
 from m4v_cli.seaweed import SeaweedS3, free_port
-from worker.contract.settings import Settings
+from m4v_core.heartbeat import Heartbeat, read_heartbeat
+from m4v_core.keys import Keys
+from m4v_core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class Stack:
     redis: EmbeddedRedis | None = None
     s3: SeaweedS3 | None = None
     children: list[Child] = field(default_factory=list)
-    worker_info: dict[str, Any] = field(default_factory=dict)
+    worker_info: Heartbeat | None = None
 
     def dead_child(self) -> Child | None:
         return next((c for c in self.children if c.exit_code() is not None), None)
@@ -171,32 +172,19 @@ def _api_ready(url: str) -> bool:
 
 
 def _worker_loaded(stack: Stack) -> bool:
-    """The worker's heartbeat key ({prefix}:worker:{name}) says the model is loaded."""
-    prefix = stack.env.get("M4V_KEY_PREFIX") or _default("key_prefix")
-    key = f"{prefix}:worker:{stack.env['M4V_WORKER_NAME']}"
+    """The worker's heartbeat says the model is loaded."""
+    keys = Keys(stack.env.get("M4V_KEY_PREFIX") or _default("key_prefix"))
     client = redis.Redis.from_url(stack.env["M4V_REDIS_URL"])
     try:
-        raw = client.get(key)
+        beat = read_heartbeat(client, keys, stack.env["M4V_WORKER_NAME"])
     except redis.RedisError:
         return False
     finally:
         client.close()
-    if raw is None:
-        return False
-    try:
-        info = json.loads(raw)
-    except ValueError:
-        return False
-    if isinstance(info, dict) and heartbeat_says_loaded(info):
-        stack.worker_info = info
+    if beat is not None and beat.model_loaded:
+        stack.worker_info = beat
         return True
     return False
-
-
-def heartbeat_says_loaded(info: dict[str, Any]) -> bool:
-    if "model_loaded" in info:
-        return bool(info["model_loaded"])
-    return bool(info.get("loaded_at"))
 
 
 def _default(name: str) -> Any:

@@ -163,8 +163,8 @@ def up_cmd(
         info = stack.worker_info
         console.print(
             f"[green]m4v is up[/] at [bold]{stack.url}[/] (worker {stack.env['M4V_WORKER_NAME']}: "
-            f"preset {info.get('preset', stack.env.get('M4V_PRESET', '?'))}, "
-            f"device {info.get('device', '?')}); state in {state}",
+            f"preset {(info and info.preset) or stack.env.get('M4V_PRESET', '?')}, "
+            f"device {(info and info.device) or '?'}); state in {state}",
             soft_wrap=True,  # one line even when stderr is a pipe: scripts look for the URL
         )
         page = playground_url(stack.url)
@@ -221,25 +221,27 @@ def api_cmd() -> None:
     """Run the HTTP API (uvicorn) with settings from M4V_* environment variables."""
     import uvicorn
 
+    from m4v_core.settings import ApiSettings
     from service.app import create_app
-    from worker.contract.settings import Settings
 
-    settings = Settings()  # type: ignore[call-arg]  # fields from M4V_* env; create_app configures logging
+    settings = ApiSettings()  # type: ignore[call-arg]  # fields from M4V_* env; create_app configures logging
     uvicorn.run(
         create_app(settings),
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # create_app set up logging (m4v_core/logs.py); uvicorn must not replace it
+        access_log=False,  # the API logs each request itself (service.access), in the same JSON shape
     )
 
 
 @app.command("worker")
 def worker_cmd() -> None:
     """Run one GPU (or CPU) worker with settings from M4V_* environment variables."""
-    from worker.contract.settings import Settings
+    from m4v_core.settings import WorkerSettings
     from worker.main import run
 
-    run(Settings())  # type: ignore[call-arg]  # fields from M4V_* env
+    run(WorkerSettings())  # type: ignore[call-arg]  # fields from M4V_* env
 
 
 @app.command("version")

@@ -1,6 +1,6 @@
 """Model presets: frozen dataclasses, pure Python (no torch), so the API can validate against them.
 
-Tags follow M4V_SPEC.md: [paper] from the M4V paper, [pyramidflow] from PyramidFlow, [decided] ours.
+Tags: [paper] from the M4V paper, [pyramidflow] from PyramidFlow, [decided] ours.
 """
 
 from __future__ import annotations

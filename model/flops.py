@@ -1,4 +1,4 @@
-"""Analytic FLOP counter for one whole request (M4V_SPEC.md sections 2 and 3). Pure Python: no torch.
+"""Analytic FLOP counter for one whole request. Pure Python: no torch.
 
 Conventions
 - 2 FLOPs per multiply-add; only matmul-like work is counted (linear layers, attention QK^T and PV, the
@@ -15,20 +15,20 @@ Conventions
   cfg_batch, then every step runs only the current frame's tokens (+ its register), whose attention queries
   see the cached keys. ``cached=False``: every step runs the whole sequence. "paper" mode is always uncached.
 
-Agreement with the spec's estimate (121 frames, 768x1280, steps [20,20,20]/[10,10,10], CFG 2, network only):
-the spec says attention 17.8 PF uncached / 7.5 cached, M4V 14.9 / 6.5, mixer reduction 42% (121 frames) / 50%
-(241), 1.29 / 1.37 PF per video second (cached M4V, 5 s / 10 s). This module (dense) gives attention 17.85 /
-7.16, M4V 15.71 / 6.25, mixer reduction 42.1% / 50.2%, 1.25 / 1.34 PF per video second. Reconstructed reasons:
-- The spec's numbers are reproduced by DENSE attention counting (its own section 3 formula 4*B*L^2*d), not by
+Agreement with the original design estimate (121 frames, 768x1280, steps [20,20,20]/[10,10,10], CFG 2,
+network only): attention 17.8 PF uncached / 7.5 cached, M4V 14.9 / 6.5, mixer reduction 42% (121 frames) /
+50% (241), 1.29 / 1.37 PF per video second (cached M4V, 5 s / 10 s). This module (dense) gives attention
+17.85 / 7.16, M4V 15.71 / 6.25, mixer reduction 42.1% / 50.2%, 1.25 / 1.34 PF per video second. Reasons:
+- The estimate is reproduced by DENSE attention counting (its formula 4*B*L^2*d), not by
   mask-aware counting: mask-aware gives attention 15.30 PF uncached and a mixer reduction of only 25.4% (121)
   / 31.0% (241), because the temporal-causal mask already removes about half of the attention core that Mamba
   saves. Reduction claims must name the counting; dense is what SDPA with a boolean mask executes.
-- Cached: the spec's 7.5 / 6.5 are 0.34 PF above a count without the current frame in the context, which is
-  exactly one extra full-network pass of the current frame per (unit, stage) at batch 2: it counted the
+- Cached: the estimate's 7.5 / 6.5 are 0.34 PF above a count without the current frame in the context, which
+  is exactly one extra full-network pass of the current frame per (unit, stage) at batch 2: it counted the
   context as the whole sequence. network.prepare_context runs the context without the current frame, so
   that pass is not counted here (M4V cached is then 6.16 + 0.09 for the temporal branch and SSD = 6.25).
-- M4V uncached is 0.8 PF above the spec: the temporal branch (0.25 PF), the SSD scan (~0.25 PF) and the
-  Mamba2 projections of the second text copy and the registers (~0.1 PF) are not in the spec's estimate, and
+- M4V uncached is 0.8 PF above the estimate: the temporal branch (0.25 PF), the SSD scan (~0.25 PF) and the
+  Mamba2 projections of the second text copy and the registers (~0.1 PF) are not in the estimate, and
   linear2's input slice from the mixer branch (D x D) counts as MLP here.
 """
 
@@ -226,7 +226,7 @@ def mixer_flop_reduction(
     attention: AttentionCounting = "dense",
 ) -> float:
     """1 - (Mamba2 mixers) / (attention mixers) of the single-stream blocks over a whole uncached generation
-    (M4V_SPEC.md section 3: attention incl. QKV/output projections vs Mamba2 incl. its projections). The
+    (attention incl. QKV/output projections vs Mamba2 incl. its projections). The
     MM-DiT blocks are identical in both networks and left out."""
 
     def single_mixer(cfg: ModelConfig) -> float:

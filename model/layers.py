@@ -2,7 +2,7 @@
 
 Modelled on FLUX (black-forest-labs/flux, modules/layers.py); the one addition is split modulation: in
 context_mode "causal" the context tokens (text, history frames) are modulated with the clean conditioning
-c(t=0) and only the trailing tokens of the frame being denoised with c(t) (M4V_SPEC.md section 2).
+c(t=0) and only the trailing tokens of the frame being denoised with c(t).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Mamba2 token mixer (SSD), the core of the MM-DiM block (M4V_SPEC.md section 1).
+"""Mamba2 token mixer (SSD), the core of the MM-DiM block.
 
 in_proj -> [z | xBC | dt];  xBC -> causal depthwise conv -> SiLU -> [x | B | C];
 SSD scan over (x, dt, A, B, C) with skip D;  gated RMSNorm(y, z);  out_proj.

@@ -1,6 +1,6 @@
 """The M4V network: embeddings, 8 MM-DiT blocks, 16 MM-DiM (or attention) blocks, final layer.
 
-One call denoises the current latent frame given its compressed-pyramid history (M4V_SPEC.md 1 and 2):
+One call denoises the current latent frame given its compressed-pyramid history:
 every frame is patchified at its own resolution and positioned by 3D RoPE on the full-resolution grid.
 In context_mode "causal", text and history depend neither on the step's timestep nor on the current frame,
 so prepare_context runs them once and forward(x, t, cache=cache) runs only the current frame's tokens.

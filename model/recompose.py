@@ -1,4 +1,4 @@
-"""Multi-modal token re-composition for the MM-DiM scan (M4V_SPEC.md sections 1 and 2).
+"""Multi-modal token re-composition for the MM-DiM scan.
 
 The single-stream sequence is [text (Lt); video (Lv)]. The scan instead reads
   "paper":  [text, padding first][R_1 f_1] ... [R_T f_T][text, padding last]

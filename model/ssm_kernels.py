@@ -5,7 +5,7 @@ Nothing is imported at module import: the imports happen on first use, so CPU-on
 the tiny preset on a laptop) never need them. Install: pip install 'm4v-serve[gpu]'; for an offline GPU
 machine see ../shared/gpu/README.md (build-mamba-kernels.sh builds both from their sdists for sm_90).
 
-Backend policy (STYLE.md #8): the choice is explicit and logged once; asking for "kernel" where it cannot run
+Backend policy: the choice is explicit and logged once; asking for "kernel" where it cannot run
 raises. "auto" picks the kernels only on a CUDA device with both packages importable, and says why otherwise.
 There is no silent fallback once a backend is chosen.
 """

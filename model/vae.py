@@ -1,4 +1,4 @@
-"""Causal 3D VAE (M4V_SPEC 1b): encoder, decoder, and a streaming, spatially tiled decoder.
+"""Causal 3D VAE: encoder, decoder, and a streaming, spatially tiled decoder.
 
 Shapes: video (B, 3, F, H, W) in [-1, 1] with F = 1 + tf*k; latents (B, C, 1 + k, H/sf, W/sf) where
 tf = cfg.temporal_factor and sf = cfg.spatial_factor. Latents handed out are scaled: (z - shift) * scale.

@@ -4,7 +4,7 @@
       publishes in its heartbeat (fallback M4V_ADMISSION_GPU_MEMORY_BYTES)  -> 413 exceeds_gpu_memory
   estimated FLOPs (model/flops.py) > M4V_ADMISSION_MAX_FLOPS                -> 422 exceeds_flop_limit
 Both errors name the limit, its value and the request's estimate. An admitted request's FLOP estimate is
-recorded with the job (service/submit.py) for ETAs and m4v_queue_flops (worker/contract/throughput.py).
+recorded with the job (service/submit.py) for ETAs and m4v_queue_flops (m4v_core/throughput.py).
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import functools
 import logging
 from dataclasses import dataclass
 
+from m4v_core import JobSpec
+from m4v_core.throughput import spec_flops
 from model.config import ModelConfig
 from model.memory import estimate_peak_memory
 from service.errors import ServiceError
 from service.state import ServiceState
-from worker.contract import JobSpec
-from worker.contract.throughput import spec_flops
 
 log = logging.getLogger(__name__)
 

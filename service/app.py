@@ -12,24 +12,24 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from m4v_core import ApiSettings
+from m4v_core.logs import configure_logging
 from service.cors import install_cors
 from service.errors import install_error_handlers
 from service.limits import LimitBody
-from service.logs import configure_logging
 from service.metrics import ApiMetrics
 from service.middleware import ObserveRequests
 from service.playground import install_playground
 from service.routes import events, generate, health, jobs, metrics, workers
 from service.state import ServiceState
 from service.webhooks import start_dispatcher
-from worker.contract import Settings
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()  # type: ignore[call-arg]  # fields come from M4V_* env
-    configure_logging(settings)
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()  # type: ignore[call-arg]  # fields come from M4V_* env
+    configure_logging(settings.log_level, settings.log_json)
     api_metrics = ApiMetrics()
 
     @asynccontextmanager

@@ -25,10 +25,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from m4v_core import ApiSettings
 from service.errors import AuthenticationError
 from service.keys_file import KeysFile, LabelledEntry
 from service.ratelimit import RateLimiter
-from worker.contract import Settings
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class Authenticator:
     limiter: RateLimiter
 
     @classmethod
-    def from_settings(cls, settings: Settings, limiter: RateLimiter) -> Authenticator:
+    def from_settings(cls, settings: ApiSettings, limiter: RateLimiter) -> Authenticator:
         fixed = KeyRegistry.from_entries([k.get_secret_value() for k in settings.api_keys])
         file = settings.api_keys_file
         keys = Keyring(fixed, KeysFile(file, settings.api_keys_reload_s) if file else None)

@@ -1,5 +1,5 @@
 """ETAs of queued jobs and the m4v_queue_flops gauge, from the FLOP bookkeeping the workers keep in Redis
-(worker/contract/throughput.py). Running jobs get their eta_s from their worker (worker/eta.py).
+(m4v_core/throughput.py). Running jobs get their eta_s from their worker (worker/eta.py).
 
 A queued job's eta_s = (FLOPs ahead of it + its own FLOPs) / the fleet's FLOP/s, where "ahead" is every job
 in a higher-priority queue, the jobs before it in its own queue, and what the running jobs still have to
@@ -16,10 +16,10 @@ import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from m4v_core import JobRecord
+from m4v_core.throughput import job_flops
 from service.fleet_view import FleetView
 from service.queue import JobQueue
-from worker.contract import JobRecord
-from worker.contract.throughput import job_flops
 
 log = logging.getLogger(__name__)
 

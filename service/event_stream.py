@@ -12,9 +12,9 @@ from typing import Any
 
 from sse_starlette import ServerSentEvent
 
+from m4v_core import JobRecord
 from service.schemas import JobOut
 from service.state import ServiceState
-from worker.contract import JobRecord
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import redis
 
+from m4v_core import JobRecord
+from m4v_core.models import PRIORITIES, Priority
+from m4v_core.throughput import FleetWorker, fleet, fleet_rate, job_flops, preset_rate
 from service.queue import JobQueue
-from worker.contract import JobRecord
-from worker.contract.models import PRIORITIES, Priority
-from worker.contract.throughput import FleetWorker, fleet, fleet_rate, job_flops, preset_rate
 
 log = logging.getLogger(__name__)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from m4v_core import JobRecord
+from m4v_core.jobview import JobOut, render_job
+from m4v_core.store import JobNotFoundError as NoStoredJobError
+from m4v_core.store import utcnow
+from m4v_core.throughput import drop_job_flops
 from service.errors import JobNotFoundError
 from service.eta import queued_eta_s
-from service.schemas import JobOut
 from service.state import ServiceState
-from worker.contract import JobRecord
-from worker.contract.store import JobNotFoundError as NoStoredJobError
-from worker.contract.store import utcnow
-from worker.contract.throughput import drop_job_flops
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +31,12 @@ def load_job(state: ServiceState, job_id: str, owner: str | None) -> JobRecord:
 def public_view(state: ServiceState, job: JobRecord, base_url: str, own_flops: float | None = None) -> JobOut:
     """JobOut with the live queue position (queued) or fresh presigned URLs (finished with a video).
     ``own_flops``: the job's FLOP estimate when the caller knows it (saves a Redis read)."""
-    out = JobOut.from_record(job, base_url, state.presigner.result(job.result) if job.result else None)
-    out.queue_position = state.queue.position(job.id, job.priority) if job.status == "queued" else None
-    if job.status == "queued":
-        prefix = state.settings.key_prefix
-        out.eta_s = queued_eta_s(state.fleet_view, state.redis, prefix, job, own_flops)
-    elif job.finished:
-        out.eta_s = None
-    return out
+    result = state.presigner.result(job.result) if job.result else None
+    if job.status != "queued":
+        return render_job(job, base_url, result)
+    position = state.queue.position(job.id, job.priority)
+    eta_s = queued_eta_s(state.fleet_view, state.redis, state.settings.key_prefix, job, own_flops)
+    return render_job(job, base_url, result, queue_position=position, eta_s=eta_s)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from m4v_core import ApiSettings, GenerateRequest
+from m4v_core.ssrf import HostLookupError, WebhookRefusedError, check_url
 from service.errors import InvalidRequestError, PayloadTooLargeError, error_response
-from worker.contract import GenerateRequest, Settings
-from worker.ssrf import HostLookupError, WebhookRefusedError, check_url
 
 
 class LimitBody:
@@ -71,7 +71,7 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
-def check_prompt_limits(req: GenerateRequest, settings: Settings) -> None:
+def check_prompt_limits(req: GenerateRequest, settings: ApiSettings) -> None:
     """422 when prompt or negative_prompt is longer than Settings.max_prompt_chars."""
     limit = settings.max_prompt_chars
     problems = [
@@ -83,8 +83,8 @@ def check_prompt_limits(req: GenerateRequest, settings: Settings) -> None:
         raise InvalidRequestError.from_fields(problems)
 
 
-def check_webhook_url(req: GenerateRequest, settings: Settings) -> None:
-    """422 for a webhook_url no delivery could ever reach: the delivery-time check (worker/ssrf.py
+def check_webhook_url(req: GenerateRequest, settings: ApiSettings) -> None:
+    """422 for a webhook_url no delivery could ever reach: the delivery-time check (m4v_core/ssrf.py
     check_url, same allow-list) run now with a resolver that knows only literal IPs and localhost. Other names
     are resolved and checked at each delivery, where the DNS answer of that moment counts."""
     if req.webhook_url is None:

@@ -11,10 +11,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from m4v_core import JobStore
 from service.eta import QueueFlopsCollector
 from service.fleet_metrics import WorkersCollector
 from service.queue import JobQueue
-from worker.contract import JobStore
 
 log = logging.getLogger(__name__)
 

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError
 
+from m4v_core import ApiSettings, JobResult
+from m4v_core.jobview import JobResultOut, public_result
 from service.errors import StorageUnavailableError
-from service.schemas import JobResultOut
-from worker.contract import JobResult, Settings
 
 log = logging.getLogger(__name__)
 
 
 class Presigner:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: ApiSettings):
         self.bucket = settings.s3_bucket
         self.expiry_s = settings.presign_expiry_s
         self.client: Any = boto3.client(
@@ -45,13 +44,8 @@ class Presigner:
 
     def result(self, result: JobResult) -> JobResultOut:
         """The public result with freshly signed URLs (left empty, and logged, if signing is impossible)."""
-        out = JobResultOut(
-            **result.model_dump(exclude={"video_key", "thumbnail_key", "video_url", "thumbnail_url"})
-        )
         try:
-            out.video_url = self.url(result.video_key)
-            out.thumbnail_url = self.url(result.thumbnail_key) if result.thumbnail_key else None
-            out.expires_at = datetime.now(UTC) + timedelta(seconds=self.expiry_s)
+            return public_result(result, self.url, self.expiry_s)
         except StorageUnavailableError as exc:
             log.warning("result without URLs: %s", exc.message)
-        return out
+            return public_result(result)

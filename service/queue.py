@@ -11,11 +11,11 @@ from dataclasses import dataclass
 import redis
 from rq import Queue
 
+from m4v_core import JobSpec, Priority
+from m4v_core.keys import Keys
+from m4v_core.models import PRIORITIES
+from m4v_core.throughput import spec_flops
 from model.config import ModelConfig
-from worker.contract import JobSpec, Priority
-from worker.contract.models import PRIORITIES
-from worker.contract.store import Keys
-from worker.contract.throughput import spec_flops
 
 log = logging.getLogger(__name__)
 

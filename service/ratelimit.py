@@ -21,22 +21,28 @@ once and run with EVALSHA (one round trip; redis-py loads it once more after a S
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aredis
 
+from m4v_core.keys import Keys
 from service.errors import RateLimitedError
 
 US_PER_S = 1_000_000
 
-# KEYS[1] the caller's TAT; ARGV[1] the emission interval (µs), ARGV[2] the burst (requests).
+# KEYS[1] the caller's TAT; ARGV[1] the emission interval (µs), ARGV[2] the burst (requests), ARGV[3] (tests
+# only: RateLimiter(clock=...)) the time in µs instead of the server's TIME.
 # Returns {allowed 0|1, requests still allowed right now, µs until the next request would be allowed}.
 # TIME makes the script non-deterministic; Redis >= 5 replicates its effects (the SET), not the script.
 _GCRA_LUA = """
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local now = tonumber(ARGV[3])
+if not now then
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+end
 local tat = math.max(tonumber(redis.call('GET', KEYS[1])) or now, now)
 local new_tat = tat + interval
 local allow_at = new_tat - burst * interval
@@ -61,9 +67,18 @@ class RateDecision:
 
 
 class RateLimiter:
-    def __init__(self, client: aredis.Redis, prefix: str, limit: int, window_s: int):
+    def __init__(
+        self,
+        client: aredis.Redis,
+        prefix: str,
+        limit: int,
+        window_s: int,
+        clock_us: Callable[[], int] | None = None,
+    ):
+        """clock_us: the current time in µs for tests; None (always in the service) = the Redis server's."""
         self.client = client
-        self.prefix = prefix
+        self.clock_us = clock_us
+        self.keys = Keys(prefix)
         self.limit = limit
         self.window_s = window_s
         # Rounded to whole µs (at least 1); the burst stays exactly `limit` requests.
@@ -75,14 +90,15 @@ class RateLimiter:
         return self.limit > 0
 
     def key(self, caller: str) -> str:
-        return f"{self.prefix}:ratelimit:{caller}"
+        return self.keys.ratelimit(caller)
 
     async def hit(self, caller: str) -> RateDecision:
         """Spend one request of caller's budget if it has one (a rejected request spends nothing)."""
         assert self.enabled, "hit() needs limit > 0"
-        allowed, remaining, wait_us = await self._gcra(
-            keys=[self.key(caller)], args=[self.interval_us, self.limit]
-        )
+        args = [self.interval_us, self.limit]
+        if self.clock_us is not None:
+            args.append(self.clock_us())
+        allowed, remaining, wait_us = await self._gcra(keys=[self.key(caller)], args=args)
         return RateDecision(bool(allowed), int(remaining), int(wait_us))
 
     async def check(self, caller: str) -> None:

@@ -1,4 +1,5 @@
-"""Response schemas of the HTTP API (requests use worker.contract.GenerateRequest unchanged)."""
+"""Response schemas of the HTTP API (requests use m4v_core.GenerateRequest; jobs render through
+m4v_core.jobview, shared with the workers' events and webhooks)."""
 
 from __future__ import annotations
 
@@ -7,61 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from worker.contract import (
-    GenerateRequest,
-    JobError,
-    JobMetrics,
-    JobProgress,
-    JobRecord,
-    JobSpec,
-    JobStatus,
-    Priority,
-    WebhookAttempt,
-)
-from worker.contract.models import PublicJobResult
+from m4v_core.jobview import JobOut, JobResultOut
 
-
-class JobResultOut(PublicJobResult):
-    """The result without storage keys; URLs are presigned fresh on every read."""
-
-
-class JobOut(BaseModel):
-    """A job as clients see it (the owner is never shown)."""
-
-    id: str
-    status: JobStatus
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    priority: Priority
-    request: GenerateRequest = Field(description="the request as sent")
-    spec: JobSpec = Field(description="the request with every default resolved, the seed included")
-    progress: JobProgress
-    queue_position: int | None = Field(None, description="jobs ahead of this one over all queues; 0 = next")
-    eta_s: float | None = None
-    result: JobResultOut | None = None
-    metrics: JobMetrics
-    error: JobError | None = None
-    attempts: int = 0
-    deadline: datetime | None = None
-    webhook_deliveries: list[WebhookAttempt] = Field(default_factory=list)
-    status_url: str
-    events_url: str
-    cancel_url: str
-    video_url: str | None = Field(None, description="GET redirects to a fresh presigned URL once succeeded")
-
-    @classmethod
-    def from_record(cls, job: JobRecord, base_url: str, result: JobResultOut | None = None) -> JobOut:
-        status_url = f"{base_url.rstrip('/')}/jobs/{job.id}"
-        fields: dict[str, Any] = job.model_dump(exclude={"owner", "result", "worker"})
-        return cls(
-            **fields,
-            result=result,
-            status_url=status_url,
-            events_url=f"{status_url}/events",
-            cancel_url=status_url,
-            video_url=f"{status_url}/video" if job.result is not None else None,
-        )
+__all__ = ["ErrorDetail", "ErrorOut", "HealthOut", "JobOut", "JobResultOut", "WorkerOut", "WorkersOut"]
 
 
 class WorkerOut(BaseModel):

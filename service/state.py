@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import redis
 import redis.asyncio as aredis
 
+from m4v_core import ApiSettings, JobStore
+from m4v_core.webhooks import WebhookSender
 from model.config import ModelConfig, get_preset
 from service.auth import Authenticator
 from service.fleet_view import FleetView
@@ -14,8 +16,6 @@ from service.metrics import ApiMetrics
 from service.presign import Presigner
 from service.queue import JobQueue
 from service.ratelimit import RateLimiter
-from worker.contract import JobStore, Settings
-from worker.webhooks import WebhookSender
 
 SSE_SOCKET_TIMEOUT_S = 30.0
 SOCKET_TIMEOUT_S = 5.0
@@ -23,7 +23,7 @@ SOCKET_TIMEOUT_S = 5.0
 
 @dataclass
 class ServiceState:
-    settings: Settings
+    settings: ApiSettings
     preset: ModelConfig
     redis: redis.Redis  # sync client: rq needs one; sync routes run in the threadpool
     aredis: aredis.Redis  # async client for SSE, so long-lived streams hold no threads
@@ -37,7 +37,7 @@ class ServiceState:
     webhooks: WebhookSender  # queues the deliveries the API makes (a job canceled while queued)
 
     @classmethod
-    def open(cls, settings: Settings, metrics: ApiMetrics) -> ServiceState:
+    def open(cls, settings: ApiSettings, metrics: ApiMetrics) -> ServiceState:
         client = redis.Redis.from_url(
             settings.redis_url, socket_connect_timeout=SOCKET_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
         )

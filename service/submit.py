@@ -10,6 +10,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from m4v_core import GenerateRequest, JobRecord, JobSpec
+from m4v_core.models import MAX_SEED, check_against_preset, resolve_frames
+from m4v_core.store import JobNotFoundError, utcnow
+from m4v_core.throughput import queue_job_flops
 from model.config import ModelConfig
 from service.admission import admit
 from service.auth import owner_key
@@ -17,10 +21,6 @@ from service.errors import IdempotencyConflictError, InvalidRequestError, QueueF
 from service.limits import check_prompt_limits, check_webhook_url
 from service.queue import estimate_job_timeout_s
 from service.state import ServiceState
-from worker.contract import GenerateRequest, JobRecord, JobSpec
-from worker.contract.models import MAX_SEED, check_against_preset, resolve_frames
-from worker.contract.store import JobNotFoundError, utcnow
-from worker.contract.throughput import queue_job_flops
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,13 @@ def body_hash(req: GenerateRequest) -> str:
 
 
 def submit(
-    state: ServiceState, req: GenerateRequest, owner: str | None, idempotency_key: str | None
+    state: ServiceState,
+    req: GenerateRequest,
+    owner: str | None,
+    idempotency_key: str | None,
+    base_url: str | None = None,
 ) -> Submission:
+    """Validate, admit, store and queue a job; ``base_url`` is where its links (events, webhooks) point."""
     check_prompt_limits(req, state.settings)
     check_webhook_url(req, state.settings)
     spec = build_spec(req, state.preset)
@@ -80,7 +85,7 @@ def submit(
     try:
         _admit(state)
         admission = admit(state, spec)  # FLOP / GPU-memory limits (service/admission.py)
-        job = _create(state, req, spec, job_id, owner, admission.flops)
+        job = _create(state, req, spec, job_id, owner, admission.flops, base_url)
     except BaseException:
         if idem_key is not None:  # nothing was created: let the client retry with the same key
             state.redis.delete(idem_key)
@@ -99,7 +104,13 @@ def _admit(state: ServiceState) -> None:
 
 
 def _create(
-    state: ServiceState, req: GenerateRequest, spec: JobSpec, job_id: str, owner: str | None, flops: float
+    state: ServiceState,
+    req: GenerateRequest,
+    spec: JobSpec,
+    job_id: str,
+    owner: str | None,
+    flops: float,
+    base_url: str | None,
 ) -> JobRecord:
     """Record, first event, FLOP estimate and rq entry in ONE transaction: a job is stored and queued
     together or not at all, in one Redis round trip."""
@@ -112,6 +123,7 @@ def _create(
         priority=req.priority,
         owner=owner,
         deadline=now + timedelta(seconds=req.timeout_s) if req.timeout_s else None,
+        links_base=base_url,
     )
     timeout_s = estimate_job_timeout_s(spec, state.preset, req.timeout_s)
     ttl_s = state.settings.job_ttl_s

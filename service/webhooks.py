@@ -1,7 +1,7 @@
 """The API process's webhook dispatcher, so deliveries go out while no worker runs.
 
 Where a delivery is sent from: whoever makes the state change queues it with WebhookSender.submit() into
-the Redis-backed store of worker/webhooks.py; any dispatcher attached to that store sends it. Workers run
+the Redis-backed store of m4v_core/webhooks.py; any dispatcher attached to that store sends it. Workers run
 one, but with scale-to-zero a job canceled while queued (service/jobs.py) may have no worker for hours,
 and KEDA scales on queue depth, not on pending webhooks, so none would ever start for it. The API is
 always up, so it runs a dispatcher too. The API and the workers then share one store: the claim in
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import logging
 
+from m4v_core.webhooks import WebhookDispatcher
 from service.state import ServiceState
-from worker.webhooks import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -14,6 +15,7 @@ import redis
 from botocore.config import Config
 
 from m4v_cli.seaweed import SeaweedS3
+from m4v_core.keys import Keys
 
 REDIS_URL = os.environ.get("M4V_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -39,7 +41,7 @@ def key_prefix(redis_url: str) -> Iterator[str]:
     prefix = f"m4vtest{uuid.uuid4().hex[:10]}"
     yield prefix
     client = redis.Redis.from_url(redis_url)
-    for pattern in (f"{prefix}:*", f"rq:*{prefix}*"):
+    for pattern in Keys(prefix).everything():
         for key in client.scan_iter(match=pattern, count=1000):
             client.delete(key)
 
@@ -75,3 +77,11 @@ def s3_client(server: SeaweedS3):  # type: ignore[no-untyped-def]
         region_name="us-east-1",
         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline() -> Any:
+    """The tiny preset's pipeline on CPU, loaded once per test module."""
+    from model.pipeline import VideoPipeline
+
+    return VideoPipeline.from_preset("tiny", device="cpu")

@@ -6,11 +6,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from worker.contract import Settings
+from m4v_core import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("service", "worker", "m4v_cli", "model", "bench", "docker")
-DEFINITION = ROOT / "worker" / "contract" / "settings.py"
+SOURCES = ("m4v_core", "service", "worker", "m4v_cli", "model", "bench", "docker")
+DEFINITION = ROOT / "m4v_core" / "settings.py"
 
 
 def _is_settings(node: ast.expr) -> bool:

@@ -1,5 +1,5 @@
 """ETA of a running job from the FLOPs and steps it still has (model/flops.py step schedule) and this
-preset's measured step cost (worker/contract/throughput.py: seconds = a + b * FLOPs per step, fitted on a
+preset's measured step cost (m4v_core/throughput.py: seconds = a + b * FLOPs per step, fitted on a
 moving window, plus the measured encode + upload tail).
 
 Every sampler step feeds the meter with (FLOPs of the steps since the last call, wall time since then), so
@@ -16,17 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from m4v_core.throughput import ThroughputMeter, drop_job_flops, set_job_flops, spec_flops
 from model.flops import StepCost, remaining_flops, step_schedule
-from worker.contract.throughput import ThroughputMeter, drop_job_flops, set_job_flops, spec_flops
 
 if TYPE_CHECKING:
     import redis
 
+    from m4v_core import JobRecord, JobSpec
     from model.config import ModelConfig
     from model.pipeline_types import StepProgress
-    from worker.contract import JobRecord, JobSpec
+    from worker.context import JobContext
     from worker.heartbeat import WorkerState
-    from worker.jobs import JobContext
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import traceback
 
 import torch
 
-from worker.contract import JobError
+from m4v_core import JobError
 
 log = logging.getLogger(__name__)
 

@@ -1,21 +1,21 @@
-"""Worker liveness in Redis: {prefix}:worker:{name} holds a JSON heartbeat with a TTL of 3 periods.
-
-GET /workers lists these keys; a worker that dies simply lets its key expire.
+"""Worker liveness in Redis: a HeartbeatWriter thread publishes this worker's m4v_core.heartbeat.Heartbeat
+every period with a TTL of 3 periods; GET /workers lists it, and a worker that dies simply lets it expire.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Self
 
 import redis
 
-from worker.background import BackgroundThread
+from m4v_core.background import BackgroundThread
+from m4v_core.heartbeat import Heartbeat, remove_heartbeat, write_heartbeat
+from m4v_core.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -40,45 +40,43 @@ class WorkerState:
         """Serving random weights, all ("random") or part ("<path> (RANDOM vae)")."""
         return self.weights is not None and (self.weights == "random" or "(RANDOM" in self.weights)
 
-    def as_heartbeat(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "preset": self.preset,
-            "device": self.device,
-            "model_loaded": self.model_loaded,
-            "loaded_at": self.loaded_at.isoformat() if self.loaded_at else None,
-            "busy_job": self.busy_job,
-            "flops_per_s": self.flops_per_s,
-            "device_memory_bytes": self.device_memory_bytes,
-            "weights": self.weights,
-            "weights_sha256": self.weights_sha256,
-            "random_weights": self.random_weights,
-            "heartbeat_at": datetime.now(UTC).isoformat(),
-            "pid": os.getpid(),
-        }
+    def as_heartbeat(self) -> Heartbeat:
+        return Heartbeat(
+            name=self.name,
+            preset=self.preset,
+            device=self.device,
+            model_loaded=self.model_loaded,
+            loaded_at=self.loaded_at,
+            busy_job=self.busy_job,
+            flops_per_s=self.flops_per_s,
+            device_memory_bytes=self.device_memory_bytes,
+            weights=self.weights,
+            weights_sha256=self.weights_sha256,
+            random_weights=self.random_weights,
+            heartbeat_at=datetime.now(UTC),
+            pid=os.getpid(),
+        )
 
 
-class Heartbeat(BackgroundThread):
-    """Writes the heartbeat key every period_s from a daemon thread; stop() removes the key."""
+class HeartbeatWriter(BackgroundThread):
+    """Writes the heartbeat every period_s from a daemon thread; stop() removes it."""
 
     thread_name = "m4v-heartbeat"
 
-    def __init__(self, client: redis.Redis, key: str, state: WorkerState, period_s: float = 5.0) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, state: WorkerState, period_s: float = 5.0) -> None:
         self.r = client
-        self.key = key
-        # key is {prefix}:worker:{name}; the fleet index {prefix}:workers lists it (Keys.worker_index)
-        self.index = key.rsplit(":worker:", 1)[0] + ":workers"
+        self.keys = keys
         self.state = state
         self.period_s = period_s
         self.last_beat_s: float | None = None  # unix time of the last successful write (worker metrics)
         super().__init__()
 
+    @property
+    def key(self) -> str:
+        return self.keys.worker(self.state.name)
+
     def beat(self) -> None:
-        ttl_ms = max(1, int(3 * self.period_s * 1000))
-        with self.r.pipeline(transaction=False) as pipe:
-            pipe.set(self.key, json.dumps(self.state.as_heartbeat()), px=ttl_ms)
-            pipe.zadd(self.index, {self.state.name: time.time() + ttl_ms / 1000})
-            pipe.execute()
+        write_heartbeat(self.r, self.keys, self.state.as_heartbeat(), ttl_s=3 * self.period_s)
         self.last_beat_s = time.time()
 
     def start(self) -> Self:
@@ -88,8 +86,7 @@ class Heartbeat(BackgroundThread):
     def stop(self, timeout_s: float = 5.0) -> None:
         super().stop(timeout_s)
         try:
-            self.r.delete(self.key)
-            self.r.zrem(self.index, self.state.name)
+            remove_heartbeat(self.r, self.keys, self.state.name)
         except redis.RedisError:
             log.warning("could not remove heartbeat key", extra={"key": self.key})
 

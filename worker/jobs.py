@@ -1,5 +1,7 @@
 """run_job(job_id): the rq job function, and the one catch-all of the worker (the job boundary).
 
+JobRun orchestrates one run (start, execute, end); worker/job_results.py uploads, measures and counts.
+
 queued -> running -> text -> sampler (progress every step) -> decode -> MP4 -> S3 -> succeeded, with a
 "done" event and the matching webhook for every terminal status. Errors map to error.type:
   torch.cuda.OutOfMemoryError -> out_of_memory (CUDA cache freed, the worker keeps serving)
@@ -13,38 +15,31 @@ Handled errors are never re-raised into rq (rq's job then finishes normally; the
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
-import threading
 import time
-from collections.abc import Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import torch
 from rq.timeouts import JobTimeoutException
 
+from m4v_core import JobError, JobMetrics, JobRecord, JobResult, JobStore
+from m4v_core.store import JobNotFoundError
+from m4v_core.throughput import drop_job_flops
 from model.pipeline_types import DecodedChunk, GenerationRequest, GenerationResult
-from worker.contract import JobError, JobMetrics, JobRecord, JobResult, JobStore, Settings
-from worker.contract.store import JobNotFoundError
-from worker.contract.throughput import drop_job_flops
+from worker.context import JobContext, current_context
 from worker.encode import encode_mp4, encode_thumbnail
 from worker.eta import JobEta, restore_job_flops
 from worker.eta_error import EtaErrors
 from worker.faults import oom_error
-from worker.heartbeat import WorkerState
-from worker.metrics import WorkerMetrics
+from worker.job_results import JobResults, seconds_between
+from worker.job_view import client_view
 from worker.preview import PreviewPublisher
 from worker.progress import JobCanceledError, JobTimedOutError, ProgressReporter
 from worker.shutdown import DrainRequestedError, StepGate, requeue_drained
-from worker.spool import Spool, SpooledObject
-from worker.storage import Storage, StorageError, video_keys
-from worker.webhooks import WebhookSender, job_view
+from worker.storage import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -56,44 +51,9 @@ WEBHOOK_FOR_STATUS = {
 }
 
 
-@dataclass
-class JobContext:
-    """Everything a job needs, built once per worker process (worker/main.py)."""
-
-    settings: Settings
-    store: JobStore
-    pipeline: Any  # model.pipeline.VideoPipeline
-    storage: Storage
-    webhooks: WebhookSender
-    metrics: WorkerMetrics
-    state: WorkerState
-    drain: threading.Event = field(default_factory=threading.Event)  # SIGTERM: stop at a step boundary
-    spool: Spool | None = None  # where finished videos go when S3 refuses them (worker/spool.py)
-
-
-_context: ContextVar[JobContext] = ContextVar("m4v_job_context")
-
-
-@contextlib.contextmanager
-def use_context(ctx: JobContext) -> Iterator[None]:
-    token = _context.set(ctx)
-    try:
-        yield
-    finally:
-        _context.reset(token)
-
-
 def run_job(job_id: str) -> str:
     """rq entry point. Returns the final status (or "skipped" if the job was not queued)."""
-    try:
-        ctx = _context.get()
-    except LookupError:
-        raise RuntimeError("run_job must run inside an M4VWorker (worker/rqworker.py)") from None
-    return JobRun(ctx, job_id).run()
-
-
-def seconds_between(a: datetime | None, b: datetime | None) -> float | None:
-    return (b - a).total_seconds() if a is not None and b is not None else None
+    return JobRun(current_context(), job_id).run()
 
 
 @dataclass
@@ -103,6 +63,10 @@ class JobRun:
     chunks: list[np.ndarray] = field(default_factory=list)
     eta: JobEta | None = None
     preview: PreviewPublisher | None = None
+    results: JobResults = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.results = JobResults(self.ctx)
 
     @property
     def store(self) -> JobStore:
@@ -123,10 +87,10 @@ class JobRun:
             return "requeued"
         except JobCanceledError as exc:
             log.info("job canceled", extra={"job_id": job.id, "reason": str(exc)})
-            return self._end(job, "canceled", None, result=self._partial_result(job))
+            return self._end(job, "canceled", None, result=self.results.partial(job, self.chunks))
         except (JobTimedOutError, JobTimeoutException) as exc:
             error = JobError(type="timeout", message=str(exc) or "job timed out")
-            return self._end(job, "timed_out", error, result=self._partial_result(job))
+            return self._end(job, "timed_out", error, result=self.results.partial(job, self.chunks))
         except torch.cuda.OutOfMemoryError as exc:
             return self._end(job, "failed", oom_error(exc))
         except StorageError as exc:
@@ -215,83 +179,18 @@ class JobRun:
         thumbnail = encode_thumbnail(result.frames)
         encode_s = time.perf_counter() - began
         began = time.perf_counter()
-        job_result = self._upload(job, video.data, thumbnail, partial=False, frames=video.frames)
+        job_result = self.results.upload(job, video.data, thumbnail, partial=False, frames=video.frames)
         upload_s = time.perf_counter() - began
         if self.eta is not None:
             self.eta.record_tail()
         eta_errors.observe(self.ctx.metrics.eta_relative_error, spec.preset)
-        metrics = self._metrics(job, result, encode_s, upload_s)
+        metrics = self.results.metrics(job, result, encode_s, upload_s)
         return self._end(job, "succeeded", None, result=job_result, metrics=metrics, gen=result)
 
     def _chunk(self, chunk: DecodedChunk) -> None:
         self.chunks.append(chunk.frames)
         if self.preview is not None:
             self.preview(chunk)
-
-    def _upload(self, job: JobRecord, mp4: bytes, jpg: bytes, partial: bool, frames: int) -> JobResult:
-        keys = video_keys(job.id, job.created_at)
-        storage = self.ctx.storage
-        sha256 = hashlib.sha256(mp4).hexdigest()
-        result = JobResult(
-            video_key=keys.video,
-            thumbnail_key=keys.thumbnail,
-            bytes=len(mp4),
-            width=job.spec.width,
-            height=job.spec.height,
-            frames=frames,
-            fps=job.spec.fps,
-            seed=job.spec.seed,
-            sha256=sha256,
-            partial=partial,
-            frames_done=frames,
-        )
-        meta = {
-            "id": job.id,
-            "created_at": job.created_at.isoformat(),
-            "spec": job.spec.model_dump(mode="json"),
-            "result": result.model_dump(mode="json", exclude={"video_url", "expires_at", "thumbnail_url"}),
-        }
-        objects = [
-            SpooledObject(keys.video, mp4, "video/mp4"),
-            SpooledObject(keys.thumbnail, jpg, "image/jpeg"),
-            SpooledObject(keys.metadata, json.dumps(meta, indent=2).encode(), "application/json"),
-        ]
-        try:
-            for obj in objects:
-                storage.upload(obj.key, obj.data, obj.content_type)
-        except StorageError:
-            if self.ctx.spool is not None and not partial:
-                self.ctx.spool.keep(job.id, objects, result)
-            raise
-        return result
-
-    def _partial_result(self, job: JobRecord) -> JobResult | None:
-        """Frames decoded before a cancel/timeout, uploaded as a partial video; None if there are none."""
-        if not self.chunks:
-            return None
-        frames = np.concatenate(self.chunks)  # (n, H, W, 3)
-        try:
-            video = encode_mp4(frames, fps=job.spec.fps)
-            return self._upload(job, video.data, encode_thumbnail(frames), partial=True, frames=video.frames)
-        except StorageError:
-            log.warning("partial video upload failed", extra={"job_id": job.id}, exc_info=True)
-            return None
-
-    def _metrics(self, job: JobRecord, gen: GenerationResult, encode_s: float, upload_s: float) -> JobMetrics:
-        t = gen.timings
-        compute_s = t.text_s + t.sampling_s + t.decode_s
-        flops = gen.total_flops
-        return JobMetrics(
-            queue_s=seconds_between(job.created_at, job.started_at),
-            text_s=t.text_s,
-            sampling_s=t.sampling_s,
-            decode_s=t.decode_s,
-            encode_s=encode_s,
-            upload_s=upload_s,
-            flops=flops or None,
-            tflops_per_s=flops / compute_s / 1e12 if flops and compute_s > 0 else None,
-            peak_gpu_mem_bytes=gen.peak_memory_bytes or None,
-        )
 
     # --- terminal ---
     def _end(
@@ -323,47 +222,11 @@ class JobRun:
             return self.store.get(job.id).status
         # Every terminal status passes here, also a deadline hit before the JobEta exists: drop the FLOPs.
         drop_job_flops(self.store.r, self.store.keys.prefix, job.id)
-        view = self._view_with_urls(final)
+        view = client_view(final, self.ctx.storage, self.ctx.settings.presign_expiry_s)
         self.store.append_event(job.id, "done", view)
         self.ctx.webhooks.submit(final, WEBHOOK_FOR_STATUS[status], data=view)
-        self._observe(final, gen)
+        self.results.observe(final, gen)
         log.info(
             "job finished", extra={"job_id": job.id, "status": status, "error": error.type if error else None}
         )
         return status
-
-    def _view_with_urls(self, job: JobRecord) -> dict[str, Any]:
-        """The job as the API shows it, with fresh presigned URLs for the video and thumbnail."""
-        if job.result is None:
-            return job_view(job)
-        expiry = self.ctx.settings.presign_expiry_s
-        urls = {
-            "video_url": self.ctx.storage.presign_get(job.result.video_key, expiry),
-            "expires_at": datetime.now(UTC) + timedelta(seconds=expiry),
-            "thumbnail_url": (
-                self.ctx.storage.presign_get(job.result.thumbnail_key, expiry)
-                if job.result.thumbnail_key
-                else None
-            ),
-        }
-        return job_view(job.model_copy(update={"result": job.result.model_copy(update=urls)}))
-
-    def _observe(self, job: JobRecord, gen: GenerationResult | None) -> None:
-        m, preset = self.ctx.metrics, job.spec.preset
-        m.jobs.labels(status=job.status).inc()
-        phases = {
-            "queue": job.metrics.queue_s,
-            "text": job.metrics.text_s,
-            "sampling": job.metrics.sampling_s,
-            "decode": job.metrics.decode_s,
-            "encode": job.metrics.encode_s,
-            "upload": job.metrics.upload_s,
-            "total": job.metrics.total_s,
-        }
-        m.observe_phases(preset, f"{job.spec.width}x{job.spec.height}", phases)
-        if gen is not None:
-            m.add_flops(preset, gen.flops)
-            if job.metrics.tflops_per_s is not None:
-                m.achieved_tflops.labels(preset=preset).set(job.metrics.tflops_per_s)
-            if gen.peak_memory_bytes:
-                m.gpu_memory_peak.set(gen.peak_memory_bytes)

@@ -1,17 +1,15 @@
 """The worker process: settings -> device/dtype/TF32 -> pipeline loaded once -> heartbeat, metrics,
 webhook thread -> rq SimpleWorker on {prefix}-high, -normal, -low (dequeued in that order).
 
-Only this module decides CUDA, bf16 and TF32 (STYLE.md rule 7).
+Only this module decides CUDA, bf16 and TF32.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,47 +22,20 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 from rq import Queue
 
+from m4v_core import JobStore, WorkerSettings
+from m4v_core.logs import configure_logging
+from m4v_core.webhooks import WebhookDispatcher, WebhookSender
 from worker.capacity import device_memory_bytes
-from worker.contract import JobStore, Settings
-from worker.heartbeat import Heartbeat, WorkerState
-from worker.jobs import JobContext
+from worker.context import JobContext
+from worker.heartbeat import HeartbeatWriter, WorkerState
 from worker.metrics import WorkerMetrics
 from worker.pipeline import load_pipeline
 from worker.recovery import Reaper, Recovery
 from worker.rqworker import M4VWorker
 from worker.spool import Spool
 from worker.storage import Storage
-from worker.webhooks import WebhookDispatcher, WebhookSender
 
 log = logging.getLogger(__name__)
-
-_RECORD_FIELDS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the `extra=` fields of the call."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        entry.update({k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS})
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
-
-
-def configure_logging(level: str, as_json: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if as_json else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
-    )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def choose_device(requested: str) -> str:
@@ -90,10 +61,10 @@ def enable_tf32() -> None:
 class WorkerProcess:
     """The parts of one worker process; start()/stop() manage the background threads."""
 
-    settings: Settings
+    settings: WorkerSettings
     worker: M4VWorker
     context: JobContext
-    heartbeat: Heartbeat
+    heartbeat: HeartbeatWriter
     dispatcher: WebhookDispatcher
     recovery: Recovery | None = None
 
@@ -116,7 +87,7 @@ class WorkerProcess:
 
 
 def build_worker(
-    settings: Settings,
+    settings: WorkerSettings,
     pipeline: Any | None = None,
     device: str | None = None,
     metrics: WorkerMetrics | None = None,
@@ -171,15 +142,15 @@ def build_worker(
         settings=settings,
         worker=worker,
         context=context,
-        heartbeat=Heartbeat(client, store.keys.worker(name), state, settings.heartbeat_s),
+        heartbeat=HeartbeatWriter(client, store.keys, state, settings.heartbeat_s),
         dispatcher=WebhookDispatcher(webhooks),
         recovery=recovery,
     )
 
 
-def run(settings: Settings | None = None) -> None:
+def run(settings: WorkerSettings | None = None) -> None:
     """Serve jobs until SIGTERM/SIGINT (rq warm shutdown: the running job finishes first)."""
-    settings = settings or Settings()
+    settings = settings or WorkerSettings()
     configure_logging(settings.log_level, settings.log_json)
     process = build_worker(settings)
     if settings.worker_metrics_port:
@@ -192,7 +163,7 @@ def run(settings: Settings | None = None) -> None:
         process.stop()
 
 
-def serve_until_stopped(process: WorkerProcess, settings: Settings, max_wait_s: float = 30.0) -> None:
+def serve_until_stopped(process: WorkerProcess, settings: WorkerSettings, max_wait_s: float = 30.0) -> None:
     """rq's work loop quits on a Redis error it cannot retry; start it again (with backoff) unless a
     SIGTERM/SIGINT asked us to stop. A job cut by the outage is recovered by the reaper (lease lapse)."""
     wait_s = 1.0
@@ -206,7 +177,7 @@ def serve_until_stopped(process: WorkerProcess, settings: Settings, max_wait_s: 
 
 
 def run_burst(
-    settings: Settings, pipeline: Any | None = None, drain_webhooks_s: float = 0.0, **kwargs: Any
+    settings: WorkerSettings, pipeline: Any | None = None, drain_webhooks_s: float = 0.0, **kwargs: Any
 ) -> WorkerProcess:
     """Process every queued job in this process, then return (tests, one-shot use).
 

@@ -14,10 +14,10 @@ from worker.storage import Storage
 if TYPE_CHECKING:
     import torch
 
+    from m4v_core import WorkerSettings
     from model.config import ModelConfig
     from model.pipeline import VideoPipeline
     from model.runtime import RuntimeOptions
-    from worker.contract import Settings
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def split_s3_url(url: str) -> tuple[str, str]:
     return bucket, key.rstrip("/")
 
 
-def fetch_s3_weights(url: str, settings: Settings, cache_dir: Path) -> Path:
+def fetch_s3_weights(url: str, settings: WorkerSettings, cache_dir: Path) -> Path:
     """Download s3://bucket/key (one file or a prefix) once into cache_dir; later calls reuse it."""
     bucket, key = split_s3_url(url)
     target = cache_dir / hashlib.sha256(url.encode()).hexdigest()[:16]
@@ -53,7 +53,7 @@ def fetch_s3_weights(url: str, settings: Settings, cache_dir: Path) -> Path:
     return target / files[0] if single else target
 
 
-def resolve_weights(settings: Settings, cache_dir: Path | None = None) -> str | None:
+def resolve_weights(settings: WorkerSettings, cache_dir: Path | None = None) -> str | None:
     """Local path for Settings.weights (None: the preset's packaged weights)."""
     if settings.weights is None:
         return None
@@ -64,7 +64,7 @@ def resolve_weights(settings: Settings, cache_dir: Path | None = None) -> str | 
     return settings.weights
 
 
-def runtime_options(settings: Settings, dtype: torch.dtype | None = None) -> RuntimeOptions:
+def runtime_options(settings: WorkerSettings, dtype: torch.dtype | None = None) -> RuntimeOptions:
     """The speed options of model/runtime.py from M4V_* settings. cuda_graphs "auto" turns graphs on for
     bf16 M4V (MM-DiM) presets: measured correct (same video) and faster there on an H100; for the
     attention baseline they measured slower (docs/PERF.md). Graphs only ever run on CUDA devices."""
@@ -88,7 +88,7 @@ def runtime_options(settings: Settings, dtype: torch.dtype | None = None) -> Run
 
 
 def load_pipeline(
-    settings: Settings, device: str, dtype: torch.dtype, cache_dir: Path | None = None
+    settings: WorkerSettings, device: str, dtype: torch.dtype, cache_dir: Path | None = None
 ) -> VideoPipeline:
     """Build the preset's pipeline once for this process."""
     from model.checkpoint_source import RANDOM_WEIGHTS
@@ -123,7 +123,7 @@ def load_pipeline(
     return pipe
 
 
-def preset_config(settings: Settings) -> ModelConfig:
+def preset_config(settings: WorkerSettings) -> ModelConfig:
     """The served preset with the settings that belong in its config: where the T5/CLIP encoders live."""
     from model.config import get_preset
 

@@ -28,16 +28,17 @@ from typing import TYPE_CHECKING, Any
 
 import av
 
+from worker.job_view import client_view
 from worker.storage import StorageError
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from m4v_core import JobRecord, JobStore
+    from m4v_core.webhooks import WebhookSender
     from model.pipeline_types import DecodedChunk
-    from worker.contract import JobRecord, JobStore
-    from worker.jobs import JobContext
+    from worker.context import JobContext
     from worker.storage import Storage
-    from worker.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,4 @@ class PreviewPublisher:
         }
 
     def _webhook_data(self, preview: dict[str, Any]) -> dict[str, Any]:
-        from worker.webhooks import job_view
-
-        return {**job_view(self.job), "preview": preview}
+        return {**client_view(self.job), "preview": preview}

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from worker.contract import JobProgress, JobRecord, JobStore
+from m4v_core import JobProgress, JobRecord, JobStore
 
 if TYPE_CHECKING:
+    from m4v_core.webhooks import WebhookSender
     from model.pipeline_types import StepProgress
     from worker.metrics import WorkerMetrics
-    from worker.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 

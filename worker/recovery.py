@@ -30,15 +30,16 @@ from rq import Queue
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
-from worker.background import BackgroundThread
-from worker.contract import JobError, JobProgress, JobRecord, JobStore
-from worker.contract.store import JobNotFoundError
-from worker.contract.throughput import drop_job_flops
+from m4v_core import JobError, JobProgress, JobRecord, JobStore
+from m4v_core.background import BackgroundThread
+from m4v_core.store import JobNotFoundError
+from m4v_core.throughput import drop_job_flops
 from worker.eta import restore_job_flops
+from worker.job_view import client_view
 from worker.shutdown import DRAIN_GRACE_S, enqueue_again
 
 if TYPE_CHECKING:
-    from worker.webhooks import WebhookSender
+    from m4v_core.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,8 @@ def settle_abandoned(
             job_id, "status", {"job_id": job_id, "status": "queued", "at": now.isoformat(), "reason": reason}
         )
     elif outcome == "failed":
-        from worker.webhooks import job_view  # webhooks pulls in httpx; only the failure path needs it
-
         drop_job_flops(store.r, store.keys.prefix, job_id)  # ahead of no one now (ETAs, m4v_queue_flops)
-        view = job_view(job)
+        view = client_view(job)
         store.append_event(job_id, "done", view)
         if webhooks is not None:
             webhooks.submit(job, "failed", data=view)
@@ -117,7 +116,7 @@ class Reaper:
 
     @property
     def lock_key(self) -> str:
-        return f"{self.store.keys.prefix}:reaper:lock"
+        return self.store.keys.reaper_lock()
 
     def handle(self, job: Job, exc_type: type[BaseException], exc_value: Any, tb: Any) -> bool:
         """rq exception handler; for AbandonedJobError it sets retries so rq's cleanup requeues the job."""
@@ -133,8 +132,9 @@ class Reaper:
             job.enqueue_at_front_on_retry = True
         return False
 
-    def reap_once(self) -> list[Settlement]:
-        """One pass over every queue; [] if another process holds the lock."""
+    def reap_once(self, now: float | None = None) -> list[Settlement]:
+        """One pass over every queue; [] if another process holds the lock. ``now`` (unix time, tests): when
+        leases are judged lapsed; default the current time."""
         lock = self.client.lock(self.lock_key, timeout=self.lock_timeout_s)
         if not lock.acquire(blocking=False):
             return []
@@ -142,9 +142,9 @@ class Reaper:
         try:
             for name in self.store.keys.queues():
                 queue = Queue(name, connection=self.client)
-                queue.started_job_registry.cleanup(exception_handlers=[self.handle])
+                queue.started_job_registry.cleanup(timestamp=now, exception_handlers=[self.handle])
                 self._requeue_stuck_intermediate(queue)
-            self._requeue_lost_drains()
+            self._requeue_lost_drains(now)
         finally:
             try:
                 lock.release()

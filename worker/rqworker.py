@@ -22,7 +22,7 @@ from typing import Any
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
-from worker.jobs import JobContext, use_context
+from worker.context import JobContext, use_context
 from worker.shutdown import enqueue_again
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class M4VWorker(SimpleWorker):
     def _requeue_if_drained(self, job: Job, queue: Queue) -> None:
         """A job stopped by SIGTERM has its record back at `queued`; rq just finished its copy, so put a
         fresh rq job (same id) at the front of its queue and drop the finished copy's expiry."""
-        from worker.contract.store import JobNotFoundError
+        from m4v_core.store import JobNotFoundError
 
         store = self.context.store
         try:

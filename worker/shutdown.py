@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from worker.contract import JobProgress, JobRecord, JobStore
+from m4v_core import JobProgress, JobRecord, JobStore
 
 if TYPE_CHECKING:
     from rq import Queue

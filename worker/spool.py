@@ -22,13 +22,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worker.contract import JobRecord, JobResult, JobStore
-from worker.contract.store import JobNotFoundError
+from m4v_core import JobRecord, JobResult, JobStore
+from m4v_core.store import JobNotFoundError
+from worker.job_view import client_view
 
 if TYPE_CHECKING:
-    from worker.contract import Settings
+    from m4v_core import WorkerSettings
+    from m4v_core.webhooks import WebhookSender
     from worker.storage import Storage
-    from worker.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +43,18 @@ class SpooledObject:
     content_type: str
 
 
-def default_spool_dir(settings: Settings) -> Path:
+def default_spool_dir(settings: WorkerSettings) -> Path:
     return Path(settings.spool_dir) if settings.spool_dir else Path(tempfile.gettempdir()) / "m4v-spool"
 
 
 @dataclass
 class Spool:
     root: Path
+    presign_expiry_s: int = 3600  # of the URLs in the `done` event and webhook once the upload succeeds
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Spool:
-        return cls(default_spool_dir(settings))
+    def from_settings(cls, settings: WorkerSettings) -> Spool:
+        return cls(default_spool_dir(settings), settings.presign_expiry_s)
 
     def keep(self, job_id: str, objects: list[SpooledObject], result: JobResult) -> Path:
         """Write the objects and manifest atomically (temp dir, then rename)."""
@@ -87,7 +89,7 @@ class Spool:
         for entry in manifest["objects"]:
             storage.upload(entry["key"], (folder / entry["file"]).read_bytes(), entry["content_type"])
         result = JobResult.model_validate(manifest["result"])
-        status = self._mark_succeeded(job_id, result, store, webhooks)
+        status = self._mark_succeeded(job_id, result, store, webhooks, storage)
         shutil.rmtree(folder)
         log.info("spooled video uploaded", extra={"job_id": job_id, "status": status})
         return status
@@ -106,9 +108,13 @@ class Spool:
                 out[job_id] = f"error: {exc}"
         return out
 
-    @staticmethod
     def _mark_succeeded(
-        job_id: str, result: JobResult, store: JobStore, webhooks: WebhookSender | None
+        self,
+        job_id: str,
+        result: JobResult,
+        store: JobStore,
+        webhooks: WebhookSender | None,
+        storage: Storage,
     ) -> str:
         moved = False
 
@@ -129,9 +135,7 @@ class Spool:
         except JobNotFoundError:
             return "missing"
         if moved:
-            from worker.webhooks import job_view
-
-            view = job_view(job)
+            view = client_view(job, storage, self.presign_expiry_s)
             store.append_event(job_id, "done", view)
             if webhooks is not None:
                 webhooks.submit(job, "completed", data=view)

@@ -21,7 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:
-    from worker.contract import Settings
+    from m4v_core import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Storage:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Storage:
+    def from_settings(cls, settings: WorkerSettings) -> Storage:
         return cls(
             bucket=settings.s3_bucket,
             endpoint_url=settings.s3_endpoint,

@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse
 
+from m4v_core import JobRecord
 from service.deps import BaseUrlDep, OwnerDep, StateDep
 from service.errors import InvalidRequestError
 from service.event_stream import job_events
 from service.jobs import load_job, public_view
 from service.schemas import ErrorOut, JobOut
-from worker.contract import JobRecord
 
 router = APIRouter(prefix="/jobs", tags=["events"])
 

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Response, status
 
+from m4v_core import GenerateRequest
 from service.deps import BaseUrlDep, OwnerDep, StateDep
 from service.jobs import public_view
 from service.schemas import ErrorOut, JobOut
 from service.submit import submit
-from worker.contract import GenerateRequest
 
 router = APIRouter(tags=["generate"])
 
@@ -38,7 +38,7 @@ def generate(
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)
     ] = None,
 ) -> JobOut:
-    submission = submit(state, req, owner, idempotency_key)
+    submission = submit(state, req, owner, idempotency_key, base_url)
     out = public_view(state, submission.job, base_url, own_flops=submission.flops)
     response.status_code = status.HTTP_202_ACCEPTED if submission.created else status.HTTP_200_OK
     response.headers["Location"] = out.status_url

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from m4v_core import Settings
 from tests.deploy.chart_render import (
     CHART,
     KUBE_VERSION,
@@ -20,7 +21,6 @@ from tests.deploy.chart_render import (
     pod_spec,
     render,
 )
-from worker.contract import Settings
 
 helm = pytest.importorskip("helm_python")
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
@@ -237,7 +237,7 @@ def test_keda_list_names_are_the_queues_rq_fills(redis_url: str, key_prefix: str
     import redis
     from rq import Queue
 
-    from worker.contract.store import Keys
+    from m4v_core.keys import Keys
 
     spec = _scaled_object({"keda": {"enabled": True}, "settings": {"key_prefix": key_prefix}})["spec"]
     client = redis.Redis.from_url(redis_url)
@@ -307,7 +307,7 @@ def test_notes_tell_how_to_reach_the_api(variant: tuple[str, Rendered]) -> None:
 
 
 def test_notes_warn_that_without_a_signing_secret_no_webhook_is_sent() -> None:
-    """worker/webhooks.py refuses to POST without M4V_WEBHOOK_SECRET; the NOTES must not promise otherwise."""
+    """m4v_core/webhooks.py refuses to POST without M4V_WEBHOOK_SECRET; NOTES must not promise otherwise."""
     notes = render().notes
     assert "no webhook is sent" in notes and 'outcome="refused"' in notes
     assert "no webhook is sent" not in render(VARIANTS["external-redis"]).notes  # sets secrets.webhookSecret

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from m4v_core import Settings
 from service.auth import key_entry, new_api_key
 from tests.deploy.chart_render import VARIANTS, container, pod_spec, render
-from worker.contract import Settings
 
 helm = pytest.importorskip("helm_python")
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from worker.contract import Settings
+from m4v_core import Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.yml"
 ROOT = COMPOSE.parent

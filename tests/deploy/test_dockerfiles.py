@@ -89,7 +89,7 @@ def test_no_secrets_are_baked_into_the_images(path: Path) -> None:
 
 
 def test_worker_image_exposes_the_metrics_port_and_builds_kernels_for_the_arch_arg() -> None:
-    from worker.contract import Settings
+    from m4v_core import Settings
 
     text = (DOCKER / "Dockerfile.worker").read_text()
     runtime = stages(DOCKER / "Dockerfile.worker")[-1]
@@ -149,13 +149,13 @@ def _closure(names: set[str]) -> set[str]:
 def test_api_image_dependencies_cover_what_create_app_imports_and_exclude_torch() -> None:
     probe = (
         "import sys, json; before = set(sys.modules); from service.app import create_app; "
-        "from worker.contract import Settings; create_app(Settings()); "
+        "from m4v_core import Settings; create_app(Settings()); "
         "print(json.dumps(sorted({m.split('.')[0] for m in set(sys.modules) - before})))"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
     modules = set(json.loads(out.stdout.strip().splitlines()[-1]))
     dists_of = md.packages_distributions()
-    ours = {"service", "worker", "model", "m4v_cli"}
+    ours = {"m4v_core", "service", "worker", "model", "m4v_cli"}
     needed = {
         d.lower().replace("_", "-")
         for m in modules - ours - set(sys.stdlib_module_names)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import redis
 
-from worker.contract.store import Keys
-from worker.heartbeat import Heartbeat, WorkerState
+from m4v_core.keys import Keys
+from worker.heartbeat import HeartbeatWriter, WorkerState
 
 ROOT = Path(__file__).resolve().parents[2]
 READY = ROOT / "docker" / "worker_ready.py"
@@ -35,7 +35,7 @@ def test_ready_probe_fails_before_the_heartbeat_and_passes_once_the_model_is_loa
     name = "pod-abc"
     assert run_ready(redis_url, key_prefix, name).returncode == 1
     state = WorkerState(name=name, preset="tiny", device="cpu", loaded_at=datetime.now(UTC))
-    beat = Heartbeat(client, Keys(key_prefix).worker(name), state, period_s=5.0)
+    beat = HeartbeatWriter(client, Keys(key_prefix), state, period_s=5.0)
     beat.beat()  # written, but model_loaded still False
     assert run_ready(redis_url, key_prefix, name).returncode == 1
     state.model_loaded = True

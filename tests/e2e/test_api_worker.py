@@ -19,9 +19,9 @@ from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 
 from m4v_cli.seaweed import SeaweedS3
+from m4v_core import Settings
 from service.app import create_app
 from tests.webhook_receiver import Receiver
-from worker.contract import Settings
 from worker.main import run_burst
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
@@ -33,13 +33,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver(codes=[500, 500])  # the first two deliveries fail: the "started" event is retried
     yield r
     r.close()
-
-
-@pytest.fixture(scope="module")
-def tiny_pipeline() -> Any:
-    from model.pipeline import VideoPipeline
-
-    return VideoPipeline.from_preset("tiny", device="cpu")
 
 
 def make_settings(redis_url: str, key_prefix: str, s3: SeaweedS3, bucket: str, **extra: Any) -> Settings:
@@ -59,6 +52,7 @@ def make_settings(redis_url: str, key_prefix: str, s3: SeaweedS3, bucket: str, *
     )
 
 
+@pytest.mark.slow
 def test_generate_runs_through_worker_to_a_playable_video_and_signed_webhooks(
     redis_url: str,
     key_prefix: str,
@@ -117,7 +111,7 @@ def test_generate_runs_through_worker_to_a_playable_video_and_signed_webhooks(
             receiver.deliveries[-1][1], receiver.deliveries[-1][0]
         )
 
-    # Metrics on both sides carry the DESIGN.md names with non-zero counts.
+    # Metrics on both sides carry the documented names with non-zero counts.
     assert 'm4v_http_requests_total{code="202",method="POST",route="/generate"} 1.0' in metrics
     worker_metrics = process.context.metrics
     assert worker_metrics.sample("m4v_jobs_total", {"status": "succeeded"}) == 1
@@ -133,6 +127,7 @@ def test_generate_runs_through_worker_to_a_playable_video_and_signed_webhooks(
     assert flops_mamba and flops_mamba > 0
 
 
+@pytest.mark.slow
 def test_presigned_video_url_expires(
     redis_url: str, key_prefix: str, s3_server: SeaweedS3, s3_bucket: str, tiny_pipeline: Any
 ) -> None:

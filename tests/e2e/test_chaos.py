@@ -5,89 +5,28 @@ with 5 random SIGKILLs, each killed worker restarted. Every job must end succeed
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import redis
 from rq import Queue
 
 from m4v_cli.seaweed import SeaweedS3
+from m4v_core import TERMINAL_STATUSES, JobStore
 from tests.conftest import s3_client
+from tests.e2e.worker_processes import WorkerSlot, worker_env
 from tests.worker.jobs_helpers import make_job, submit
-from worker.contract import TERMINAL_STATUSES, JobStore
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = 100
 KILLS = 5
-DEADLINE_S = 240
-
-
-def worker_env(redis_url: str, key_prefix: str, s3: SeaweedS3, bucket: str, spool: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "PYTHONPATH": str(ROOT),
-            "OMP_NUM_THREADS": "1",
-            "M4V_REDIS_URL": redis_url,
-            "M4V_KEY_PREFIX": key_prefix,
-            "M4V_S3_ENDPOINT": s3.endpoint,
-            "M4V_S3_BUCKET": bucket,
-            "M4V_S3_ACCESS_KEY": s3.access_key,
-            "M4V_S3_SECRET_KEY": s3.secret_key,
-            "M4V_PRESET": "tiny",
-            "M4V_DEVICE": "cpu",
-            "M4V_TORCH_THREADS": "1",
-            "M4V_WORKER_METRICS_PORT": "0",
-            "M4V_HEARTBEAT_S": "0.5",
-            "M4V_JOB_LEASE_S": "2",
-            "M4V_REAPER_INTERVAL_S": "0.5",
-            "M4V_MAX_ATTEMPTS": "3",
-            "M4V_SPOOL_DIR": str(spool),
-            "M4V_LOG_LEVEL": "WARNING",
-        }
-    )
-    return env
-
-
-class WorkerSlot:
-    """One worker process slot; kill() SIGKILLs it, start() brings up a fresh process."""
-
-    def __init__(self, index: int, env: dict[str, str], logs: Path) -> None:
-        self.index = index
-        self.env = env
-        self.logs = logs
-        self.starts = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.starts += 1
-        # The same name on every restart, like a container restarted inside its pod (the chart sets the pod
-        # name): the new process must come up although the killed one never deregistered from rq.
-        env = dict(self.env, M4V_WORKER_NAME=f"slot-{self.index}")
-        log = (self.logs / f"worker-{self.index}-{self.starts}.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.main"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+# A safety net, not a speed requirement: 100 tiny jobs on 2 single-thread workers take ~2 min on an idle
+# 2-core box, and well over 4 min when other test runs share it (pytest's own timeout is 600 s).
+DEADLINE_S = 480
+pytestmark = pytest.mark.slow
 
 
 def test_random_sigkills_lose_no_job_and_duplicate_no_video(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
@@ -14,15 +13,7 @@ from m4v_cli.embedded import StackError, UpOptions, start_stack
 from m4v_cli.redis_embedded import EmbeddedRedis
 from m4v_cli.seaweed import SeaweedS3
 from tests.conftest import s3_client
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and ") Z " in stat.read_text())
+from tests.e2e.process_helpers import alive, pids_of
 
 
 def test_embedded_redis_url_works_for_redis_py_and_rq(tmp_path: Path) -> None:
@@ -44,7 +35,7 @@ def test_embedded_redis_stop_ends_the_server_and_keeps_the_data(tmp_path: Path) 
     pid, url = first.pid, first.url
     redis.Redis.from_url(url).set("kept", "yes")
     first.stop()
-    assert not _alive(pid)
+    assert not alive(pid)
     assert not Path(url.removeprefix("unix://").split("?")[0]).exists()
     second = EmbeddedRedis(tmp_path / "redis").start()
     try:
@@ -79,25 +70,10 @@ def test_start_stack_stops_embedded_services_when_the_port_is_taken(
             start_stack(UpOptions(home=tmp_path, port=port), on_step=steps.append)
     assert steps == ["starting embedded Redis", "starting embedded S3 (SeaweedFS)"]
     assert (tmp_path / "redis").is_dir() and (tmp_path / "s3").is_dir()  # both were really started
-    assert [pid for pid in _pids_of(tmp_path) if _alive(pid)] == []
+    assert [pid for pid in pids_of(tmp_path) if alive(pid)] == []
 
 
-def _pids_of(home: Path) -> list[int]:
-    """Processes working in the state dir: weed names it in -dir, redis-server chdirs to its dbdir."""
-    out = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-            cwd = os.readlink(proc / "cwd")
-        except OSError:
-            continue
-        if str(home) in cmdline or cwd.startswith(str(home)):
-            out.append(int(proc.name))
-    return out
-
-
+@pytest.mark.slow
 def test_seaweed_start_moves_to_fresh_ports_when_weed_dies_on_a_taken_one(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -8,14 +8,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 from rq import Queue
 
 from m4v_cli.seaweed import SeaweedS3, free_port
+from m4v_core import TERMINAL_STATUSES, JobStore
 from tests.conftest import s3_client
-from tests.e2e.test_chaos import WorkerSlot, worker_env
+from tests.e2e.worker_processes import WorkerSlot, worker_env
 from tests.worker.jobs_helpers import make_job, submit
-from worker.contract import TERMINAL_STATUSES, JobStore
 
 
 def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -27,6 +28,7 @@ def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_sigterm_requeues_the_running_job_at_a_step_boundary_and_exits(
     redis_url: str, key_prefix: str, s3_server: SeaweedS3, s3_bucket: str, tmp_path: Path
 ) -> None:
@@ -57,6 +59,7 @@ def test_sigterm_requeues_the_running_job_at_a_step_boundary_and_exits(
         slot.stop()
 
 
+@pytest.mark.slow
 def test_s3_stopped_during_uploads_then_restarted_loses_no_video(
     redis_url: str, key_prefix: str, tmp_path: Path
 ) -> None:
@@ -140,13 +143,14 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_redis_restart_mid_run_gives_503s_and_loses_no_accepted_job(
     key_prefix: str, s3_server: SeaweedS3, s3_bucket: str, tmp_path: Path
 ) -> None:
     from fastapi.testclient import TestClient
 
+    from m4v_core import Settings
     from service.app import create_app
-    from worker.contract import Settings
 
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"

@@ -14,8 +14,8 @@ from pathlib import Path
 import av
 import pytest
 
+from m4v_core.settings import Settings
 from model.config import get_preset
-from worker.contract.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -70,7 +70,7 @@ def test_readme_configuration_table_matches_every_settings_field() -> None:
 def test_readme_webhook_snippet_accepts_our_signature_and_rejects_a_forgery() -> None:
     from standardwebhooks import WebhookVerificationError
 
-    from worker.webhooks import signed_headers
+    from m4v_core.webhooks import signed_headers
 
     snippet = next(b for b in code_blocks("python") if "def verify_m4v_webhook" in b)
     namespace: dict[str, object] = {}

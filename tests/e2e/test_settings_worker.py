@@ -29,6 +29,7 @@ from worker.main import build_worker
 from worker.pipeline import weights_sha256
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["transformers", "diffusers"])
 def test_worker_from_settings_serves_a_768p_shaped_preset_to_an_mp4(
     redis_url: str,

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_embedded_services import _alive, _pids_of
+from tests.e2e.process_helpers import alive, pids_of
 
 
 def _wait_for_url(proc: subprocess.Popen[str], timeout_s: float) -> str:
@@ -47,7 +47,7 @@ def test_up_serves_a_loaded_worker_and_a_signal_stops_everything(tmp_path: Path,
         workers = httpx.get(f"{url}/workers", timeout=10).json()
         assert workers["ready"] == 1
         assert workers["workers"][0]["preset"] == "tiny"
-        started = [pid for pid in _pids_of(home) if _alive(pid)]
+        started = [pid for pid in pids_of(home) if alive(pid)]
         assert started, "expected redis-server and weed working in the state dir"
         proc.send_signal(sig)
         assert proc.wait(timeout=60) == 0
@@ -55,6 +55,6 @@ def test_up_serves_a_loaded_worker_and_a_signal_stops_everything(tmp_path: Path,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert [pid for pid in started if _alive(pid)] == []
+    assert [pid for pid in started if alive(pid)] == []
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/healthz", timeout=2)

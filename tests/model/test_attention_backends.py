@@ -65,6 +65,7 @@ def test_uncached_forward_equals_the_dense_mask_reference(
         assert torch.isfinite(g).all() and rel(g, w) < 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("single_block", ["mmdim", "attention"])
 @pytest.mark.parametrize(("n_hist", "size"), [(0, 8), (3, 32)])

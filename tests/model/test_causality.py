@@ -2,7 +2,7 @@
 
 "causal" mode: nothing before the current frame depends on it; in the MM-DiT blocks and the attention
 baseline a frame never depends on later frames. The MM-DiM re-composition averages the two text copies, and
-the second copy comes after the history frames (M4V_SPEC.md section 2), so with MM-DiM blocks the text (and,
+the second copy comes after the history frames, so with MM-DiM blocks the text (and,
 one block later, every frame) does depend on the history: strict causality among history frames holds through
 the MM-DiT blocks and the first MM-DiM block only. The tests pin down exactly that.
 """
@@ -16,7 +16,7 @@ import torch
 
 from model.config import PRESETS
 from model.network import M4VNetwork
-from tests.model.test_network import FULL_HW, C, make_net, make_text
+from tests.model.network_helpers import FULL_HW, C, make_net, make_text
 
 TINY = PRESETS["tiny"].network
 

@@ -149,7 +149,7 @@ def test_vae_streaming_decode_flops_match_flop_counter(tile_px: int, kind: str) 
 def test_mixer_flop_reduction_of_m4v_vs_attention_baseline_at_768p() -> None:
     r121 = mixer_flop_reduction(M4V, ATTN, width=W768, height=H768, num_frames=121)
     r241 = mixer_flop_reduction(M4V, ATTN, width=W768, height=H768, num_frames=241)
-    # spec section 3: ~42% at 121 frames, ~50% at 241 (paper: 45%); ours 0.421 / 0.502 (dense counting)
+    # design estimate: ~42% at 121 frames, ~50% at 241 (paper: 45%); ours 0.421 / 0.502 (dense counting)
     assert 0.38 <= r121 <= 0.48
     assert r241 >= 0.45
     assert r241 > r121  # attention grows quadratically with the sequence, Mamba2 linearly
@@ -180,14 +180,14 @@ def test_cached_m4v_cost_per_video_second_is_nearly_linear_in_length() -> None:
 
 def test_last_unit_at_full_resolution_sees_the_compressed_pyramid_history() -> None:
     layout = token_layout(M4V, width=W768, height=H768, unit=15, stage=2)
-    assert layout.video == 3840 + 3840 + 960 + 13 * 240  # = 11,760 (spec section 2)
+    assert layout.video == 3840 + 3840 + 960 + 13 * 240  # = 11,760 (model/recompose.py)
     assert layout.text == 128 and layout.pooled == 240
 
 
 def test_step_schedule_has_one_entry_per_step_and_sums_to_the_estimate() -> None:
     sched = step_schedule(M4V, width=W768, height=H768, num_frames=121)
     est = estimate_flops(M4V, width=W768, height=H768, num_frames=121, include_text=False)
-    assert len(sched) == 510  # 60 + 15 * 30 network passes (spec section 2)
+    assert len(sched) == 510  # 60 + 15 * 30 network passes (model/recompose.py)
     assert remaining_flops(sched, 0) == pytest.approx(est.total, rel=1e-9)
     assert remaining_flops(sched, len(sched)) == 0.0
     left = [remaining_flops(sched, n) for n in range(0, 511, 51)]

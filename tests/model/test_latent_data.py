@@ -101,6 +101,7 @@ def test_latent_batches_draw_clips_of_the_set_with_a_caption_of_their_spec(tmp_p
     assert batches.next(8, dropout=1.0)[1].tolist() == [0] * 8  # all dropped to the empty prompt
 
 
+@pytest.mark.slow
 def test_training_from_a_latent_set_lowers_the_loss_on_its_clips(tmp_path: Path) -> None:
     cfg = _small_tiny()
     net, vae = build_models(cfg, CPU, seed=0)

@@ -10,25 +10,7 @@ import torch
 from model.config import PRESETS, NetworkConfig
 from model.network import M4VNetwork
 from model.text_encoder import TextEmbeddings
-
-TINY = PRESETS["tiny"].network
-C, TEXT_DIM, POOLED_DIM, FULL_HW = 8, 384, 384, (32, 32)
-
-
-def make_net(cfg: NetworkConfig = TINY, seed: int = 0) -> M4VNetwork:
-    """Tiny fp32 network; the temporal branch's zero-init projection is randomised so it is exercised."""
-    torch.manual_seed(seed)
-    net = M4VNetwork(cfg, latent_channels=C, text_dim=TEXT_DIM, pooled_dim=POOLED_DIM).eval()
-    for name, p in net.named_parameters():
-        if "temporal.proj" in name:
-            torch.nn.init.normal_(p, std=0.05)
-    return net
-
-
-def make_text(batch: int = 2, length: int = 7) -> TextEmbeddings:
-    mask = torch.ones(batch, length, dtype=torch.bool)
-    mask[-1, length // 2 :] = False  # the uncond row is padded
-    return TextEmbeddings(torch.randn(batch, length, TEXT_DIM), mask, torch.randn(batch, POOLED_DIM))
+from tests.model.network_helpers import FULL_HW, TEXT_DIM, TINY, C, make_net, make_text
 
 
 def pyramid_history(batch: int = 2, frames: int = 3) -> list[torch.Tensor]:
@@ -53,7 +35,7 @@ def test_tiny_forward_returns_a_finite_velocity_shaped_like_the_current_frame() 
 
 
 def expected_params(cfg: NetworkConfig, c: int, text_dim: int, pooled_dim: int) -> int:
-    """Parameter count written out from the architecture (M4V_SPEC.md section 1), independent of the code."""
+    """Parameter count written out from the architecture, independent of the code."""
     w, hid, hd, p = cfg.width, int(cfg.width * cfg.mlp_ratio), cfg.head_dim, cfg.patch_size
 
     def lin(i: int, o: int) -> int:

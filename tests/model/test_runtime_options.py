@@ -22,6 +22,7 @@ from model.vae_stream import BatchedStreamingDecoder
 TINY_VAE = dataclasses.replace(PRESETS["tiny"].vae, tile_px=96, tile_overlap=0.25)  # 2 x 2 tiles at 128 px
 
 
+@pytest.mark.slow
 @torch.no_grad()
 @pytest.mark.parametrize("tile_batch", [3])
 def test_batched_tiles_decode_the_same_frames_as_one_tile_at_a_time(tile_batch: int) -> None:
@@ -56,6 +57,7 @@ def _req() -> GenerationRequest:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_overlapped_decode_and_batched_tiles_give_the_same_video_in_unit_order() -> None:
     torch.manual_seed(0)
     ref = VideoPipeline.from_preset("tiny")
@@ -102,6 +104,7 @@ def _tiny_net(**runtime: object) -> M4VNetwork:
     return M4VNetwork(cfg, latent_channels=8, text_dim=384, pooled_dim=384, runtime=RuntimeOptions(**runtime))  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_step_graphs_reuse_static_buffers_per_cache_and_recapture_on_a_new_one() -> None:
     net = _tiny_net()
     mask = torch.ones(2, 5, dtype=torch.bool)
@@ -132,7 +135,7 @@ def test_compile_option_compiles_every_block() -> None:
 
 
 def test_worker_settings_turn_the_options_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker.contract import Settings
+    from m4v_core import Settings
     from worker.pipeline import runtime_options
 
     assert runtime_options(Settings()) == RuntimeOptions()

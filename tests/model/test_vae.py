@@ -99,6 +99,7 @@ def test_tiled_stream_is_exact_when_tile_covers_frame(vae: CausalVAE) -> None:
     torch.testing.assert_close(streamed, vae.decode(latents), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_tiled_stream_is_close_to_untiled(vae: CausalVAE) -> None:
     latents = torch.randn(1, 8, 2, 32, 32)  # 128 px frame cut into 96 px tiles with 24 px overlap

@@ -8,8 +8,9 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from m4v_core import JobStore, Settings
+from m4v_core.keys import Keys
 from service.app import create_app
-from worker.contract import JobStore, Settings
 
 
 @pytest.fixture
@@ -27,9 +28,9 @@ def _drop_rq_jobs(redis_url: str, key_prefix: str) -> Iterator[None]:
     yield
     r = redis.Redis.from_url(redis_url)
     for priority in ("high", "normal", "low"):
-        ids = r.lrange(f"rq:queue:{key_prefix}-{priority}", 0, -1)
+        ids = r.lrange(Keys(key_prefix).rq_queue(priority), 0, -1)
         if ids:
-            r.delete(*[b"rq:job:" + i for i in ids])
+            r.delete(*[Keys.rq_job(i) for i in ids])
 
 
 @pytest.fixture

@@ -3,36 +3,20 @@ Redis; worker heartbeats and throughput are written to Redis exactly as workers 
 
 from __future__ import annotations
 
-import json
-import time
-
 import pytest
 from fastapi.testclient import TestClient
 
-from model.config import get_preset
-from model.flops import estimate_flops
+from m4v_core import JobStore, Settings
+from m4v_core.keys import Keys
+from m4v_core.throughput import ThroughputMeter, job_flops
 from model.memory import estimate_peak_memory
 from service.app import create_app
 from tests.service.conftest import assert_error_shape, submit
-from worker.contract import JobStore, Settings
-from worker.contract.throughput import ThroughputMeter, job_flops
-
-TINY = get_preset("tiny")
-
-
-def tiny_flops(num_frames: int) -> float:
-    return estimate_flops(TINY, width=128, height=128, num_frames=num_frames).total
+from tests.service.fleet_helpers import TINY, publish_worker, tiny_flops
 
 
 def tiny_peak(num_frames: int) -> int:
     return estimate_peak_memory(TINY, width=128, height=128, num_frames=num_frames).total
-
-
-def publish_worker(store: JobStore, name: str, **fields: object) -> None:
-    """A heartbeat as worker/heartbeat.py writes it."""
-    hb = {"name": name, "preset": "tiny", "device": "cuda", "model_loaded": True, "busy_job": None, **fields}
-    store.r.set(store.keys.worker(name), json.dumps(hb), px=60_000)
-    store.r.zadd(store.keys.worker_index(), {name: time.time() + 60})
 
 
 def test_request_above_the_flop_cap_is_refused_with_422_naming_the_limit(settings: Settings) -> None:
@@ -89,5 +73,5 @@ def test_queue_flops_metric_sums_the_queued_estimates(client: TestClient, store:
     text = client.get("/metrics").text
     line = next(x for x in text.splitlines() if x.startswith("m4v_queue_flops "))
     assert float(line.split()[1]) == pytest.approx(tiny_flops(9) + tiny_flops(17), rel=1e-6)
-    ids = [i.decode() for i in store.r.lrange(f"rq:queue:{store.keys.prefix}-low", 0, -1)]
+    ids = [i.decode() for i in store.r.lrange(Keys(store.keys.prefix).rq_queue("low"), 0, -1)]
     assert job_flops(store.r, store.keys.prefix, ids) == [pytest.approx(tiny_flops(17))]

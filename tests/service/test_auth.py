@@ -9,10 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from m4v_core import Settings
 from service.app import create_app
 from service.auth import KeyRegistry, key_entry, new_api_key
 from tests.service.conftest import assert_error_shape
-from worker.contract import Settings
 
 ALICE = new_api_key()
 BOB = new_api_key()

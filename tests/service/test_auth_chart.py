@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
+from m4v_core import Settings
 from service.auth import KeyRegistry, key_entry, new_api_key
-from worker.contract import Settings
 
 pytest.importorskip("helm_python")
 from tests.deploy.chart_render import container, render  # noqa: E402  (needs the Helm SDK)

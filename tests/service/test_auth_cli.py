@@ -13,8 +13,8 @@ from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from m4v_cli.main import app as cli
+from m4v_core import Settings
 from service.app import create_app
-from worker.contract import Settings
 
 
 def test_created_key_works_and_only_its_hash_is_in_the_entry(settings: Settings) -> None:

@@ -14,10 +14,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from m4v_core import Settings
 from service.app import create_app
 from service.auth import key_entry, new_api_key
 from tests.service.conftest import assert_error_shape
-from worker.contract import Settings
 
 RELOAD_S = 0.2
 ALICE, BOB, CAROL = new_api_key(), new_api_key(), new_api_key()

@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from m4v_core import Settings
+from m4v_core.logs import JsonFormatter
 from service.app import create_app
 from service.auth import key_entry, new_api_key
-from service.logs import JsonFormatter
-from worker.contract import Settings
 
 API_KEY = new_api_key()
 WRONG_KEY = "m4v_wrong-" + new_api_key()[4:]

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from standardwebhooks import Webhook
 
+from m4v_core import JobStore, Settings
+from m4v_core.keys import Keys
+from m4v_core.webhooks import WebhookDispatcher, WebhookSender
 from service.app import create_app
 from tests.service.conftest import submit
 from tests.webhook_receiver import Receiver
-from worker.contract import JobStore, Settings
-from worker.contract.throughput import job_flops_key
-from worker.webhooks import WebhookSender
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 
@@ -95,7 +97,8 @@ def test_api_without_secret_leaves_the_canceled_webhook_to_the_workers(
     with TestClient(create_app(unsigned)) as client:
         job = submit(client, webhook_url=receiver.url, webhook_events=["canceled"])
         client.delete(f"/jobs/{job['id']}")
-    time.sleep(1.0)  # two poll periods of a dispatcher, were one running
+        # no dispatcher thread in this process: nothing can claim the queued delivery (no sleep needed)
+        assert [t for t in threading.enumerate() if t.name == WebhookDispatcher.thread_name] == []
     assert receiver.deliveries == [] and store.get(job["id"]).webhook_deliveries == []
 
     worker_side = WebhookSender(store.r, store, SECRET, allow_hosts=["127.0.0.1"])
@@ -103,6 +106,9 @@ def test_api_without_secret_leaves_the_canceled_webhook_to_the_workers(
     worker_side.close()
     (headers, body), *_ = receiver.deliveries
     assert Webhook(SECRET).verify(body, headers)["type"] == "job.canceled"
+    signed = unsigned.model_copy(update={"webhook_secret": SecretStr(SECRET)})
+    with TestClient(create_app(signed)):  # the thread the check above looks for, when there is a secret
+        assert any(t.name == WebhookDispatcher.thread_name for t in threading.enumerate())
 
 
 def test_cancel_queued_job_drops_its_flop_estimate(
@@ -111,7 +117,7 @@ def test_cancel_queued_job_drops_its_flop_estimate(
     r = redis.Redis.from_url(redis_url)
     kept = submit(client)
     job = submit(client)
-    assert r.hexists(job_flops_key(settings.key_prefix), job["id"])
+    assert r.hexists(Keys(settings.key_prefix).job_flops(), job["id"])
     client.delete(f"/jobs/{job['id']}")
-    assert not r.hexists(job_flops_key(settings.key_prefix), job["id"])
-    assert r.hexists(job_flops_key(settings.key_prefix), kept["id"])
+    assert not r.hexists(Keys(settings.key_prefix).job_flops(), job["id"])
+    assert r.hexists(Keys(settings.key_prefix).job_flops(), kept["id"])

@@ -8,7 +8,7 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
-from service.logs import JsonFormatter
+from m4v_core.logs import JsonFormatter
 from tests.service.conftest import assert_error_shape
 
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from m4v_core import JobStore
+from m4v_core.store import utcnow
 from tests.service.conftest import assert_error_shape, submit
-from worker.contract import JobStore
-from worker.contract.store import utcnow
 
 
 @dataclass

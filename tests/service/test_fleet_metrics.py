@@ -6,8 +6,8 @@ import redis
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.contract.store import Keys
-from worker.heartbeat import Heartbeat, WorkerState
+from m4v_core.keys import Keys
+from worker.heartbeat import HeartbeatWriter, WorkerState
 
 
 def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -27,7 +27,7 @@ def test_workers_by_state_and_heartbeat_age(client: TestClient, redis_url: str, 
     keys = Keys(key_prefix)
     ready = WorkerState(name="gpu-0", preset="tiny", device="cpu", model_loaded=True, busy_job="job-1")
     loading = WorkerState(name="gpu-1", preset="tiny", device="cpu", model_loaded=False)
-    beats = [Heartbeat(r, keys.worker(s.name), s, period_s=60).start() for s in (ready, loading)]
+    beats = [HeartbeatWriter(r, keys, s, period_s=60).start() for s in (ready, loading)]
     try:
         text = client.get("/metrics").text
     finally:

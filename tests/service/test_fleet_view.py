@@ -7,14 +7,14 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from m4v_core import JobRecord, JobStore, Settings
+from m4v_core.throughput import ThroughputMeter, set_job_flops
 from service.app import create_app
 from service.fleet_view import FleetSnapshot, FleetView
 from service.queue import JobQueue
 from tests.service.conftest import submit
-from tests.service.test_admission import publish_worker, tiny_flops
+from tests.service.fleet_helpers import publish_worker, tiny_flops
 from tests.worker.jobs_helpers import make_job
-from worker.contract import JobRecord, JobStore, Settings
-from worker.contract.throughput import ThroughputMeter, set_job_flops
 
 
 class Clock:

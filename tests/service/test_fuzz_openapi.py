@@ -19,9 +19,9 @@ from pydantic import SecretStr
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from m4v_core import Settings
 from service.app import create_app
 from service.auth import key_entry, new_api_key
-from worker.contract import Settings
 
 log = logging.getLogger(__name__)
 API_KEY = new_api_key()
@@ -74,6 +74,7 @@ def run_operation(operation: schemathesis.APIOperation, mode: GenerationMode, ex
     return statuses
 
 
+@pytest.mark.slow
 def test_generated_requests_never_get_a_5xx(app: FastAPI) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     started = time.monotonic()

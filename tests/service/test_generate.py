@@ -9,9 +9,10 @@ import redis
 from fastapi.testclient import TestClient
 from rq import Queue
 
+from m4v_core import JobStore, Settings
+from m4v_core.keys import Keys
 from service.app import create_app
 from tests.service.conftest import assert_error_shape, submit
-from worker.contract import JobStore, Settings
 
 INVALID_BODIES: list[tuple[str, dict[str, Any]]] = [
     ("prompt", {"prompt": ""}),
@@ -51,7 +52,7 @@ INVALID_BODIES: list[tuple[str, dict[str, Any]]] = [
 
 
 @pytest.mark.parametrize(
-    ("field", "overrides"), INVALID_BODIES, ids=[f"{f}-{i}" for i, (f, _) in enumerate(INVALID_BODIES)]
+    ("field", "overrides"), INVALID_BODIES, ids=[Keys(f).queue(i) for i, (f, _) in enumerate(INVALID_BODIES)]
 )
 def test_generate_rejects_invalid_field_with_422_naming_it(
     client: TestClient, field: str, overrides: dict[str, Any]
@@ -125,13 +126,13 @@ def test_generate_enqueues_run_job_by_path_in_the_priority_queue(
 ) -> None:
     job = submit(client, priority="high", timeout_s=100)
     conn = redis.Redis.from_url(redis_url)
-    queue = Queue(f"{settings.key_prefix}-high", connection=conn)
+    queue = Queue(Keys(settings.key_prefix).queue("high"), connection=conn)
     assert queue.job_ids == [job["id"]]
     rq_job = queue.fetch_job(job["id"])
     assert rq_job is not None
     assert rq_job.func_name == "worker.jobs.run_job" and rq_job.args == (job["id"],)
     assert rq_job.timeout == 100 + 120  # deadline plus grace
-    assert Queue(f"{settings.key_prefix}-normal", connection=conn).count == 0
+    assert Queue(Keys(settings.key_prefix).queue("normal"), connection=conn).count == 0
 
 
 def test_queue_position_counts_higher_priority_queues_ahead(client: TestClient) -> None:
@@ -176,7 +177,7 @@ def test_job_timeout_comes_from_the_flop_estimate_and_grows_with_length(
 ) -> None:
     served = settings.model_copy(update={"preset": "m4v-768p"})
     conn = redis.Redis.from_url(redis_url)
-    queue = Queue(f"{settings.key_prefix}-normal", connection=conn)
+    queue = Queue(Keys(settings.key_prefix).queue("normal"), connection=conn)
     with TestClient(create_app(served)) as client:
         short = submit(client, num_frames=9, width=640, height=384)["id"]
         long = submit(client, num_frames=241)["id"]

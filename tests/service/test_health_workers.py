@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 import redis
 from fastapi.testclient import TestClient
 
+from m4v_core import Settings
+from m4v_core.keys import Keys
 from service.app import create_app
 from tests.service.conftest import assert_error_shape
-from worker.contract import Settings
 
 
 def test_healthz_and_readyz_are_ok_with_redis_and_no_workers(client: TestClient) -> None:
@@ -56,11 +57,11 @@ def test_workers_lists_heartbeats_with_their_age(
         },
     }
     # Written as worker/heartbeat.py does: the heartbeat key plus the fleet index entry.
-    index = f"{settings.key_prefix}:workers"
+    index = Keys(settings.key_prefix).worker_index()
     for name, beat in beats.items():
-        r.set(f"{settings.key_prefix}:worker:{name}", json.dumps(beat), ex=60)
+        r.set(Keys(settings.key_prefix).worker(name), json.dumps(beat), ex=60)
         r.zadd(index, {name: time.time() + 60})
-    r.set(f"{settings.key_prefix}:worker:broken", b"not json", ex=60)
+    r.set(Keys(settings.key_prefix).worker("broken"), b"not json", ex=60)
     r.zadd(index, {"broken": time.time() + 60, "expired": time.time() - 1})
     fleet = client.get("/workers").json()
     assert (fleet["count"], fleet["ready"], fleet["busy"]) == (2, 1, 1)

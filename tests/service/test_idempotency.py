@@ -5,8 +5,9 @@ from __future__ import annotations
 import redis
 from fastapi.testclient import TestClient
 
+from m4v_core import Settings
+from m4v_core.keys import Keys
 from tests.service.conftest import assert_error_shape
-from worker.contract import Settings
 
 
 def post(client: TestClient, key: str, body: dict[str, object]):  # type: ignore[no-untyped-def]
@@ -26,7 +27,7 @@ def test_same_key_and_body_return_the_same_job(
     assert first.status_code == 202 and second.status_code == 200
     assert first.json()["id"] == second.json()["id"]
     assert second.headers["location"] == first.headers["location"]
-    depth = redis.Redis.from_url(redis_url).llen(f"rq:queue:{settings.key_prefix}-normal")
+    depth = redis.Redis.from_url(redis_url).llen(Keys(settings.key_prefix).rq_queue("normal"))
     assert depth == 1  # enqueued once
 
 

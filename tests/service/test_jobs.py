@@ -13,11 +13,12 @@ from fastapi.testclient import TestClient
 from rq import Queue
 
 from m4v_cli.seaweed import SeaweedS3
+from m4v_core import JobResult, JobStore, Settings
+from m4v_core.keys import Keys
+from m4v_core.store import utcnow
 from service.app import create_app
 from tests.conftest import s3_client
 from tests.service.conftest import assert_error_shape, submit
-from worker.contract import JobResult, JobStore, Settings
-from worker.contract.store import utcnow
 
 
 def test_unknown_job_is_404_with_error_shape(client: TestClient) -> None:
@@ -46,7 +47,8 @@ def test_cancel_queued_job_cancels_at_once_and_removes_it_from_the_queue(
     assert response.status_code == 200
     assert response.json()["status"] == "canceled" and response.json()["finished_at"] is not None
     assert response.json()["queue_position"] is None
-    assert Queue(f"{settings.key_prefix}-normal", connection=redis.Redis.from_url(redis_url)).count == 0
+    conn = redis.Redis.from_url(redis_url)
+    assert Queue(Keys(settings.key_prefix).queue("normal"), connection=conn).count == 0
     # A worker that dequeued it anyway cannot start it: queued -> running is refused.
     assert store.transition(job["id"], {"queued"}, "running") is None
     assert store.get(job["id"]).status == "canceled"

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 from fastapi.testclient import TestClient
 
+from m4v_core import Settings
 from service.app import create_app
 from tests.service.conftest import assert_error_shape
-from worker.contract import Settings
 
 
 def chunks(total: int, size: int = 4096) -> Iterator[bytes]:

@@ -1,4 +1,4 @@
-"""/metrics: the DESIGN.md names, route templates as labels, queue gauges read from Redis."""
+"""/metrics: the names in docs/ARCHITECTURE.md, route templates as labels, queue gauges from Redis."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import re
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from m4v_core import Settings
 from service.app import create_app
 from tests.service.conftest import submit
-from worker.contract import Settings
 
 
 def samples(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -7,8 +7,8 @@ import re
 
 from fastapi.testclient import TestClient
 
+from m4v_core import Settings
 from service.app import create_app
-from worker.contract import Settings
 
 ORIGIN = "https://app.example"
 

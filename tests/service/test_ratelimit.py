@@ -1,14 +1,12 @@
 """Per-key rate limit in Redis (GCRA): a burst of at most `limit`, then one request per window/limit seconds.
 
-The limiter reads the Redis server's clock, so these tests run in real time with small windows (2 requests
-per 1 s: one request every 0.5 s) and measure elapsed time around each call instead of faking a clock.
+The limiter reads the Redis server's clock; the window tests give it a clock of their own
+(RateLimiter(clock_us=...)), so they step time exactly instead of sleeping on a busy machine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
@@ -17,12 +15,12 @@ import redis.asyncio as aredis
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from m4v_core import Settings
 from service.app import create_app
 from service.auth import key_entry, new_api_key
 from service.errors import RateLimitedError
 from service.ratelimit import RateDecision, RateLimiter
 from tests.service.conftest import assert_error_shape
-from worker.contract import Settings
 
 ALICE = new_api_key()
 BOB = new_api_key()
@@ -45,15 +43,33 @@ def limited_settings(settings: Settings, **extra: object) -> Settings:
     return settings.model_copy(update=update)
 
 
+class Clock:
+    """Time in µs that moves only when a test says so."""
+
+    def __init__(self, start_s: float = 1_700_000_000.0) -> None:
+        self.now_us = int(start_s * 1e6)
+
+    def __call__(self) -> int:
+        return self.now_us
+
+    def advance(self, seconds: float) -> None:
+        self.now_us += round(seconds * 1e6)
+
+
 def with_limiter(
-    redis_url: str, prefix: str, limit: int, window_s: int, scenario: Callable[[RateLimiter], Awaitable[T]]
+    redis_url: str,
+    prefix: str,
+    limit: int,
+    window_s: int,
+    scenario: Callable[[RateLimiter], Awaitable[T]],
+    clock: Clock | None = None,
 ) -> T:
     """Run scenario against a RateLimiter on a fresh async client (closed afterwards)."""
 
     async def main() -> T:
         client = aredis.Redis.from_url(redis_url)
         try:
-            return await scenario(RateLimiter(client, prefix, limit, window_s))
+            return await scenario(RateLimiter(client, prefix, limit, window_s, clock_us=clock))
         finally:
             await client.aclose()
 
@@ -116,18 +132,15 @@ def test_a_burst_of_twice_the_limit_across_a_second_boundary_admits_exactly_the_
 ) -> None:
     """2 per 1 s: 2 concurrent requests just before a whole second and 2 just after it (where a fixed 1 s
     window would start afresh) admit 2, not 4: the 80 ms between them refill nothing (one per 0.5 s)."""
+    clock = Clock(start_s=1_700_000_000.96)  # 40 ms before a whole second
 
     async def scenario(limiter: RateLimiter) -> list[bool]:
-        boundary = math.floor(time.time()) + 1
-        if boundary - time.time() < 0.1:
-            boundary += 1
-        await asyncio.sleep(boundary - 0.04 - time.time())
         before = await asyncio.gather(*(limiter.hit("k") for _ in range(2)))
-        await asyncio.sleep(max(0.0, boundary + 0.04 - time.time()))
+        clock.advance(0.08)  # 40 ms after it
         after = await asyncio.gather(*(limiter.hit("k") for _ in range(2)))
         return [d.allowed for d in before + after]
 
-    assert with_limiter(redis_url, key_prefix, 2, 1, scenario) == [True, True, False, False]
+    assert with_limiter(redis_url, key_prefix, 2, 1, scenario, clock) == [True, True, False, False]
 
 
 def test_after_a_429_one_request_is_allowed_again_after_window_over_limit(
@@ -135,27 +148,21 @@ def test_after_a_429_one_request_is_allowed_again_after_window_over_limit(
 ) -> None:
     """2 per 1 s: after the burst the caller waits 0.5 s from its first request (not the rest of a window), is
     refused 0.15 s before that, and then gets one request (not a new burst)."""
-    interval_us = 500_000
+    clock = Clock()
 
     async def scenario(limiter: RateLimiter) -> None:
-        started = time.monotonic()
         assert [(await limiter.hit("k")).allowed for _ in range(3)] == [True, True, False]
-        limited = await limiter.hit("k")
-        elapsed_us = (time.monotonic() - started) * 1e6
-        assert interval_us - elapsed_us <= limited.wait_us <= interval_us
-        await asyncio.sleep(limited.wait_us / 1e6 - 0.15)
-        started = time.monotonic()
+        assert (await limiter.hit("k")).wait_us == 500_000
+        clock.advance(0.35)
         early = await limiter.hit("k")
-        assert not early.allowed and 0 < early.wait_us <= 150_000
-        await asyncio.sleep(early.wait_us / 1e6 + 0.01)
+        assert not early.allowed and early.wait_us == 150_000
+        clock.advance(0.15)
         assert (await limiter.hit("k")).allowed
         after = await limiter.hit("k")
-        elapsed_us = (time.monotonic() - started) * 1e6
         # The next slot is one interval after the moment `early` said the caller would be let in.
-        assert not after.allowed
-        assert early.wait_us + interval_us - elapsed_us <= after.wait_us <= interval_us
+        assert not after.allowed and after.wait_us == 500_000
 
-    with_limiter(redis_url, key_prefix, 2, 1, scenario)
+    with_limiter(redis_url, key_prefix, 2, 1, scenario, clock)
 
 
 def test_retry_after_is_the_exact_wait_and_a_refused_request_does_not_extend_it(

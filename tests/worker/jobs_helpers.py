@@ -1,15 +1,21 @@
-"""Building job records the way the API does (tests only)."""
+"""Building job records the way the API does, and running them through a real worker (tests only)."""
 
 from __future__ import annotations
 
+import base64
+import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from rq import Queue
+from standardwebhooks import Webhook
 
+from m4v_core import GenerateRequest, JobRecord, JobSpec, JobStore, Settings
+from m4v_core.models import Priority
 from model.config import get_preset
-from worker.contract import GenerateRequest, JobRecord, JobSpec, JobStore
+from worker.main import WorkerProcess, run_burst
 
 
 def make_job(
@@ -61,3 +67,39 @@ def submit(store: JobStore, queue: Queue, job: JobRecord) -> None:
     queue.enqueue(
         "worker.jobs.run_job", job.id, job_id=job.id, job_timeout=600, result_ttl=60, failure_ttl=3600
     )
+
+
+# --- the job flow through a real worker (test_jobs.py, test_eta.py, test_preview.py; fixtures in conftest.py)
+SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+# The tiny model is ~1 s per step on a busy 2-core CPU: keep jobs to a handful of steps.
+ONE_STEP_PER_STAGE = {"first_frame_steps": [1, 1, 1], "later_frame_steps": [1, 1, 1]}
+FAST = {"num_frames": 5, **ONE_STEP_PER_STAGE}  # 2 latent frames, 6 steps
+SINGLE_FRAME = {"num_frames": 1, **ONE_STEP_PER_STAGE}  # 1 latent frame, 3 steps
+
+
+def queue(store: JobStore, priority: Priority = "normal") -> Queue:
+    return Queue(store.keys.queue(priority), connection=store.r)
+
+
+def events(store: JobStore, job_id: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(typ, data) for _, typ, data in store.read_events(job_id, count=10_000)]
+
+
+class Hooks:
+    """Webhook receiver through httpx.MockTransport; verifies every signature."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict[str, Any]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.payloads.append(Webhook(SECRET).verify(request.content, dict(request.headers)))
+        return httpx.Response(200)
+
+    @property
+    def types(self) -> list[str]:
+        return [p["type"] for p in self.payloads]
+
+
+def work(settings: Settings, pipeline: Any, hooks: Hooks | None = None, **kw: Any) -> WorkerProcess:
+    transport = httpx.MockTransport(hooks or Hooks())
+    return run_burst(settings, pipeline=pipeline, webhook_transport=transport, drain_webhooks_s=5.0, **kw)

@@ -1,6 +1,5 @@
 """The running-job ETA against the real time left: real Redis, rq SimpleWorker(burst=True), tiny model."""
 
-# ruff: noqa: F811 - the job-flow fixtures are shared with test_jobs.py by import
 from __future__ import annotations
 
 import logging
@@ -9,17 +8,17 @@ from typing import Any
 
 import pytest
 
+from m4v_core import JobStore, Settings
+from m4v_core.throughput import job_flops, preset_rate
 from model.config import get_preset
 from model.pipeline_types import StepProgress
-from tests.worker.jobs_helpers import make_job, submit
-from tests.worker.test_jobs import ONE_STEP_PER_STAGE, queue, settings, store, tiny_pipeline, work  # noqa: F401
-from worker.contract import JobStore, Settings
-from worker.contract.throughput import job_flops, preset_rate
+from tests.worker.jobs_helpers import ONE_STEP_PER_STAGE, make_job, queue, submit, work
 from worker.eta import JobEta, job_schedule
 
 log = logging.getLogger(__name__)
 
 
+@pytest.mark.slow
 def test_a_running_tiny_job_reports_an_eta_on_every_step_after_warm_up(
     settings: Settings, store: JobStore, tiny_pipeline: Any
 ) -> None:
@@ -93,7 +92,7 @@ def test_eta_without_the_tail_would_miss_by_more_than_30_percent(store: JobStore
 
 def test_step_cost_fit_separates_per_step_overhead_from_flop_rate(store: JobStore) -> None:
     """Small pyramid stages cost more than their FLOPs: the fit recovers seconds = a + b * flops."""
-    from worker.contract.throughput import ThroughputMeter
+    from m4v_core.throughput import ThroughputMeter
 
     meter = ThroughputMeter.load(store.r, store.keys.prefix, "tiny")
     assert meter.seconds_left(1e12, 10) is None  # nothing measured yet

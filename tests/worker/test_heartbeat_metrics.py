@@ -9,8 +9,9 @@ import httpx
 import redis
 
 from m4v_cli.seaweed import free_port
-from worker.contract.store import Keys, live_worker_keys
-from worker.heartbeat import Heartbeat, WorkerState
+from m4v_core.keys import Keys
+from m4v_core.store import live_worker_keys
+from worker.heartbeat import HeartbeatWriter, WorkerState
 from worker.metrics import WorkerMetrics
 
 
@@ -18,7 +19,7 @@ def test_heartbeat_key_has_worker_fields_and_a_ttl_then_is_removed(redis_url: st
     client = redis.Redis.from_url(redis_url)
     key = Keys(key_prefix).worker("gpu-0")
     state = WorkerState(name="gpu-0", preset="tiny", device="cpu", model_loaded=True)
-    beat = Heartbeat(client, key, state, period_s=0.1).start()
+    beat = HeartbeatWriter(client, Keys(key_prefix), state, period_s=0.1).start()
     try:
         first = json.loads(client.get(key))  # type: ignore[arg-type]
         assert {
@@ -48,7 +49,8 @@ def test_heartbeat_key_has_worker_fields_and_a_ttl_then_is_removed(redis_url: st
 def test_heartbeat_expires_when_the_worker_stops_beating(redis_url: str, key_prefix: str) -> None:
     client = redis.Redis.from_url(redis_url)
     key = Keys(key_prefix).worker("gone")
-    Heartbeat(client, key, WorkerState(name="gone", preset="tiny", device="cpu"), period_s=0.1).beat()
+    state = WorkerState(name="gone", preset="tiny", device="cpu")
+    HeartbeatWriter(client, Keys(key_prefix), state, period_s=0.1).beat()
     assert client.exists(key)
     time.sleep(0.5)  # TTL is 3 periods
     assert not client.exists(key)

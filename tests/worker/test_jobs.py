@@ -2,91 +2,31 @@
 
 from __future__ import annotations
 
-import base64
 import io
-import os
 import threading
 from typing import Any
 
 import av
-import httpx
 import pytest
-import redis
-from rq import Queue
-from standardwebhooks import Webhook
 
-from m4v_cli.seaweed import SeaweedS3
-from tests.worker.jobs_helpers import make_job, submit
-from worker.contract import JobRecord, JobStore, Settings
-from worker.contract.throughput import job_flops, job_flops_key, set_job_flops, spec_flops
+from m4v_core import JobRecord, JobStore, Settings
+from m4v_core.keys import Keys
+from m4v_core.throughput import job_flops, set_job_flops, spec_flops
+from tests.worker.jobs_helpers import (
+    FAST,
+    ONE_STEP_PER_STAGE,
+    SINGLE_FRAME,
+    Hooks,
+    events,
+    make_job,
+    queue,
+    submit,
+    work,
+)
 from worker.jobs import JobRun
-from worker.main import WorkerProcess, build_worker, run_burst
+from worker.main import build_worker
 from worker.metrics import WorkerMetrics
 from worker.storage import Storage
-
-SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
-# The tiny model is ~1 s per step on a busy 2-core CPU: keep jobs to a handful of steps.
-ONE_STEP_PER_STAGE = {"first_frame_steps": [1, 1, 1], "later_frame_steps": [1, 1, 1]}
-FAST = {"num_frames": 5, **ONE_STEP_PER_STAGE}  # 2 latent frames, 6 steps
-SINGLE_FRAME = {"num_frames": 1, **ONE_STEP_PER_STAGE}  # 1 latent frame, 3 steps
-
-
-@pytest.fixture(scope="module")
-def tiny_pipeline() -> Any:
-    from model.pipeline import VideoPipeline
-
-    return VideoPipeline.from_preset("tiny", device="cpu")
-
-
-@pytest.fixture
-def settings(redis_url: str, key_prefix: str, s3_server: SeaweedS3, s3_bucket: str) -> Settings:
-    return Settings(
-        redis_url=redis_url,
-        key_prefix=key_prefix,
-        s3_endpoint=s3_server.endpoint,
-        s3_bucket=s3_bucket,
-        s3_access_key=s3_server.access_key,
-        s3_secret_key=s3_server.secret_key,
-        webhook_secret=SECRET,
-        webhook_allow_hosts=["127.0.0.1"],
-        webhook_retry_delays_s=[0.05],
-        worker_metrics_port=0,
-        worker_name=f"w-{key_prefix}",
-        heartbeat_s=0.2,
-    )
-
-
-@pytest.fixture
-def store(settings: Settings) -> JobStore:
-    return JobStore(redis.Redis.from_url(settings.redis_url), prefix=settings.key_prefix)
-
-
-def queue(store: JobStore, priority: str = "normal") -> Queue:
-    return Queue(f"{store.keys.prefix}-{priority}", connection=store.r)
-
-
-def events(store: JobStore, job_id: str) -> list[tuple[str, dict[str, Any]]]:
-    return [(typ, data) for _, typ, data in store.read_events(job_id, count=10_000)]
-
-
-class Hooks:
-    """Webhook receiver through httpx.MockTransport; verifies every signature."""
-
-    def __init__(self) -> None:
-        self.payloads: list[dict[str, Any]] = []
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.payloads.append(Webhook(SECRET).verify(request.content, dict(request.headers)))
-        return httpx.Response(200)
-
-    @property
-    def types(self) -> list[str]:
-        return [p["type"] for p in self.payloads]
-
-
-def work(settings: Settings, pipeline: Any, hooks: Hooks | None = None, **kw: Any) -> WorkerProcess:
-    transport = httpx.MockTransport(hooks or Hooks())
-    return run_burst(settings, pipeline=pipeline, webhook_transport=transport, drain_webhooks_s=5.0, **kw)
 
 
 def test_job_succeeds_with_progress_events_video_in_s3_and_webhooks(
@@ -189,9 +129,10 @@ def test_invalid_spec_fails_with_type_and_message(
     assert "96" in final.error.message
     assert events(store, job.id)[-1][0] == "done"
     assert final.result is None
-    assert not store.r.hexists(job_flops_key(store.keys.prefix), job.id)
+    assert not store.r.hexists(Keys(store.keys.prefix).job_flops(), job.id)
 
 
+@pytest.mark.slow
 def test_upload_failure_is_reported_as_upload_failed(
     settings: Settings, store: JobStore, tiny_pipeline: Any
 ) -> None:
@@ -203,6 +144,7 @@ def test_upload_failure_is_reported_as_upload_failed(
     assert final.status == "failed" and final.error is not None and final.error.type == "upload_failed"
 
 
+@pytest.mark.slow
 def test_job_past_its_deadline_times_out_without_running(
     settings: Settings, store: JobStore, tiny_pipeline: Any
 ) -> None:
@@ -214,7 +156,7 @@ def test_job_past_its_deadline_times_out_without_running(
     assert final.status == "timed_out" and final.error is not None and final.error.type == "timeout"
     assert not any(t == "progress" for t, _ in events(store, job.id))
     assert events(store, job.id)[-1][0] == "done"
-    assert not store.r.hexists(job_flops_key(store.keys.prefix), job.id)  # no longer queued work
+    assert not store.r.hexists(Keys(store.keys.prefix).job_flops(), job.id)  # no longer queued work
 
 
 def test_canceled_before_start_is_skipped(settings: Settings, store: JobStore, tiny_pipeline: Any) -> None:

@@ -8,7 +8,8 @@ import logging
 import pytest
 import torch
 
-from worker.main import JsonFormatter, choose_device, choose_dtype
+from m4v_core.logs import JsonFormatter
+from worker.main import choose_device, choose_dtype
 
 
 def test_auto_device_is_cpu_without_cuda_and_dtype_follows_device() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from m4v_cli.seaweed import SeaweedS3
+from m4v_core import Settings
 from tests.conftest import s3_client
-from worker.contract import Settings
 from worker.pipeline import fetch_s3_weights, resolve_weights, split_s3_url
 
 

@@ -1,7 +1,6 @@
 """Streaming previews and partial results, end to end in-process: real Redis, rq SimpleWorker(burst=True),
 the tiny model, SeaweedFS. Previews are fetched through their presigned URLs, as a player would."""
 
-# ruff: noqa: F811 - the job-flow fixtures are shared with test_jobs.py by import
 from __future__ import annotations
 
 import io
@@ -14,17 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.worker.jobs_helpers import make_job, submit
-from tests.worker.test_jobs import (  # noqa: F401 - fixtures
-    ONE_STEP_PER_STAGE,
-    events,
-    queue,
-    settings,
-    store,
-    tiny_pipeline,
-    work,
-)
-from worker.contract import JobStore, Settings
+from m4v_core import JobStore, Settings
+from tests.worker.jobs_helpers import ONE_STEP_PER_STAGE, events, make_job, queue, submit, work
 from worker.preview import encode_ts_segment, hls_playlist
 from worker.storage import Storage
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
+from m4v_core import JobStore
 from model.pipeline_types import StepProgress
 from tests.worker.jobs_helpers import make_job
-from worker.contract import JobStore
 from worker.progress import JobCanceledError, JobTimedOutError, ProgressReporter, to_job_progress
 
 

@@ -16,9 +16,10 @@ import torch
 from rq import Queue
 
 from m4v_cli.seaweed import SeaweedS3
+from m4v_core import JobError, JobResult, JobStore
+from m4v_core.keys import Keys
+from m4v_core.throughput import job_flops, set_job_flops, spec_flops
 from model.pipeline_types import StepProgress
-from worker.contract import JobError, JobResult, JobStore
-from worker.contract.throughput import job_flops, job_flops_key, set_job_flops, spec_flops
 from worker.faults import oom_error
 from worker.recovery import Reaper
 from worker.rqworker import M4VWorker
@@ -100,7 +101,7 @@ def test_job_failed_at_max_attempts_drops_its_flop_estimate(client: redis.Redis,
     settled = Reaper(client, store, max_attempts=3).reap_once()
     outcomes = {s.job_id: s.outcome for s in settled}
     assert outcomes == {failing: "failed", retried: "requeued"}
-    assert not client.hexists(job_flops_key(prefix), failing)
+    assert not client.hexists(Keys(prefix).job_flops(), failing)
     # requeued: queued work again, all of it (it restarts from its first step), not what was left of it
     assert job_flops(client, prefix, [retried]) == [pytest.approx(spec_flops(store.get(retried).spec))]
 
@@ -135,12 +136,18 @@ def test_renewed_lease_keeps_a_live_job_from_being_reaped(client: redis.Redis, s
     worker.register_birth()
     rq_job, _ = Queue.dequeue_any([queue], None, connection=client)  # type: ignore[misc]
     worker.prepare_execution(rq_job)
+    started = time.time()
     worker._lease_job = rq_job
-    for _ in range(4):
-        time.sleep(0.8)
-        worker.renew_lease()
-    assert Reaper(client, store, max_attempts=3).reap_once() == []
+    time.sleep(1.2)  # the clock must move for a renewal to move the lease (rq scores whole seconds)
+    worker.renew_lease()
+    renewed = time.time()
+    reaper = Reaper(client, store, max_attempts=3)
+    # Judged (injected reap time) after the first lease ended but within the renewed one: nothing lapsed...
+    assert started + 2 < renewed + 1
+    assert reaper.reap_once(now=renewed + 1) == []
     assert job.id in queue.started_job_registry
+    # ...judged after the renewed lease, the same job is abandoned (so the check above could have failed).
+    assert [s.job_id for s in reaper.reap_once(now=renewed + 4)] == [job.id]
 
 
 def step(done: int, total: int) -> StepProgress:

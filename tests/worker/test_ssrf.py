@@ -1,4 +1,4 @@
-"""worker/ssrf.py: the webhook SSRF guard resolves once, checks every address and connects to the one checked.
+"""m4v_core/ssrf.py: the webhook SSRF guard resolves once, checks every address, connects to the one checked.
 
 The resolver is injected (WebhookSender(resolver=...), PinnedTransport(resolver=...)): a DNS server that
 rebinds is played by RebindingResolver, nothing patches sockets globally.
@@ -22,12 +22,12 @@ import pytest
 import redis
 from standardwebhooks import Webhook
 
+from m4v_core import JobStore
+from m4v_core.ssrf import PinnedTransport, WebhookRefusedError, check_url
+from m4v_core.webhooks import WebhookSender
 from tests.webhook_receiver import Receiver
 from tests.worker.jobs_helpers import make_job
-from worker.contract import JobStore
 from worker.metrics import WorkerMetrics
-from worker.ssrf import PinnedTransport, WebhookRefusedError, check_url
-from worker.webhooks import WebhookSender
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 PUBLIC = "93.184.215.14"  # a public address; unit tests never connect to it (httpx.MockTransport)

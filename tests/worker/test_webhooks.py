@@ -1,4 +1,4 @@
-"""worker/webhooks.py: Standard Webhooks signatures, retries with a stable id, event filter, refused URLs.
+"""m4v_core/webhooks.py: Standard Webhooks signatures, retries with a stable id, event filter, refused URLs.
 
 The SSRF guard itself (resolve once, check, pin the address) is tested in tests/worker/test_ssrf.py.
 """
@@ -19,11 +19,11 @@ import pytest
 import redis
 from standardwebhooks import Webhook
 
+from m4v_core import JobStore
+from m4v_core.webhooks import WebhookDispatcher, WebhookSender, sign
 from tests.webhook_receiver import Receiver
 from tests.worker.jobs_helpers import make_job
-from worker.contract import JobStore
 from worker.metrics import WorkerMetrics
-from worker.webhooks import WebhookDispatcher, WebhookSender, sign
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from m4v_core import Settings
 from model.checkpoint_source import RandomWeightsRefusedError
 from model.config import PRESETS, ModelConfig
 from model.loading import save_checkpoint
@@ -21,7 +22,6 @@ from model.text_encoder import T5ClipEncoder
 from model.vae import CausalVAE
 from tests.small_presets import small_768p
 from tests.tiny_text_models import save_diffusers_layout, save_transformers_layout
-from worker.contract import Settings
 from worker.heartbeat import WorkerState
 from worker.pipeline import load_pipeline, weights_sha256
 
@@ -94,7 +94,7 @@ def test_random_weights_opt_in_starts_and_is_reported(
     assert any("RANDOM weights" in r.getMessage() and r.levelno == logging.ERROR for r in caplog.records)
     state = WorkerState(name="w", preset=small.name, device="cpu", weights=pipe.weights_source)
     beat = state.as_heartbeat()
-    assert beat["random_weights"] is True and beat["weights"] == "random" and beat["weights_sha256"] is None
+    assert beat.random_weights is True and beat.weights == "random" and beat.weights_sha256 is None
 
 
 def test_checkpoint_config_mismatch_names_the_field_and_both_values(

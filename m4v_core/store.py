@@ -1,13 +1,6 @@
-"""Redis layout of jobs, shared by the API and the workers.
+"""Job records and their events in Redis: atomic updates (WATCH/MULTI), the SSE stream, cancel flags.
 
-Keys (prefix p = Settings.key_prefix):
-  {p}:job:{id}            JSON JobRecord (the source of truth for status/progress/result)
-  {p}:job:{id}:events     Redis Stream of events {type, data}; the stream id is the SSE event id
-  {p}:job:{id}:cancel     set when a client cancels a running job; the worker stops at the next step
-  {p}:idem:{owner}:{key}  "<body sha256> <job id>" for Idempotency-Key
-  {p}:worker:{name}       JSON heartbeat of a worker, with a TTL
-  {p}:workers             sorted set of worker names scored by heartbeat expiry (live_worker_keys)
-rq queues: {p}-high, {p}-normal, {p}-low.
+Key names come from m4v_core/keys.py.
 """
 
 from __future__ import annotations
@@ -15,58 +8,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
-from worker.contract.models import PRIORITIES, JobRecord, Priority
+from m4v_core.keys import Keys
+from m4v_core.models import JobRecord
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class Keys:
-    prefix: str = "m4v"
-
-    def job(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}"
-
-    def events(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}:events"
-
-    def cancel(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}:cancel"
-
-    def idempotency(self, owner: str, key: str) -> str:
-        return f"{self.prefix}:idem:{owner}:{key}"
-
-    def worker(self, name: str) -> str:
-        return f"{self.prefix}:worker:{name}"
-
-    def worker_pattern(self) -> str:
-        return f"{self.prefix}:worker:*"
-
-    def worker_index(self) -> str:
-        """Sorted set: worker name -> unix time its heartbeat expires (no keyspace SCAN on hot paths)."""
-        return f"{self.prefix}:workers"
-
-    def draining(self) -> str:
-        """Sorted set: job id -> unix time its record went back to `queued` on a SIGTERM drain; the worker
-        removes it once the job is back in its rq queue (worker/shutdown.py)."""
-        return f"{self.prefix}:draining"
-
-    def queue(self, priority: Priority) -> str:
-        return f"{self.prefix}-{priority}"
-
-    def queues(self) -> list[str]:
-        return [self.queue(p) for p in PRIORITIES]
-
-
-keys = Keys()
 
 
 def live_worker_keys(client: redis.Redis, keys: Keys) -> list[str]:

@@ -159,7 +159,7 @@ class WebhookAttempt(BaseModel):
 
 
 class JobRecord(BaseModel):
-    """The job as stored in Redis and returned by GET /jobs/{id} (owner and key fields hidden by the API)."""
+    """The job as stored in Redis; clients see m4v_core.jobview.render_job(record), never the record."""
 
     id: str
     status: JobStatus = "queued"
@@ -180,6 +180,7 @@ class JobRecord(BaseModel):
     deadline: datetime | None = None
     webhook_deliveries: list[WebhookAttempt] = Field(default_factory=list)
     worker: str | None = None
+    links_base: str | None = None  # the API base URL the job was submitted through (its links point there)
 
     @property
     def finished(self) -> bool:

@@ -1,4 +1,14 @@
-"""One settings class (prefix M4V_) for the API, the workers and the CLI. Built at start-up, not import."""
+"""Settings (prefix M4V_), split by process and built at start-up, never at import.
+
+CommonSettings   what the API and the workers both read: Redis, the served preset, S3, webhooks, logging
+ApiSettings      + what only the API reads (service/): HTTP, auth, rate limits, admission, queue limits
+WorkerSettings   + what only a worker reads (worker/): its model section (ModelSettings), leases, S3 uploads
+Settings         all of them: for `m4v up`, the Helm chart and docker-compose (one environment for both
+                 processes) and for tests that run an API and a worker against the same services
+
+create_app() builds ApiSettings(), a worker WorkerSettings(); either also accepts a Settings.
+tests/test_settings.py checks that every field is read by the process it belongs to.
+"""
 
 from __future__ import annotations
 
@@ -8,63 +18,17 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class Settings(BaseSettings):
+class _M4V(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="M4V_", env_file=None, extra="ignore")
 
+
+class CommonSettings(_M4V):
     # --- queue and state ---
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for rq queues, job records, events")
     key_prefix: str = Field("m4v", description="prefix of every Redis key this service writes")
     job_ttl_s: int = Field(7 * 24 * 3600, description="how long finished job records and events are kept")
-    max_queue_depth: int = Field(1000, description="queued jobs over all priorities before POST answers 503")
     events_maxlen: int = Field(5000, description="events kept per job stream (SSE replay window)")
-    fleet_view_ttl_s: float = Field(
-        1.0,
-        ge=0,
-        description="API: reuse its view of workers and queued FLOPs (admission, ETAs) this long; 0 = off",
-    )
-
-    # --- model ---
     preset: str = Field("tiny", description="model preset served: tiny, m4v-768p, attn-768p")
-    weights: str | None = Field(
-        None,
-        description="checkpoint dir/file, s3:// URL, or an unconverted PyramidFlow-miniFLUX folder "
-        "(converted at load; also supplies the T5/CLIP encoders); tiny: packaged weights",
-    )
-    allow_random_weights: bool = Field(
-        False,
-        description="benchmarks only: a non-tiny preset without weights starts with random weights (ERROR "
-        "banner, shown in /workers) instead of refusing to start",
-    )
-    device: Literal["auto", "cuda", "cpu"] = Field(
-        "auto", description="worker device; auto = CUDA if present"
-    )
-    scan_backend: Literal["auto", "kernel", "ref"] = Field(
-        "auto", description="Mamba2 scan: kernels or PyTorch"
-    )
-    context_cache: bool = Field(True, description="reuse text/history context within a (unit, stage)")
-    t5_path: str | None = Field(
-        None,
-        description="local T5 encoder: transformers dir with its tokenizer, or a diffusers/PyramidFlow "
-        "folder (text_encoder_2/ + tokenizer_2/); overrides the weights folder's",
-    )
-    clip_path: str | None = Field(
-        None,
-        description="local CLIP text model: transformers dir with its tokenizer, or a diffusers/PyramidFlow "
-        "folder (text_encoder/ + tokenizer/); overrides the weights folder's",
-    )
-    text_stand_in: bool = Field(False, description="benchmarks only: random text embeddings, no T5/CLIP")
-    # speed options (model/runtime.py RuntimeOptions; defaults = reference behaviour, see docs/PERF_NOTES.md)
-    attention_backend: Literal["sdpa_mask", "flex", "sdpa_split"] = Field(
-        "sdpa_mask", description="joint attention: dense mask, FlexAttention, or split/packed SDPA"
-    )
-    compile_blocks: bool = Field(False, description="torch.compile every network block")
-    compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = Field("default", description="mode")
-    cuda_graphs: bool | Literal["auto"] = Field(
-        "auto",
-        description="cached step as a CUDA graph per (unit, stage); auto = on for bf16 M4V presets",
-    )
-    vae_tile_batch: int = Field(1, ge=1, description="spatial VAE tiles decoded in one batch")
-    overlap_decode: bool = Field(False, description="decode unit k on a side thread while unit k+1 samples")
 
     # --- storage (S3-compatible) ---
     s3_endpoint: str | None = Field(None, description="S3 endpoint URL; None = AWS (or embedded in `m4v up`)")
@@ -75,9 +39,7 @@ class Settings(BaseSettings):
     s3_region: str = Field("us-east-1", description="S3 region for SigV4")
     s3_access_key: SecretStr | None = Field(None, description="S3 access key id")
     s3_secret_key: SecretStr | None = Field(None, description="S3 secret access key")
-    s3_create_bucket: bool = Field(True, description="create the bucket at worker start if missing")
     presign_expiry_s: int = Field(3600, ge=1, le=7 * 24 * 3600, description="lifetime of presigned GET URLs")
-    multipart_threshold_bytes: int = Field(8 * 1024 * 1024, description="multipart upload above this size")
 
     # --- webhooks ---
     webhook_secret: SecretStr | None = Field(
@@ -89,7 +51,21 @@ class Settings(BaseSettings):
     )
     webhook_allow_hosts: list[str] = Field([], description="hosts allowed even if private/loopback")
 
-    # --- API ---
+    # --- logging ---
+    log_level: str = Field("INFO", description="logging level")
+    log_json: bool = Field(True, description="structured JSON logs")
+
+
+class ApiSettings(CommonSettings):
+    # --- queue ---
+    max_queue_depth: int = Field(1000, description="queued jobs over all priorities before POST answers 503")
+    fleet_view_ttl_s: float = Field(
+        1.0,
+        ge=0,
+        description="API: reuse its view of workers and queued FLOPs (admission, ETAs) this long; 0 = off",
+    )
+
+    # --- HTTP ---
     api_host: str = Field("127.0.0.1", description="bind address of `m4v api`")
     api_port: int = Field(8000, description="port of `m4v api`")
     public_url: str | None = Field(None, description="base URL used in status_url/events_url links")
@@ -132,6 +108,72 @@ class Settings(BaseSettings):
         2000, ge=1, le=2000, description="prompt and negative_prompt length limit (at most the schema's 2000)"
     )
 
+    # --- admission (service/admission.py) ---
+    admission_max_flops: float | None = Field(
+        None, gt=0, description="refuse (422) requests whose estimated FLOPs exceed this; None = no cap"
+    )
+    admission_gpu_memory_bytes: int | None = Field(
+        None, gt=0, description="device memory assumed when no worker publishes one (CPU, scaled to zero)"
+    )
+
+
+class ModelSettings(_M4V):
+    """The worker's model section: which weights, where, and how to run them."""
+
+    weights: str | None = Field(
+        None,
+        description="checkpoint dir/file, s3:// URL, or an unconverted PyramidFlow-miniFLUX folder "
+        "(converted at load; also supplies the T5/CLIP encoders); tiny: packaged weights",
+    )
+    allow_random_weights: bool = Field(
+        False,
+        description="benchmarks only: a non-tiny preset without weights starts with random weights (ERROR "
+        "banner, shown in /workers) instead of refusing to start",
+    )
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        "auto", description="worker device; auto = CUDA if present"
+    )
+    scan_backend: Literal["auto", "kernel", "ref"] = Field(
+        "auto", description="Mamba2 scan: kernels or PyTorch"
+    )
+    context_cache: bool = Field(True, description="reuse text/history context within a (unit, stage)")
+    t5_path: str | None = Field(
+        None,
+        description="local T5 encoder: transformers dir with its tokenizer, or a diffusers/PyramidFlow "
+        "folder (text_encoder_2/ + tokenizer_2/); overrides the weights folder's",
+    )
+    clip_path: str | None = Field(
+        None,
+        description="local CLIP text model: transformers dir with its tokenizer, or a diffusers/PyramidFlow "
+        "folder (text_encoder/ + tokenizer/); overrides the weights folder's",
+    )
+    text_stand_in: bool = Field(False, description="benchmarks only: random text embeddings, no T5/CLIP")
+    # speed options (model/runtime.py RuntimeOptions; defaults = reference behaviour, see docs/PERF_NOTES.md)
+    attention_backend: Literal["sdpa_mask", "flex", "sdpa_split"] = Field(
+        "sdpa_mask", description="joint attention: dense mask, FlexAttention, or split/packed SDPA"
+    )
+    compile_blocks: bool = Field(False, description="torch.compile every network block")
+    compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = Field("default", description="mode")
+    cuda_graphs: bool | Literal["auto"] = Field(
+        "auto",
+        description="cached step as a CUDA graph per (unit, stage); auto = on for bf16 M4V presets",
+    )
+    vae_tile_batch: int = Field(1, ge=1, description="spatial VAE tiles decoded in one batch")
+    overlap_decode: bool = Field(False, description="decode unit k on a side thread while unit k+1 samples")
+
+
+class WorkerSettings(CommonSettings, ModelSettings):
+    # --- storage ---
+    s3_create_bucket: bool = Field(True, description="create the bucket at worker start if missing")
+    multipart_threshold_bytes: int = Field(8 * 1024 * 1024, description="multipart upload above this size")
+    s3_upload_attempts: int = Field(5, ge=1, description="tries per S3 upload before upload_failed")
+    s3_retry_base_s: float = Field(0.5, ge=0, description="first backoff between S3 upload tries (doubles)")
+    s3_retry_max_s: float = Field(8.0, ge=0, description="longest backoff between S3 upload tries")
+    spool_dir: str | None = Field(
+        None, description="where videos that could not be uploaded are kept; default <tmp>/m4v-spool"
+    )
+    spool_retry_s: float = Field(60.0, gt=0, description="how often a worker retries spooled uploads")
+
     # --- worker ---
     worker_name: str | None = Field(None, description="unique worker name; default host:pid")
     worker_metrics_port: int = Field(9100, description="Prometheus port of the worker; 0 = off")
@@ -145,21 +187,8 @@ class Settings(BaseSettings):
         0.9, ge=0, le=1, description="on SIGTERM, finish a job this far along; requeue it otherwise"
     )
     torch_threads: int = Field(0, ge=0, description="torch CPU threads of a worker; 0 = torch's default")
-    s3_upload_attempts: int = Field(5, ge=1, description="tries per S3 upload before upload_failed")
-    s3_retry_base_s: float = Field(0.5, ge=0, description="first backoff between S3 upload tries (doubles)")
-    s3_retry_max_s: float = Field(8.0, ge=0, description="longest backoff between S3 upload tries")
-    spool_dir: str | None = Field(
-        None, description="where videos that could not be uploaded are kept; default <tmp>/m4v-spool"
-    )
-    spool_retry_s: float = Field(60.0, gt=0, description="how often a worker retries spooled uploads")
     previews: bool = Field(True, description="stream each finished unit as an HLS segment + preview event")
 
-    # --- admission (service/admission.py) ---
-    admission_max_flops: float | None = Field(
-        None, gt=0, description="refuse (422) requests whose estimated FLOPs exceed this; None = no cap"
-    )
-    admission_gpu_memory_bytes: int | None = Field(
-        None, gt=0, description="device memory assumed when no worker publishes one (CPU, scaled to zero)"
-    )
-    log_level: str = Field("INFO", description="logging level")
-    log_json: bool = Field(True, description="structured JSON logs")
+
+class Settings(ApiSettings, WorkerSettings):
+    """Every setting of both processes (`m4v up`, the chart, docker-compose, tests)."""

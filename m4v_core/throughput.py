@@ -15,28 +15,20 @@ over live workers.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import redis
 
+from m4v_core.heartbeat import live_heartbeats
+from m4v_core.keys import Keys
+from m4v_core.models import JobSpec
 from model.config import ModelConfig, get_preset
 from model.flops import estimate_flops
-from worker.contract.models import JobSpec
-from worker.contract.store import Keys, live_worker_keys
 
 DECAY_PER_STEP = 0.97  # a window of ~30 sampler steps: adapts within a job, smooth over single steps
 TAIL_WEIGHT = 0.3  # moving average of the encode + upload time over the last few jobs
 _FIELDS = ("flops", "seconds", "n", "sf", "st", "sff", "sft", "tail_s")
-
-
-def throughput_key(prefix: str, preset: str) -> str:
-    return f"{prefix}:throughput:{preset}"
-
-
-def job_flops_key(prefix: str) -> str:
-    return f"{prefix}:job_flops"
 
 
 @dataclass
@@ -56,7 +48,7 @@ class ThroughputMeter:
 
     @classmethod
     def load(cls, r: redis.Redis, prefix: str, preset: str) -> ThroughputMeter:
-        key = throughput_key(prefix, preset)
+        key = Keys(prefix).throughput(preset)
         raw = r.hmget(key, list(_FIELDS))
         return cls(r, key, *(float(v) if v is not None else 0.0 for v in raw))
 
@@ -143,20 +135,20 @@ def set_job_flops(r: redis.Redis, prefix: str, job_id: str, flops: float, ttl_s:
 
 def queue_job_flops(pipe: redis.client.Pipeline, prefix: str, job_id: str, flops: float, ttl_s: int) -> None:
     """set_job_flops as commands in the caller's pipeline."""
-    key = job_flops_key(prefix)
+    key = Keys(prefix).job_flops()
     pipe.hset(key, job_id, flops)
     pipe.expire(key, ttl_s)
 
 
 def drop_job_flops(r: redis.Redis, prefix: str, job_id: str) -> None:
-    r.hdel(job_flops_key(prefix), job_id)
+    r.hdel(Keys(prefix).job_flops(), job_id)
 
 
 def job_flops(r: redis.Redis, prefix: str, job_ids: Sequence[str]) -> list[float]:
     """FLOPs still to spend per job id (0 for unknown ids)."""
     if not job_ids:
         return []
-    values = r.hmget(job_flops_key(prefix), list(job_ids))
+    values = r.hmget(Keys(prefix).job_flops(), list(job_ids))
     return [float(v) if v is not None else 0.0 for v in values]
 
 
@@ -172,23 +164,17 @@ class FleetWorker:
 
 def fleet(r: redis.Redis, prefix: str) -> list[FleetWorker]:
     """Live workers from their heartbeat keys ({p}:worker:*)."""
-    names = live_worker_keys(r, Keys(prefix))
-    out: list[FleetWorker] = []
-    for raw in r.mget(names) if names else []:
-        if raw is None:
-            continue
-        hb = json.loads(raw)
-        out.append(
-            FleetWorker(
-                name=str(hb.get("name")),
-                preset=hb.get("preset"),
-                ready=bool(hb.get("model_loaded")),
-                busy_job=hb.get("busy_job"),
-                flops_per_s=hb.get("flops_per_s"),
-                device_memory_bytes=hb.get("device_memory_bytes"),
-            )
+    return [
+        FleetWorker(
+            name=hb.name,
+            preset=hb.preset,
+            ready=hb.model_loaded,
+            busy_job=hb.busy_job,
+            flops_per_s=hb.flops_per_s,
+            device_memory_bytes=hb.device_memory_bytes,
         )
-    return out
+        for hb in live_heartbeats(r, Keys(prefix))
+    ]
 
 
 def fleet_rate(workers: Iterable[FleetWorker], preset: str, shared: float | None) -> float | None:

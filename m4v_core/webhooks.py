@@ -13,7 +13,7 @@ Redis (p = key prefix):
 Outcomes (m4v_webhook_deliveries_total{outcome}): delivered, retrying (failed, another try scheduled),
 failed (failed, no tries left), refused (URL not allowed or no signing secret; never retried).
 
-Every POST goes through worker/ssrf.py's PinnedTransport: the receiver's name is resolved once per attempt,
+Every POST goes through m4v_core/ssrf.py's PinnedTransport: the receiver's name is resolved once per attempt,
 checked (no private/loopback/link-local address unless allow-listed), and that checked address is the one
 connected to, so a DNS answer that changes between check and connect (rebinding) cannot redirect it.
 """
@@ -36,15 +36,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 import redis
 
-from worker.background import BackgroundThread
-from worker.contract import JobRecord, JobStore, WebhookAttempt
-from worker.contract.store import JobNotFoundError
-from worker.ssrf import PinnedTransport, Resolver, WebhookRefusedError, system_resolver
+from m4v_core.background import BackgroundThread
+from m4v_core.jobview import render_job_json
+from m4v_core.models import JobRecord, WebhookAttempt
+from m4v_core.ssrf import PinnedTransport, Resolver, WebhookRefusedError, system_resolver
+from m4v_core.store import JobNotFoundError, JobStore
 
 if TYPE_CHECKING:
     from prometheus_client import Counter
 
-    from worker.contract import Settings
+    from m4v_core.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -110,19 +111,12 @@ def signed_headers(secret: str, msg_id: str, body: str, now: float | None = None
     }
 
 
-def job_view(job: JobRecord) -> dict[str, Any]:
-    """The job as the API shows it (service/schemas.py JobOut hides the owner and the worker)."""
-    return job.model_dump(mode="json", exclude={"owner", "worker"})
-
-
 def build_delivery(job: JobRecord, event: str, data: dict[str, Any] | None = None) -> Delivery | None:
     """The delivery of `event` for this job, or None if it has no webhook_url or did not subscribe."""
     if job.request.webhook_url is None or event not in job.request.webhook_events:
         return None
-    body = json.dumps(
-        {"type": f"job.{event}", "timestamp": datetime.now(UTC).isoformat(), "data": data or job_view(job)},
-        separators=(",", ":"),
-    )
+    payload = {"type": f"job.{event}", "timestamp": datetime.now(UTC).isoformat()}
+    body = json.dumps({**payload, "data": data or render_job_json(job)}, separators=(",", ":"))
     return Delivery(
         webhook_id=f"msg_{uuid.uuid4().hex}",
         job_id=job.id,
@@ -160,14 +154,13 @@ class WebhookSender:
         # `transport` (tests: httpx.MockTransport) only ever sees requests already pinned to a checked IP
         pinned = PinnedTransport(allow_hosts, resolver=resolver, inner=transport)
         self.http = httpx.Client(transport=pinned, timeout=timeout_s, follow_redirects=False)
-        prefix = store.keys.prefix
-        self.due_key = f"{prefix}:webhooks:due"
-        self.payload_key = f"{prefix}:webhooks:payload"
+        self.due_key = store.keys.webhooks_due()
+        self.payload_key = store.keys.webhooks_payload()
         self._claim = self.r.register_script(_CLAIM_LUA)
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, client: redis.Redis, store: JobStore, **kwargs: Any
+        cls, settings: CommonSettings, client: redis.Redis, store: JobStore, **kwargs: Any
     ) -> WebhookSender:
         secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         return cls(
