@@ -3,7 +3,7 @@
 The kernels come from mamba-ssm (Triton SSD scan, gated RMSNorm) and causal-conv1d (CUDA depthwise conv).
 Nothing is imported at module import: the imports happen on first use, so CPU-only installs (the API image,
 the tiny preset on a laptop) never need them. Install: pip install 'm4v-serve[gpu]'; for an offline GPU
-machine see ../shared/gpu/README.md (build-mamba-kernels.sh builds both from their sdists for sm_90).
+machine see bench/README.md, "Running it on a GPU box" (a prebuilt sm_90 set or a build from the sdists).
 
 Backend policy: the choice is explicit and logged once; asking for "kernel" where it cannot run
 raises. "auto" picks the kernels only on a CUDA device with both packages importable, and says why otherwise.
@@ -36,7 +36,7 @@ BACKEND_REQUESTS: tuple[str, ...] = ("auto", "kernel", "triton", "ref")
 
 INSTALL_HINT = (
     "install the fused kernels with: pip install 'm4v-serve[gpu]' "
-    "(on an offline GPU machine build them from their sdists: see ../shared/gpu/README.md)"
+    "(on an offline GPU machine: see bench/README.md, Running it on a GPU box)"
 )
 
 

@@ -171,7 +171,7 @@ def test_kernel_backend_without_kernels_names_the_install_command() -> None:
     assert not ssm_kernels.kernels_available()
     with pytest.raises(RuntimeError, match=r"pip install 'm4v-serve\[gpu\]'"):
         resolve_backend("kernel", "cuda")
-    with pytest.raises(RuntimeError, match="shared/gpu/README.md"):
+    with pytest.raises(RuntimeError, match="bench/README.md"):
         ssm_kernels.require_kernels()
 
 
