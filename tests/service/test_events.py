@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from m4v_core import JobStore
@@ -70,7 +71,22 @@ def test_progress_events_arrive_in_order_then_done(client: TestClient, store: Jo
     assert all(ids) and ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
 
 
-def test_events_written_while_listening_are_streamed_live(client: TestClient, store: JobStore) -> None:
+def test_events_written_while_listening_are_streamed_live(
+    client: TestClient, store: JobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each blocking read is woken by the new entries, not by its timeout: the reads block up to 20 s here
+    (under the 30 s socket timeout), and none of them comes back empty. No wall-clock bound."""
+    from service import event_stream
+
+    reads: list[tuple[int | None, int]] = []  # (block_ms, events returned) per XREAD
+    real_read = event_stream._read
+
+    async def counting_read(state: Any, job_id: str, after: str, block_ms: int | None) -> list[Any]:
+        got = await real_read(state, job_id, after, None if block_ms is None else 20_000)
+        reads.append((block_ms, len(got)))
+        return got
+
+    monkeypatch.setattr(event_stream, "_read", counting_read)
     job_id = submit(client)["id"]
 
     def worker() -> None:
@@ -82,11 +98,11 @@ def test_events_written_while_listening_are_streamed_live(client: TestClient, st
 
     thread = threading.Thread(target=worker)
     thread.start()
-    started = time.monotonic()
     events = read_sse(client, f"/jobs/{job_id}/events")
     thread.join()
     assert [e.event for e in events] == ["status", "progress", "progress", "progress", "done"]
-    assert time.monotonic() - started < 4  # woken by the new entries, not by the read timeout
+    blocking = [n for block, n in reads if block is not None]
+    assert blocking and all(n > 0 for n in blocking), reads
 
 
 def test_reconnect_with_last_event_id_replays_the_rest(client: TestClient, store: JobStore) -> None:
