@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from m4v_core import JobRecord
@@ -16,9 +17,15 @@ from service.state import ServiceState
 
 log = logging.getLogger(__name__)
 
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # what POST /generate issues (uuid4 hex)
+
 
 def load_job(state: ServiceState, job_id: str, owner: str | None) -> JobRecord:
-    """The job, or 404 (also for another owner's job, so ids cannot be probed)."""
+    """The job, or 404 (also for another owner's job, so ids cannot be probed). An id POST /generate could
+    not have issued is 404 before Redis is asked: spelled into a key, `<id>:events` would name the event
+    stream (a Redis type error, once a 500)."""
+    if not JOB_ID.fullmatch(job_id):
+        raise JobNotFoundError(job_id)
     try:
         job = state.store.get(job_id)
     except NoStoredJobError:

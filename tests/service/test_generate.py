@@ -162,7 +162,7 @@ def test_generate_answers_503_not_500_when_redis_is_down(settings: Settings) -> 
         response = client.post("/generate", json={"prompt": "a cat"})
         assert_error_shape(response, 503, "store_unavailable")
         assert int(response.headers["retry-after"]) > 0
-        assert_error_shape(client.get("/jobs/abc"), 503, "store_unavailable")
+        assert_error_shape(client.get(f"/jobs/{'a' * 32}"), 503, "store_unavailable")
 
 
 def test_links_use_public_url_when_configured(settings: Settings) -> None:

@@ -32,6 +32,17 @@ def test_unknown_job_is_404_with_error_shape(client: TestClient) -> None:
         assert "nope" in error["message"]
 
 
+def test_an_id_that_spells_another_key_is_404_not_500(client: TestClient) -> None:
+    """`<id>:events` named the job's event stream (a Redis stream) when spelled into the record key."""
+    job = submit(client)
+    for suffix in (":events", ":x", "/..", "%3Aevents"):
+        for method in ("GET", "DELETE"):
+            response = client.request(method, f"/jobs/{job['id']}{suffix}")
+            assert response.status_code == 404, (method, suffix, response.text)
+    assert_error_shape(client.get(f"/jobs/{job['id'].upper()}"), 404, "not_found")
+    assert client.get(f"/jobs/{job['id']}").status_code == 200
+
+
 def test_get_job_returns_the_record_without_owner(client: TestClient) -> None:
     job = submit(client, seed=5)
     got = client.get(f"/jobs/{job['id']}").json()
