@@ -6,9 +6,10 @@ resolves it twice. A hostile DNS server can answer a public address to the check
 extension points (the custom-transport pattern of encode/httpx#2868):
 
 - it resolves the host once per request (Resolver, injectable; system_resolver by default),
-- it refuses the request if ANY resolved address is private, loopback, link-local, multicast, reserved or
-  unspecified, unless the name or every address is allow-listed. Refusing rather than filtering: a name
-  that mixes public and internal addresses is either misconfigured or an attack, and a webhook can wait,
+- it refuses the request if ANY resolved address is not global unicast (is_blocked: private, loopback,
+  link-local, shared 100.64/10, documentation, reserved, unspecified, multicast), unless the name or every
+  address is allow-listed. Refusing rather than filtering: a name that mixes public and internal addresses
+  is either misconfigured or an attack, and a webhook can wait,
 - it hands the inner transport a copy of the request whose URL carries the checked IP. The Host header stays
   the name (httpx wrote it from the original URL), and for https the `sni_hostname` request extension makes
   httpcore send the name as TLS SNI and verify the certificate against the name (ssl server_hostname),
@@ -48,16 +49,12 @@ def system_resolver(host: str, port: int) -> list[str]:
 
 
 def is_blocked(ip: IPAddress) -> bool:
+    """Everything that is not global unicast: the IANA special-purpose ranges (RFC 6890 and successors:
+    private, loopback, link-local, shared address space 100.64/10 (carrier NAT; cloud metadata services such
+    as 100.100.100.200 live there), documentation, benchmarking, reserved, unspecified) and multicast."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-    )
+    return not ip.is_global or ip.is_multicast
 
 
 def _literal(host: str) -> IPAddress | None:

@@ -79,6 +79,40 @@ def test_check_url_refuses_private_link_local_and_loopback(url: str) -> None:
         check_url(url, allow_hosts=[])
 
 
+@pytest.mark.parametrize(
+    ("address", "blocked"),
+    [
+        ("100.64.0.10", True),  # shared address space (RFC 6598), e.g. a Redis behind carrier NAT
+        ("100.100.100.200", True),  # a cloud metadata service in 100.64/10
+        ("169.254.169.254", True),
+        ("10.1.2.3", True),
+        ("172.16.0.1", True),
+        ("192.168.1.1", True),
+        ("127.0.0.1", True),
+        ("0.0.0.0", True),
+        ("192.0.2.1", True),  # documentation
+        ("198.18.0.1", True),  # benchmarking
+        ("240.0.0.1", True),  # reserved
+        ("224.0.1.1", True),  # multicast
+        ("::1", True),
+        ("fe80::1", True),
+        ("fc00::1", True),
+        ("2001:db8::1", True),  # documentation
+        ("::ffff:100.64.0.1", True),  # v4-mapped shared address
+        ("8.8.8.8", False),
+        ("1.1.1.1", False),
+        ("2606:4700:4700::1111", False),
+    ],
+)
+def test_only_global_unicast_addresses_may_receive_webhooks(address: str, blocked: bool) -> None:
+    url = f"http://[{address}]/hook" if ":" in address else f"http://{address}/hook"
+    if blocked:
+        with pytest.raises(WebhookRefusedError):
+            check_url(url, allow_hosts=[])
+    else:
+        assert check_url(url, allow_hosts=[]) == [address]
+
+
 def test_check_url_allows_listed_hosts() -> None:
     assert check_url("http://localhost:8080/x", allow_hosts=["localhost"])
     assert check_url("http://10.0.0.1/x", allow_hosts=["10.0.0.1"]) == ["10.0.0.1"]
