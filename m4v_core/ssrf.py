@@ -24,10 +24,13 @@ served from the same IP. Environment proxies are not used (a proxy would resolve
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 from collections.abc import Callable, Sequence
 
 import httpx
+
+log = logging.getLogger(__name__)
 
 Resolver = Callable[[str, int], Sequence[str]]  # (host, port) -> IP addresses, in preference order
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -39,7 +42,12 @@ class HostLookupError(httpx.ConnectError):
 
 
 class WebhookRefusedError(ValueError):
-    """The URL may not be called: wrong scheme, or a private/loopback/link-local address not allow-listed."""
+    """The URL may not be called: wrong scheme, or a non-public address not allow-listed. The message is
+    shown to the tenant and never names the address a name resolved to; ``address`` (for logs) does."""
+
+    def __init__(self, message: str, address: str | None = None) -> None:
+        super().__init__(message)
+        self.address = address
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -104,7 +112,9 @@ def check_url(
         return addresses
     for addr in addresses:
         if is_blocked(ipaddress.ip_address(addr)):
-            raise WebhookRefusedError(f"webhook host {host!r} resolves to non-public address {addr}")
+            # The tenant sees the URL refused, not what an internal name resolves to; the operator's log does.
+            log.warning("webhook refused", extra={"host": host, "address": addr})
+            raise WebhookRefusedError(f"webhook host {host!r} is not a public internet address", addr)
     return addresses
 
 
