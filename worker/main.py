@@ -130,8 +130,10 @@ def build_worker(
     # a container restarted in the same pod keeps M4V_WORKER_NAME, so rq gets a per-process suffix.
     rq_name = f"{name}.{secrets.token_hex(3)}"
     worker = M4VWorker(queues, context=context, name=rq_name, connection=client, lease_s=settings.job_lease_s)
+    reaper = Reaper(client, store, settings.max_attempts, webhooks)
+    worker.reaper = reaper  # rq's own registry maintenance settles lapsed leases through it too
     recovery = Recovery(
-        Reaper(client, store, settings.max_attempts, webhooks),
+        reaper,
         worker.renew_lease,
         period_s=min(settings.heartbeat_s, settings.job_lease_s / 3),
         reap_every_s=settings.reaper_interval_s,

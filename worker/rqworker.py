@@ -17,13 +17,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rq import Queue, SimpleWorker
+from rq import Queue, SimpleWorker, worker_registration
 from rq.job import Job
+from rq.utils import now
 
 from worker.context import JobContext, use_context
 from worker.shutdown import enqueue_again
+
+if TYPE_CHECKING:
+    from worker.recovery import Reaper
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +41,27 @@ class M4VWorker(SimpleWorker):
         super().__init__(list(queues), **kwargs)
         self.context = context
         self.lease_s = lease_s
+        self.reaper: Reaper | None = None  # set by worker/main.py: rq's maintenance goes through it
         self._lease_job: Job | None = None
         self._lease_lock = threading.Lock()
+
+    def clean_registries(self) -> None:
+        """rq's registry maintenance (at start and every maintenance interval), with lapsed leases settled by
+        our Reaper. rq's own StartedJobRegistry cleanup would move an abandoned job to its FailedJobRegistry
+        and leave our record `running` for ever (a restarted worker ran it before the reaper saw the lapse:
+        the chaos test's stuck jobs); its intermediate-queue cleanup would fail jobs our reaper requeues."""
+        if self.reaper is None:
+            super().clean_registries()
+            return
+        self.reaper.reap_once()  # started registries and intermediate queues, under the reaper's lock
+        for queue in self.queues:
+            if queue.acquire_maintenance_lock():
+                queue.finished_job_registry.cleanup()
+                queue.failed_job_registry.cleanup()
+                queue.deferred_job_registry.cleanup()
+                worker_registration.clean_worker_registry(queue)
+                queue.release_maintenance_lock()
+        self.last_cleaned_at = now()
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.lease_s

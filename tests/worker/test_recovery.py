@@ -284,3 +284,27 @@ def test_a_drained_job_whose_worker_died_before_requeueing_it_is_enqueued_by_the
     assert client.zcard(store.keys.draining()) == 0
     assert [(s.job_id, s.outcome) for s in reaper.settled] == [(lost.id, "requeued")]
     assert store.get(lost.id).status == "queued"
+
+
+def test_rq_maintenance_of_a_restarted_worker_settles_a_lapsed_lease_through_the_reaper(
+    client: redis.Redis, store: JobStore
+) -> None:
+    """A worker starting up runs rq's registry maintenance. Plain rq moves the abandoned job to its
+    FailedJobRegistry and our record stays `running` for ever (the chaos test's stuck jobs); M4VWorker routes
+    it through the Reaper: the record goes back to queued and the job to its queue."""
+    control_id, queue = abandon(client, store, attempts=1)
+    wait_for_lapse()
+    plain = M4VWorker([queue], context=None, connection=client)  # type: ignore[arg-type]
+    plain.clean_registries()  # rq's own maintenance, no reaper: the failure mode
+    assert store.get(control_id).status == "running"
+    assert control_id in queue.failed_job_registry
+
+    job_id, _ = abandon(client, store, attempts=1)
+    wait_for_lapse()
+    queue.release_maintenance_lock()
+    fresh = M4VWorker([queue], context=None, connection=client)  # type: ignore[arg-type]
+    fresh.reaper = Reaper(client, store, max_attempts=3)
+    fresh.clean_registries()
+    rec = store.get(job_id)
+    assert rec.status == "queued" and rec.attempts == 1
+    assert job_id not in queue.failed_job_registry and queue.job_ids == [job_id]
