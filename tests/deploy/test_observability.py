@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from m4v_cli.seaweed import SeaweedS3, free_port
 from service.app import create_app
 from tests.deploy.chart_render import CHART, VARIANTS, render
-from tests.e2e.test_api_worker import FAST_STEPS, make_settings
 from tests.webhook_receiver import Receiver
+from tests.worker.jobs_helpers import FAST_STEPS, make_settings
 from worker.main import run_burst
 from worker.metrics import WorkerMetrics
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,13 +18,10 @@ from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 
 from m4v_cli.seaweed import SeaweedS3
-from m4v_core import Settings
 from service.app import create_app
 from tests.webhook_receiver import Receiver
+from tests.worker.jobs_helpers import FAST_STEPS, SECRET, make_settings
 from worker.main import run_burst
-
-SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
-FAST_STEPS = {"first_frame_steps": [1, 1, 1], "later_frame_steps": [1, 1, 1]}
 
 
 @pytest.fixture
@@ -33,23 +29,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver(codes=[500, 500])  # the first two deliveries fail: the "started" event is retried
     yield r
     r.close()
-
-
-def make_settings(redis_url: str, key_prefix: str, s3: SeaweedS3, bucket: str, **extra: Any) -> Settings:
-    return Settings(
-        redis_url=redis_url,
-        key_prefix=key_prefix,
-        s3_endpoint=s3.endpoint,
-        s3_bucket=bucket,
-        s3_access_key=s3.access_key,
-        s3_secret_key=s3.secret_key,
-        webhook_secret=SECRET,
-        webhook_allow_hosts=["127.0.0.1"],
-        webhook_retry_delays_s=[0.1, 0.1, 0.1],
-        worker_metrics_port=0,
-        worker_name=f"e2e-{key_prefix}",
-        **extra,
-    )
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from m4v_cli.seaweed import SeaweedS3
 from m4v_core import JobError, JobResult, JobStore, Settings
 from m4v_core.store import utcnow
 from service.app import create_app
+from tests.worker.jobs_helpers import service_settings
 from worker.main import run_burst
 from worker.recovery import settle_abandoned
 from worker.spool import Spool, SpooledObject
@@ -38,16 +39,12 @@ VOLATILE_RESULT = {"video_url", "thumbnail_url", "expires_at"}
 
 @pytest.fixture
 def settings(redis_url: str, key_prefix: str, s3_server: SeaweedS3, s3_bucket: str) -> Settings:
-    return Settings(
-        redis_url=redis_url,
-        key_prefix=key_prefix,
-        s3_endpoint=s3_server.endpoint,
-        s3_bucket=s3_bucket,
-        s3_access_key=s3_server.access_key,
-        s3_secret_key=s3_server.secret_key,
+    return service_settings(
+        redis_url,
+        key_prefix,
+        s3_server,
+        s3_bucket,
         webhook_secret=SECRET,
-        webhook_allow_hosts=["127.0.0.1"],
-        worker_metrics_port=0,
         worker_name=f"shape-{key_prefix}",
         fleet_view_ttl_s=0,
     )

@@ -22,9 +22,9 @@ from model.loading import save_checkpoint
 from model.network import M4VNetwork
 from model.vae import CausalVAE
 from service.app import create_app
-from tests.e2e.test_api_worker import make_settings
 from tests.small_presets import small_768p
 from tests.tiny_text_models import save_diffusers_layout, save_transformers_layout
+from tests.worker.jobs_helpers import make_settings
 from worker.main import build_worker
 from worker.pipeline import weights_sha256
 

@@ -8,22 +8,18 @@ import redis
 
 from m4v_cli.seaweed import SeaweedS3
 from m4v_core import JobStore, Settings
-from tests.worker.jobs_helpers import SECRET
+from tests.worker.jobs_helpers import SECRET, service_settings
 
 
 @pytest.fixture
 def settings(redis_url: str, key_prefix: str, s3_server: SeaweedS3, s3_bucket: str) -> Settings:
-    return Settings(
-        redis_url=redis_url,
-        key_prefix=key_prefix,
-        s3_endpoint=s3_server.endpoint,
-        s3_bucket=s3_bucket,
-        s3_access_key=s3_server.access_key,
-        s3_secret_key=s3_server.secret_key,
+    return service_settings(
+        redis_url,
+        key_prefix,
+        s3_server,
+        s3_bucket,
         webhook_secret=SECRET,
-        webhook_allow_hosts=["127.0.0.1"],
         webhook_retry_delays_s=[0.05],
-        worker_metrics_port=0,
         worker_name=f"w-{key_prefix}",
         heartbeat_s=0.2,
     )

@@ -12,6 +12,7 @@ import httpx
 from rq import Queue
 from standardwebhooks import Webhook
 
+from m4v_cli.seaweed import SeaweedS3
 from m4v_core import GenerateRequest, JobRecord, JobSpec, JobStore, Settings
 from m4v_core.models import Priority
 from model.config import get_preset
@@ -103,3 +104,39 @@ class Hooks:
 def work(settings: Settings, pipeline: Any, hooks: Hooks | None = None, **kw: Any) -> WorkerProcess:
     transport = httpx.MockTransport(hooks or Hooks())
     return run_burst(settings, pipeline=pipeline, webhook_transport=transport, drain_webhooks_s=5.0, **kw)
+
+
+FAST_STEPS = {"first_frame_steps": [1, 1, 1], "later_frame_steps": [1, 1, 1]}
+
+
+def service_settings(
+    redis_url: str, key_prefix: str, s3: SeaweedS3, bucket: str, *, webhook_secret: str, **overrides: Any
+) -> Settings:
+    """Settings against the tests' real services (Redis, SeaweedFS), webhooks signed with ``webhook_secret``
+    and allowed to loopback receivers, worker metrics on a free port; ``overrides`` per test module."""
+    return Settings(
+        redis_url=redis_url,
+        key_prefix=key_prefix,
+        s3_endpoint=s3.endpoint,
+        s3_bucket=bucket,
+        s3_access_key=s3.access_key,
+        s3_secret_key=s3.secret_key,
+        webhook_secret=webhook_secret,
+        webhook_allow_hosts=["127.0.0.1"],
+        worker_metrics_port=0,
+        **overrides,
+    )
+
+
+def make_settings(redis_url: str, key_prefix: str, s3: SeaweedS3, bucket: str, **extra: Any) -> Settings:
+    """The end-to-end tests' settings: three quick webhook retries, a worker name of its own."""
+    return service_settings(
+        redis_url,
+        key_prefix,
+        s3,
+        bucket,
+        webhook_secret=SECRET,
+        webhook_retry_delays_s=[0.1, 0.1, 0.1],
+        worker_name=f"e2e-{key_prefix}",
+        **extra,
+    )
