@@ -106,6 +106,9 @@ def main() -> None:
     p.add_argument("--vae-cl", action="store_true", help="VAE in channels_last_3d")
     p.add_argument("--cudnn-bench", action="store_true", help="torch.backends.cudnn.benchmark")
     p.add_argument("--check", type=int, default=0, help="frames of the reference-vs-variant comparison")
+    p.add_argument(
+        "--warmup", type=int, default=0, help="frames generated first in this process (Triton JIT, autotune)"
+    )
     p.add_argument("--label", default="")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
@@ -115,6 +118,9 @@ def main() -> None:
     if args.check:
         result.update(check(args, runtime))
     pipe = pipeline(args, runtime, args.frames)
+    if args.warmup:
+        pipe.generate(request(pipe, args.warmup))
+        result["warmup_frames"] = args.warmup
     cuda = args.device == "cuda"
     if cuda:
         torch.cuda.synchronize()

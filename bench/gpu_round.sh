@@ -21,11 +21,14 @@ variant() {  # variant LOG TIMEOUT_S SCRIPT ARGS...: one process, its output app
 }
 
 case "${1:-train}" in
-train)
-  for v in "--backend ref --steps 5 --profile" "--backend triton --profile" "--backend kernel" \
-    "--backend triton --compile"; do
+train)  # TRAIN_VARIANTS="opts;opts;..." overrides the list below
+  if [ -n "${TRAIN_VARIANTS:-}" ]; then IFS=';' read -ra tlist <<<"$TRAIN_VARIANTS"; else
+    tlist=("--backend triton" "--backend triton --layout all" "--backend triton --layout all --graph"
+      "--backend ref --layout all --graph" "--backend triton --layout all --graph --compile")
+  fi
+  for v in "${tlist[@]}"; do
     # shellcheck disable=SC2086
-    variant "$OUT/train_step.log" 150 bench/train_step_bench.py $v --out "$OUT/train_step.jsonl"
+    variant "$OUT/train_step.log" "${TRAIN_S:-150}" bench/train_step_bench.py $v --out "$OUT/train_step.jsonl"
   done
   ;;
 tests)  # per-test timeout: a hang fails that test with its stack instead of eating the call

@@ -1,12 +1,13 @@
 """Time one training step of the tiny preset's network (issue "The bundled tiny model": >= 15 steps/s at
 batch 512 on one H100) under one combination of options, in its own process:
 
-    python bench/train_step_bench.py --backend triton --compile --out $OUT/train_step.jsonl
+    python bench/train_step_bench.py --backend triton --layout all --graph --out $OUT/train_step.jsonl
 
-The step is train_network's own (flow_loss over 3 stages x groups, backward, clip, fused AdamW, EMA) on random
-latents of the preset's shape; random weights (a step's time does not depend on their values). With --profile,
-the 15 most expensive ops of one step are printed (CUDA time) with the step's CPU and GPU totals: is the step
-bound by the host (launches) or by the device? Appends one JSON line per run to --out.
+The step is train_network's own (model/train/train_step.py: flow_loss over 3 stages x unit groups, backward,
+clip, fused AdamW, EMA) on random latents of the preset's shape; random weights (a step's time does not
+depend on their values). With --profile, the 15 most expensive ops of one step are printed (CUDA time) with
+the step's CPU and GPU totals: is the step bound by the host (launches) or by the device? Appends one JSON
+line per run to --out.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.config import get_preset  # noqa: E402
 from model.text_encoder import TextEmbeddings  # noqa: E402
-from model.train.common import autocast  # noqa: E402
+from model.train.flow_loss import NetTrainConfig  # noqa: E402
 from model.train.run import build_models  # noqa: E402
-from model.train.train_network import EMA, NetTrainConfig, _update, flow_loss  # noqa: E402
+from model.train.train_step import TrainStep, step_generator  # noqa: E402
 
 
 class RandomTextCache:
@@ -42,10 +43,25 @@ class RandomTextCache:
         return TextEmbeddings(tokens=self.tokens[idx], mask=self.mask[idx], pooled=self.pooled[idx])
 
 
+class RandomLatents:
+    """A batch source over random latents of the preset's shape and random caption rows."""
+
+    def __init__(self, data: torch.Tensor, rows: int, g: torch.Generator) -> None:
+        self.data, self.rows, self.g = data, rows, g
+
+    def next(self, n: int, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+        dev = self.data.device
+        idx = torch.randint(0, self.data.shape[0], (n,), generator=self.g, device=dev)
+        rows = torch.randint(0, self.rows, (n,), generator=self.g, device=dev)
+        return self.data[idx].float(), rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="ref", choices=["ref", "triton", "kernel"])
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--layout", default="random", choices=["random", "all"], help="unit layout of flow_loss")
+    p.add_argument("--graph", action="store_true", help="the whole step as one CUDA graph (--layout all)")
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--warmup", type=int, default=6)
     p.add_argument("--steps", type=int, default=20)
@@ -56,27 +72,23 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = get_preset("tiny")
     net, _ = build_models(cfg, device, seed=0, scan_backend=args.backend)
-    tc = NetTrainConfig(batch=args.batch, compile=args.compile)
+    tc = NetTrainConfig(
+        batch=args.batch, compile=args.compile, unit_layout=args.layout, cuda_graph=args.graph, warmup=1
+    )
     h, w = cfg.latent_grid(*cfg.default_resolution)
     frames = cfg.latent_frames(cfg.default_frames)
     g = torch.Generator().manual_seed(0)
     data = torch.randn(2048, cfg.vae.latent_channels, frames, h, w, generator=g).to(device, torch.float16)
     text = RandomTextCache(64, cfg.text.max_tokens, cfg.text.token_dim, device)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=device.type == "cuda")
     if tc.compile:
         net.compile_blocks()
-    ema = EMA(net, tc.ema_decay)
-    g_dev, g_unit = torch.Generator(device).manual_seed(1), torch.Generator().manual_seed(2)
+    g_dev = step_generator(device, 1, args.graph)
+    source = RandomLatents(data, 64, g_dev)
+    train_step = TrainStep(net, source, text, cfg, tc, device, g_dev, torch.Generator().manual_seed(2))  # type: ignore[arg-type]
     net.train()
 
     def step() -> torch.Tensor:
-        idx = torch.randint(0, data.shape[0], (args.batch,), generator=g_dev, device=device)
-        rows = torch.randint(0, 64, (args.batch,), generator=g_dev, device=device)
-        with autocast(device):
-            losses = flow_loss(net, data[idx].float(), rows, text, cfg, tc, g_dev, g_unit)  # type: ignore[arg-type]
-        _update(net, opt, losses["loss"])
-        ema.update(net)
-        return losses["loss"]
+        return train_step()[0]["loss"]
 
     def sync() -> None:
         if device.type == "cuda":
@@ -95,11 +107,13 @@ def main() -> None:
     result = {
         "backend": args.backend,
         "compile": args.compile,
+        "layout": args.layout,
+        "graph": args.graph,
         "batch": args.batch,
         "steps_per_s": round(args.steps / seconds, 3),
         "step_ms": round(1e3 * seconds / args.steps, 2),
         "warmup_s": round(warm_s, 1),
-        "loss": round(float(loss), 5),
+        "loss": round(loss.item(), 5),
         "peak_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if device.type == "cuda" else None,
         "params": sum(p.numel() for p in net.parameters()),
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",

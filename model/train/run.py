@@ -130,6 +130,10 @@ def phase_net(
         lr=args.lr,
         captions_per_spec=args.captions_per_spec,
         compile=args.compile,
+        unit_layout=args.unit_layout,
+        cuda_graph=args.cuda_graph,
+        warmup=args.lr_warmup,
+        groups_per_stage=args.groups_per_stage,
     )
     loss_log = LossLog(args.out / "losses.jsonl", "net")
     data = _latents_for_net(args)
@@ -163,6 +167,17 @@ def main(argv: list[str] | None = None) -> None:
         help="Mamba2 scan in training (auto-train: triton on CUDA; see docs/PERF.md before using it)",
     )
     p.add_argument("--compile", action="store_true", help="torch.compile the network's blocks (CUDA)")
+    p.add_argument(
+        "--unit-layout",
+        default="random",
+        choices=["random", "all"],
+        help="random: a drawn unit per group; all: every unit every step (static shapes; train/flow_loss.py)",
+    )
+    p.add_argument("--groups-per-stage", type=int, default=2, help="unit groups per stage (layout random)")
+    p.add_argument(
+        "--cuda-graph", action="store_true", help="the whole step as one CUDA graph (needs --unit-layout all)"
+    )
+    p.add_argument("--lr-warmup", type=int, default=200, help="steps of linear learning-rate warm-up")
     p.add_argument("--latents", type=Path, default=None, help="latent set: written by latents, read by net")
     p.add_argument("--latent-clips", type=int, default=49152)
     p.add_argument("--latent-batch", type=int, default=512)

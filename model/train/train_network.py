@@ -12,40 +12,23 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from model.config import ModelConfig
 from model.network import M4VNetwork
-from model.schedule import build_stages
 from model.train.captions import train_captions, train_specs
-from model.train.common import Budget, LossLog, autocast, clip_batch
-from model.train.flow_batch import flow_example, frame_pyramids
+from model.train.common import Budget, LossLog, clip_batch
+from model.train.flow_loss import NetTrainConfig, flow_loss
 from model.train.latent_data import LatentSet, encode_latents
 from model.train.text_cache import TextCache
+from model.train.train_step import EMA, TrainStep, step_generator
 from model.train.world import ClipSpec
 from model.vae import CausalVAE
 
+__all__ = ["EMA", "NetTrainConfig", "flow_loss", "train_network"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class NetTrainConfig:
-    steps: int = 4000
-    max_seconds: float = 1e9
-    batch: int = 32
-    groups_per_stage: int = 2  # each group of the batch gets its own unit
-    lr: float = 5e-4
-    warmup: int = 200
-    text_dropout: float = 0.1
-    history_noise: float = 0.1
-    ema_decay: float = 0.998
-    log_every: int = 50
-    captions_per_spec: int = 3
-    compile: bool = False  # torch.compile each block (CUDA training; recompiles once per history length)
 
 
 class CaptionSampler:
@@ -92,10 +75,12 @@ class RenderedBatches:
 class LatentBatches:
     """Minibatches of a pre-encoded LatentSet, indices and caption rows drawn on the device (no host sync)."""
 
-    def __init__(self, data: LatentSet, captions: CaptionSampler, device: torch.device, seed: int) -> None:
+    def __init__(
+        self, data: LatentSet, captions: CaptionSampler, device: torch.device, g: torch.Generator
+    ) -> None:
         self.latents = data.latents.to(device)  # (N, C, T, h, w) fp16
         self.rows = captions.row_table().to(device)[data.spec_index.to(device)]  # (N, per_spec)
-        self.g = torch.Generator(device).manual_seed(seed)
+        self.g = g  # on the device
 
     def next(self, n: int, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
         dev = self.latents.device
@@ -104,65 +89,6 @@ class LatentBatches:
         rows = self.rows[idx].gather(1, col).squeeze(1)  # (n,) one caption of each clip's spec
         drop = torch.rand(n, generator=self.g, device=dev) < dropout
         return self.latents[idx].float(), torch.where(drop, torch.zeros_like(rows), rows)
-
-
-class EMA:
-    def __init__(self, net: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.shadow = {k: v.detach().clone().float() for k, v in net.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, net: nn.Module) -> None:
-        """One fused multi-tensor lerp over every float tensor (a loop would launch one kernel each)."""
-        state = net.state_dict()
-        names = [k for k, v in state.items() if v.is_floating_point()]
-        live = [state[k].float() for k in names]  # a no-op view for the fp32 weights training uses
-        torch._foreach_lerp_([self.shadow[k] for k in names], live, 1.0 - self.decay)
-
-    def copy_to(self, net: nn.Module) -> None:
-        net.load_state_dict(self.shadow)
-
-
-def flow_loss(
-    net: M4VNetwork,
-    latents: torch.Tensor,
-    text_rows: torch.Tensor,
-    cache: TextCache,
-    cfg: ModelConfig,
-    tc: NetTrainConfig,
-    g: torch.Generator,
-    g_unit: torch.Generator | None = None,
-) -> dict[str, torch.Tensor]:
-    """Mean velocity MSE over stages (and unit groups) for one batch of clean latents.
-
-    Noise comes from ``g`` (on the latents' device); the unit of each group from ``g_unit``, a CPU generator,
-    so choosing it never waits for the device (default: a CPU generator seeded from ``g``'s seed)."""
-    sp = cfg.sampler
-    stages = build_stages(sp.num_stages, sp.renoise_gamma)
-    full_hw = tuple(latents.shape[-2:])
-    b, frames = latents.shape[0], latents.shape[2]
-    losses: dict[str, torch.Tensor] = {}
-    if g_unit is None:
-        g_unit = torch.Generator().manual_seed(g.initial_seed())
-    groups = torch.arange(b, device=latents.device).chunk(tc.groups_per_stage)
-    pyramids = [frame_pyramids(latents[idx], sp.num_stages) for idx in groups]  # once, not once per stage
-    for stage in stages:
-        parts = []
-        for idx, pyr in zip(groups, pyramids, strict=True):
-            unit = int(torch.randint(0, frames, (1,), generator=g_unit))
-            ex = flow_example(pyr, unit, stage, sp.timestep_scale, g, tc.history_noise)
-            pred = net(ex.x, ex.t, text=cache.rows(text_rows[idx]), history=ex.history, full_hw=full_hw)
-            parts.append(F.mse_loss(pred.float(), ex.target))
-        losses[f"stage{stage.index}"] = torch.stack(parts).mean()
-    losses["loss"] = torch.stack(list(losses.values())).mean()
-    return losses
-
-
-def _update(net: M4VNetwork, opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-    opt.step()
 
 
 def train_network(
@@ -180,31 +106,27 @@ def train_network(
 
     With ``data`` batches come from the pre-encoded set (``vae`` is then unused), else they are rendered.
     """
-    g_dev = torch.Generator(device).manual_seed(seed + 1)
+    if tc.cuda_graph and data is None:
+        raise ValueError("a CUDA-graph step needs the pre-encoded latent set (rendering runs on the host)")
+    g_dev = step_generator(device, seed + 1, tc.cuda_graph)
     g_unit = torch.Generator().manual_seed(seed + 3)
     captions = CaptionSampler(cache, tc.captions_per_spec)
-    source: RenderedBatches | LatentBatches = (
-        RenderedBatches(vae, captions, cfg, device, seed)
-        if data is None
-        else LatentBatches(data, captions, device, seed + 2)
-    )
-    fused = device.type == "cuda"  # one multi-tensor kernel per step instead of several per parameter
-    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=0.01, betas=(0.9, 0.99), fused=fused)
+    source: RenderedBatches | LatentBatches
+    if data is None:
+        source = RenderedBatches(vae, captions, cfg, device, seed)
+    else:  # a graphed step draws everything from the one generator its capture registers
+        g_src = g_dev if tc.cuda_graph else torch.Generator(device).manual_seed(seed + 2)
+        source = LatentBatches(data, captions, device, g_src)
     if tc.compile:
         net.compile_blocks()
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / tc.warmup))
-    ema, budget, step = EMA(net, tc.ema_decay), Budget(tc.steps, tc.max_seconds), 0
+    take_step = TrainStep(net, source, cache, cfg, tc, device, g_dev, g_unit)
+    budget, step = Budget(tc.steps, tc.max_seconds), 0
     last_step, last_t = 0, time.perf_counter()
     net.train()
     while not budget.done(step):
-        latents, rows = source.next(tc.batch, tc.text_dropout)
-        with autocast(device):
-            losses = flow_loss(net, latents, rows, cache, cfg, tc, g_dev, g_unit)
-        _update(net, opt, losses["loss"])
-        sched.step()
-        ema.update(net)
-        step += 1
-        if step % tc.log_every == 0 or step == 1 or budget.done(step):
+        losses, taken = take_step()
+        before, step = step, step + taken
+        if before == 0 or step // tc.log_every > before // tc.log_every or budget.done(step):
             values = {k: round(v.item(), 6) for k, v in losses.items()}  # .item() syncs: the rate is honest
             now = time.perf_counter()
             rate = (step - last_step) / max(now - last_t, 1e-9)
@@ -212,4 +134,4 @@ def train_network(
             last_step, last_t = step, now
     log.info("network: %d steps in %.1f s (%s batches)", step, budget.elapsed(), type(source).__name__)
     net.eval()
-    return step, ema
+    return step, take_step.ema

@@ -4,6 +4,7 @@
   the capture that crashed on the first GPU run (caching-allocator `use_count > 0` assert on pool reuse).
 - A whole tiny generation with graphs on equals the eager one.
 - The "triton" scan backend (training): forward and gradients against the plain-PyTorch reference.
+- The training step as one CUDA graph against the eager step.
 """
 
 from __future__ import annotations
@@ -84,3 +85,57 @@ def test_triton_backend_forward_and_gradients_match_the_reference() -> None:
     }
     assert rel < 1e-2, (rel, grad_rel)  # Triton dots run in TF32
     assert max(grad_rel.values()) < 2e-2, (rel, grad_rel)
+
+
+class _RandomSource:
+    """Batches of random latents of the tiny preset's shape (8 x 5 x 32 x 32) and caption rows."""
+
+    def __init__(self, g: torch.Generator) -> None:
+        self.data = torch.randn(64, 8, 5, 32, 32, device="cuda", generator=g)
+        self.g = g
+
+    def next(self, n: int, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(0, 64, (n,), generator=self.g, device="cuda")
+        return self.data[idx], torch.randint(0, 4, (n,), generator=self.g, device="cuda")
+
+
+class _RandomText:
+    def __init__(self) -> None:
+        g = torch.Generator("cuda").manual_seed(5)
+        self.tokens = torch.randn(4, 32, 384, device="cuda", generator=g)
+        self.mask = torch.ones(4, 32, dtype=torch.bool, device="cuda")
+        self.mask[1:, 20:] = False
+        self.pooled = torch.randn(4, 384, device="cuda", generator=g)
+
+    def rows(self, idx: torch.Tensor) -> TextEmbeddings:
+        return TextEmbeddings(self.tokens[idx], self.mask[idx], self.pooled[idx])
+
+
+def _train(graph: bool, steps: int) -> tuple[list[float], M4VNetwork]:
+    from model.train.flow_loss import NetTrainConfig
+    from model.train.train_step import TrainStep, step_generator
+
+    net = _tiny_net()
+    tc = NetTrainConfig(batch=10, unit_layout="all", cuda_graph=graph, warmup=4, lr=1e-3)
+    g = step_generator(torch.device("cuda"), 11, graph=True)  # both runs draw from the default generator
+    source = _RandomSource(g)
+    step = TrainStep(
+        net, source, _RandomText(), PRESETS["tiny"], tc, torch.device("cuda"), g, torch.Generator()
+    )
+    losses: list[float] = []
+    while len(losses) < steps:
+        out, taken = step()
+        losses += [float("nan")] * (taken - 1) + [out["loss"].item()]
+    return losses, net
+
+
+def test_cuda_graph_training_step_follows_the_eager_step() -> None:
+    """The whole step (batch draw, loss, backward, clip, AdamW with a warming-up learning rate, EMA) as one
+    replayed graph gives the eager step's losses and weights: same random draws, same updates."""
+    eager_losses, eager = _train(False, 6)
+    graph_losses, graphed = _train(True, 6)
+    assert graph_losses[-1] == pytest.approx(eager_losses[-1], rel=2e-2)
+    assert graph_losses[-2] == pytest.approx(eager_losses[-2], rel=2e-2)
+    for (name, a), b in zip(eager.named_parameters(), graphed.parameters(), strict=True):
+        torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-3, msg=name)
+    assert graph_losses[-1] != graph_losses[-2]  # replays draw new batches and noise

@@ -90,7 +90,7 @@ def test_latent_batches_draw_clips_of_the_set_with_a_caption_of_their_spec(tmp_p
     # (3, 8, 2, 4, 4): every value of clip i is i
     latents = torch.arange(3, dtype=torch.float16)[:, None, None, None, None].expand(3, 8, 2, 4, 4)
     data = LatentSet(latents.contiguous(), torch.tensor([7, 0, 300]), {})
-    batches = LatentBatches(data, captions, CPU, seed=0)
+    batches = LatentBatches(data, captions, CPU, torch.Generator().manual_seed(0))
     x, rows = batches.next(64, dropout=0.0)
     assert x.dtype == torch.float32 and x.shape == (64, 8, 2, 4, 4)
     clip = x[:, 0, 0, 0, 0].long()  # (64,) which clip each example is

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from model.config import get_preset
@@ -65,3 +66,56 @@ def test_training_phases_run_on_cpu_and_checkpoint_loads(tmp_path: Path) -> None
     for name, p in net.named_parameters():  # shipped fp16 matrices, fp32 vectors
         want = p.detach().half().float() if p.ndim >= 2 else p.detach()
         torch.testing.assert_close(loaded[name], want)
+
+
+class _RandomRows:
+    """The TextCache interface over random embeddings (4 rows)."""
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(2)
+        self.tokens, self.pooled = torch.randn(4, 32, 384, generator=g), torch.randn(4, 384, generator=g)
+        self.mask = torch.ones(4, 32, dtype=torch.bool)
+
+    def rows(self, idx: torch.Tensor):  # noqa: ANN201
+        from model.text_encoder import TextEmbeddings
+
+        return TextEmbeddings(self.tokens[idx], self.mask[idx], self.pooled[idx])
+
+
+def _units_seen(layout: str) -> list[list[int]]:
+    """Per stage, the unit (history length) of each network call of one flow_loss."""
+    from model.train.flow_loss import flow_loss
+
+    cfg = _small_tiny()
+    net, _ = build_models(cfg, CPU, seed=0)
+    calls: list[int] = []
+    net.register_forward_pre_hook(lambda _m, _a, kw: calls.append(len(kw["history"])), with_kwargs=True)
+    latents = torch.randn(6, 8, 2, 8, 8, generator=torch.Generator().manual_seed(0))  # 2 latent frames
+    tc = NetTrainConfig(batch=6, unit_layout=layout, groups_per_stage=2)  # type: ignore[arg-type]
+    g = torch.Generator().manual_seed(1)
+    losses = flow_loss(net, latents, torch.arange(6) % 4, _RandomRows(), cfg, tc, g)  # type: ignore[arg-type]
+    assert set(losses) == {"stage0", "stage1", "stage2", "loss"} and torch.isfinite(losses["loss"])
+    per_stage = len(calls) // 3
+    return [calls[i * per_stage : (i + 1) * per_stage] for i in range(3)]
+
+
+def test_unit_layout_all_trains_every_unit_at_every_stage_with_fixed_shapes() -> None:
+    # one group per latent frame; stage s gives group i unit (i + s) mod frames: the same calls every step
+    assert _units_seen("all") == [[0, 1], [1, 0], [0, 1]]
+    assert _units_seen("all") == _units_seen("all")
+
+
+def test_unit_layout_random_draws_a_unit_per_group_and_stage() -> None:
+    seen = _units_seen("random")
+    assert [len(s) for s in seen] == [2, 2, 2]
+    assert all(u in (0, 1) for s in seen for u in s)
+
+
+def test_a_cuda_graph_step_needs_static_shapes_and_the_latent_set(tmp_path: Path) -> None:
+    cfg = _small_tiny()
+    net, vae = build_models(cfg, CPU, seed=0)
+    tc = NetTrainConfig(steps=1, batch=2, unit_layout="all", cuda_graph=True)
+    with pytest.raises(ValueError, match="latent set"):
+        train_network(net, vae, _RandomRows(), cfg, tc, CPU, 0, LossLog(None, "net"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unit_layout"):
+        NetTrainConfig(unit_layout="sometimes")  # type: ignore[arg-type]

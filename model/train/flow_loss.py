@@ -1,0 +1,93 @@
+"""The network phase's objective: pyramidal flow-matching velocity MSE over stages and unit groups.
+
+The batch is split into groups and each group is trained on one unit (latent frame) at every stage:
+- ``unit_layout="random"``: ``groups_per_stage`` groups, each draws its unit per stage from a CPU generator
+  (the draw never waits for the device); shapes change from step to step;
+- ``unit_layout="all"``: one group per latent frame; at stage s group i trains unit (i + s) mod frames, so
+  every step covers every unit at every stage with the same shapes — what a CUDA-graph step needs
+  (model/train/train_step.py) and a lower-variance estimate of the same objective.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from model.config import ModelConfig
+from model.network import M4VNetwork
+from model.schedule import build_stages
+from model.train.flow_batch import flow_example, frame_pyramids
+from model.train.text_cache import TextCache
+
+UnitLayout = Literal["random", "all"]
+
+
+@dataclass(frozen=True)
+class NetTrainConfig:
+    steps: int = 4000
+    max_seconds: float = 1e9
+    batch: int = 32
+    groups_per_stage: int = 2  # unit_layout "random": each group of the batch gets its own unit
+    unit_layout: UnitLayout = "random"
+    lr: float = 5e-4
+    warmup: int = 200
+    text_dropout: float = 0.1
+    history_noise: float = 0.1
+    ema_decay: float = 0.998
+    log_every: int = 50
+    captions_per_spec: int = 3
+    compile: bool = False  # torch.compile each block (CUDA training; dynamic shapes)
+    cuda_graph: bool = False  # capture the whole step once and replay it (CUDA, unit_layout "all")
+
+    def __post_init__(self) -> None:
+        if self.unit_layout not in ("random", "all"):
+            raise ValueError(f"unit_layout must be 'random' or 'all', got {self.unit_layout!r}")
+
+
+def group_sizes(batch: int, groups: int) -> list[int]:
+    """Sizes of ``groups`` contiguous groups of a batch, as even as possible (torch.chunk's split)."""
+    return [len(c) for c in torch.arange(batch).chunk(groups)]
+
+
+def flow_loss(
+    net: M4VNetwork,
+    latents: torch.Tensor,
+    text_rows: torch.Tensor,
+    cache: TextCache,
+    cfg: ModelConfig,
+    tc: NetTrainConfig,
+    g: torch.Generator,
+    g_unit: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Mean velocity MSE over stages (and unit groups) for one batch of clean latents (B, C, T, h, w).
+
+    Noise comes from ``g`` (on the latents' device); with unit_layout "random" the unit of each group comes
+    from ``g_unit``, a CPU generator (default: one seeded from ``g``'s seed)."""
+    sp = cfg.sampler
+    stages = build_stages(sp.num_stages, sp.renoise_gamma)
+    full_hw = tuple(latents.shape[-2:])
+    b, frames = latents.shape[0], latents.shape[2]
+    fixed = tc.unit_layout == "all"
+    sizes = group_sizes(b, frames if fixed else tc.groups_per_stage)
+    if g_unit is None:
+        g_unit = torch.Generator().manual_seed(g.initial_seed())
+    clips, rows = latents.split(sizes), text_rows.split(sizes)  # views, no gather
+    pyramids = [frame_pyramids(c, sp.num_stages) for c in clips]  # once per batch, not once per stage
+    texts = [cache.rows(r) for r in rows]
+    losses: dict[str, torch.Tensor] = {}
+    for stage in stages:
+        parts = []
+        for i, (pyr, text) in enumerate(zip(pyramids, texts, strict=True)):
+            if fixed:
+                unit = (i + stage.index) % frames
+            else:
+                unit = int(torch.randint(0, frames, (1,), generator=g_unit))
+            ex = flow_example(pyr, unit, stage, sp.timestep_scale, g, tc.history_noise)
+            pred = net(ex.x, ex.t, text=text, history=ex.history, full_hw=full_hw)
+            parts.append(F.mse_loss(pred.float(), ex.target))
+        losses[f"stage{stage.index}"] = torch.stack(parts).mean()
+    losses["loss"] = torch.stack(list(losses.values())).mean()
+    return losses

@@ -1,0 +1,159 @@
+"""One optimisation step of the network phase, eager or as one CUDA graph.
+
+A step draws a batch from its source (``next(n, dropout) -> (latents, caption rows)``), computes the flow loss
+(model/train/flow_loss.py), back-propagates, clips the gradient norm, runs fused AdamW and
+updates the EMA. On the tiny preset the step is made of ~19,000 small kernels, so the host that launches them
+is the bottleneck. With ``graph=True`` the whole step, batch draw included, is captured once with
+``torch.cuda.graph`` after a few eager warm-up steps on a side stream (cuBLAS workspaces, Triton autotuning,
+the optimizer's state and torch.compile happen there) and then replayed: one launch per step, no Python.
+
+What a capture needs, and how it is met:
+- static shapes: ``unit_layout="all"`` (every group has a fixed unit, see flow_loss), so every step has the
+  same (stage, unit) sequence and the same tensor shapes;
+- random numbers from the default CUDA generator (the one a capture registers, so each replay draws fresh
+  numbers): the source and the noise both use it;
+- no host synchronisation in the step: the learning rate is a device tensor that the host fills before a
+  replay (warm-up), clipping and AdamW are the foreach/fused kernels, the EMA is one multi-tensor lerp;
+- gradients allocated inside the capture (zero_grad(set_to_none=True) first), so every replay writes them
+  into the same memory that AdamW reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from model.config import ModelConfig
+from model.network import M4VNetwork
+from model.train.common import autocast
+from model.train.flow_loss import NetTrainConfig, flow_loss
+from model.train.text_cache import TextCache
+
+Losses = dict[str, torch.Tensor]
+
+
+class BatchSource(Protocol):
+    def next(self, n: int, dropout: float) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def warmup_factor(step: int, warmup: int) -> float:
+    """Linear learning-rate warm-up over ``warmup`` steps, then 1."""
+    return min(1.0, (step + 1) / max(warmup, 1))
+
+
+def step_generator(device: torch.device, seed: int, graph: bool) -> torch.Generator:
+    """The device generator of a step: the default CUDA generator when the step is a graph (a capture
+    registers only that one, so replays advance it), else a private one."""
+    if graph:
+        gen = torch.cuda.default_generators[device.index if device.index is not None else 0]
+    else:
+        gen = torch.Generator(device)
+    return gen.manual_seed(seed)
+
+
+class EMA:
+    """Exponential moving average of the weights (what gets shipped)."""
+
+    def __init__(self, net: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in net.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, net: nn.Module) -> None:
+        """One fused multi-tensor lerp over every float tensor (a loop would launch one kernel each)."""
+        state = net.state_dict()
+        names = [k for k, v in state.items() if v.is_floating_point()]
+        live = [state[k].float() for k in names]  # a no-op view for the fp32 weights training uses
+        torch._foreach_lerp_([self.shadow[k] for k in names], live, 1.0 - self.decay)
+
+    def copy_to(self, net: nn.Module) -> None:
+        net.load_state_dict(self.shadow)
+
+
+class TrainStep:
+    """Call it to take one step; returns (losses, steps taken) — the first graphed call takes the warm-up
+    steps plus one replay. ``losses`` are device tensors (static buffers when graphed: read them before
+    the next call)."""
+
+    def __init__(
+        self,
+        net: M4VNetwork,
+        source: BatchSource,
+        cache: TextCache,
+        cfg: ModelConfig,
+        tc: NetTrainConfig,
+        device: torch.device,
+        g_dev: torch.Generator,
+        g_unit: torch.Generator,
+        graph_warmup: int = 3,
+    ) -> None:
+        self.graph = tc.cuda_graph
+        if self.graph and (device.type != "cuda" or tc.unit_layout != "all"):
+            raise ValueError("a CUDA-graph step needs a CUDA device and unit_layout 'all' (static shapes)")
+        self.net, self.tc, self.device = net, tc, device
+        lr: float | torch.Tensor = torch.tensor(tc.lr, device=device) if self.graph else tc.lr
+        fused = device.type == "cuda"  # one multi-tensor kernel per step instead of several per parameter
+        self.opt = torch.optim.AdamW(
+            net.parameters(),
+            lr=lr,
+            weight_decay=0.01,
+            betas=(0.9, 0.99),
+            fused=fused,
+            capturable=self.graph,
+        )
+        self.ema = EMA(net, tc.ema_decay)
+        self.taken = 0
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._static: Losses = {}
+        self._warmup = graph_warmup
+
+        def eager() -> Losses:
+            latents, rows = source.next(tc.batch, tc.text_dropout)
+            with autocast(device):
+                losses = flow_loss(net, latents, rows, cache, cfg, tc, g_dev, g_unit)
+            self.opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            self.opt.step()
+            self.ema.update(net)
+            return losses
+
+        self._eager: Callable[[], Losses] = eager
+
+    def _set_lr(self) -> None:
+        lr = self.tc.lr * warmup_factor(self.taken, self.tc.warmup)
+        for group in self.opt.param_groups:
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)  # a device-side write, no sync; replays read it
+            else:
+                group["lr"] = lr
+
+    def __call__(self) -> tuple[Losses, int]:
+        if not self.graph:
+            self._set_lr()
+            self.taken += 1
+            return self._eager(), 1
+        began = self.taken
+        if self._graph is None:
+            self._capture()
+        self._set_lr()
+        self._graph.replay()  # type: ignore[union-attr]
+        self.taken += 1
+        return self._static, self.taken - began
+
+    def _capture(self) -> None:
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(self._warmup):
+                self._set_lr()
+                self._eager()
+                self.taken += 1
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self._graph):
+            self._static = self._eager()
