@@ -100,6 +100,7 @@ class Mamba2(nn.Module):
         if backend not in ssm_kernels.BACKEND_REQUESTS:
             raise ValueError(f"backend must be one of {ssm_kernels.BACKEND_REQUESTS}, got {backend!r}")
         self.backend = backend
+        self._chosen: dict[str, str] = {}  # device type -> resolved backend
         self.d_model, self.cfg = d_model, cfg
         self.d_inner = cfg.d_inner(d_model)
         self.nheads = cfg.nheads(d_model)
@@ -122,13 +123,21 @@ class Mamba2(nn.Module):
         self.norm = RMSNormGated(self.d_inner, self.d_inner // cfg.ngroups, **factory)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False, **factory)
 
+    def backend_for(self, device: torch.device) -> str:
+        """The backend that runs on ``device``, resolved (and logged) once per device type: a plain dict
+        lookup afterwards, so torch.compile traces through it (M4VNetwork.compile_blocks primes it)."""
+        chosen = self._chosen.get(device.type)
+        if chosen is None:
+            chosen = self._chosen[device.type] = resolve_backend(self.backend, device)
+        return chosen
+
     def forward(
         self, x: Tensor, state: SSMState | None = None, return_state: bool = False
     ) -> tuple[Tensor, SSMState | None]:
         """x (B, L, d_model) -> (B, L, d_model) [, state after x]; resumes from `state` when given."""
         if x.shape[1] == 0:
             return self._empty(x, state, return_state)
-        ops = _scan_ops(resolve_backend(self.backend, x.device))
+        ops = _scan_ops(self.backend_for(x.device))
         z, xbc, dt = self._split_in_proj(self.in_proj(x))
         xbc, conv_tail = self._conv(ops, xbc, state, return_state)  # (B, L, conv_dim)
         xs, b, c = self._split_xbc(xbc)

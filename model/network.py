@@ -27,6 +27,7 @@ from model.layers import (
     timestep_embedding,
     unpatchify,
 )
+from model.mamba2 import Mamba2
 from model.mmdim import MMDiMBlock, MMDiMContext, VideoFrames
 from model.mmdit import KV, MMDiTBlock
 from model.recompose import Recomposition, build_recomposition
@@ -130,6 +131,10 @@ class M4VNetwork(nn.Module):
 
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         mode = None if self.runtime.compile_mode == "default" else self.runtime.compile_mode
+        device = next(self.parameters()).device
+        for m in self.modules():  # resolve the scan backend eagerly: its logging would break the graph
+            if isinstance(m, Mamba2):
+                m.backend_for(device)
         for blk in [*self.double_blocks, *self.single_blocks]:
             blk.forward = torch.compile(blk.forward, mode=mode)  # type: ignore[method-assign]
             blk.forward_cached = torch.compile(blk.forward_cached, mode=mode)  # type: ignore[method-assign]
