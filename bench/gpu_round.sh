@@ -2,6 +2,7 @@
 # One GPU call of the speed issues: kernels, the GPU-only tests, training-step variants, e2e variants.
 #   run(command="bash bench/gpu_round.sh train", carry=[".gpu"])   # kernels + tests + training-step variants
 #   run(command="bash bench/gpu_round.sh e2e", carry=[".gpu"])     # text -> MP4 variants, one process each
+#   run(command="bash bench/gpu_round.sh steps", carry=[".gpu"])   # cached step per stage x attention backend
 # Each variant runs in its own process (a crash cannot poison the rest), under its own timeout. Results land
 # in $OUT (at most 8 files come back): *.jsonl (one JSON line per variant) and one log per part.
 set -uo pipefail
@@ -30,6 +31,9 @@ train)  # TRAIN_VARIANTS="opts;opts;..." overrides the list below
     # shellcheck disable=SC2086
     variant "$OUT/train_step.log" "${TRAIN_S:-150}" bench/train_step_bench.py $v --out "$OUT/train_step.jsonl"
   done
+  ;;
+steps)  # the cached step per stage x attention backend, eager and graphed
+  variant "$OUT/cached_step.log" "${STEPS_S:-240}" bench/cached_step_bench.py --out "$OUT/cached_step.jsonl"
   ;;
 tests)  # per-test timeout: a hang fails that test with its stack instead of eating the call
   timeout "${TESTS_S:-240}" python3 -m pytest -v -rs --tb=short --noconftest -p no:cacheprovider --timeout 60 -m cuda \
