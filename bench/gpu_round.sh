@@ -9,8 +9,13 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-bash .gpu/install-mamba-kernels.sh .gpu /tmp/site >"$OUT/install.log" 2>&1 || { tail -20 "$OUT/install.log"; exit 1; }
-tail -1 "$OUT/install.log"
+if [ "${1:-train}" = train ] && [ ! -d .gpu ] && [ -f .train/mamba-triton-py.tgz ]; then
+  # training needs only mamba-ssm's Triton code (see bench/train_tiny_gpu.sh): carry [".train"] instead
+  mkdir -p /tmp/site && tar xzf .train/mamba-triton-py.tgz -C /tmp/site && echo "mamba-ssm Triton code only"
+else
+  bash .gpu/install-mamba-kernels.sh .gpu /tmp/site >"$OUT/install.log" 2>&1 || { tail -20 "$OUT/install.log"; exit 1; }
+  tail -1 "$OUT/install.log"
+fi
 export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 

@@ -2,9 +2,10 @@
 # Train the tiny preset's network in ONE GPU call (issue 5): latent set (built unless a matching one is there),
 # network training for whatever time is left, export, held-out evaluation. Everything lands in $OUT (7 files:
 # train.log, latents_meta.json, losses.jsonl, net.safetensors (fp32 EMA, to resume from), net_meta.json,
-# tiny.safetensors (the shippable checkpoint), tiny_eval.json). Needs only torch, safetensors and numpy: no
-# Mamba2 kernels (training uses the PyTorch reference scan), no MiniLM (captions come from the text cache, built
-# on a CPU box with `python -m model.train.run text` into the git-ignored .train/ and carried along):
+# tiny.safetensors (the shippable checkpoint), tiny_eval.json). Needs only torch, safetensors and numpy (SCAN=ref)
+# or also mamba-ssm's Triton code (SCAN=triton: .train/mamba-triton-py.tgz, see below), no MiniLM (captions come
+# from the text cache, built on a CPU box with `python -m model.train.run text` into the git-ignored .train/ and
+# carried along). The fast step: SCAN=triton LAYOUT=all GRAPH=1 (docs/PERF.md):
 #   run(command="bash bench/train_tiny_gpu.sh", carry=[".train"], timeout_s=600)
 # Knobs (environment, defaults below): TOTAL_S is the whole script's wall time; TAIL_S is kept back for the net
 # phase's start (loading the set), export and evaluation. NET_IN= (empty) trains from scratch instead of
@@ -27,16 +28,26 @@ NET_IN=${NET_IN-model/weights/tiny.safetensors}
 NET_STEPS=${NET_STEPS:-1000000}
 NET_BATCH=${NET_BATCH:-512}
 LR=${LR:-7e-4}
+LR_WARMUP=${LR_WARMUP:-200}
+SCAN=${SCAN:-ref}                                          # Mamba2 scan: ref, or triton (needs mamba-ssm)
+LAYOUT=${LAYOUT:-random}                                   # unit layout; all = static shapes
+GRAPH=${GRAPH:-}                                           # non-empty: the whole step as one CUDA graph
 SEED=${SEED:-0}
 EVAL_PROMPTS=${EVAL_PROMPTS:-240}
 EVAL_BATCH=${EVAL_BATCH:-60}
 
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/train.log") 2>&1
+# mamba-ssm's Python + Triton code only (no CUDA extension; made from the prebuilt set: the mamba_ssm folder,
+# its dist-info and the selective_scan_cuda stand-in), for SCAN=triton: 0.6 MB instead of the 26 MB set.
+if [ -f .train/mamba-triton-py.tgz ]; then
+  mkdir -p /tmp/mamba-py && tar xzf .train/mamba-triton-py.tgz -C /tmp/mamba-py && export PYTHONPATH=/tmp/mamba-py:$PYTHONPATH
+fi
 [ -f "$TEXT_CACHE" ] || { echo "no text cache at $TEXT_CACHE: build it on a CPU box (run text), carry .train"; exit 2; }
 python3 -c "import platform, torch; print('python', platform.python_version(), 'torch', torch.__version__, \
 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none (CPU run)')"
-echo "knobs: TOTAL_S=$TOTAL_S TAIL_S=$TAIL_S CLIPS=$CLIPS NET_BATCH=$NET_BATCH LR=$LR NET_IN=${NET_IN:-none}"
+echo "knobs: TOTAL_S=$TOTAL_S TAIL_S=$TAIL_S CLIPS=$CLIPS NET_BATCH=$NET_BATCH LR=$LR LR_WARMUP=$LR_WARMUP" \
+  "SCAN=$SCAN LAYOUT=$LAYOUT GRAPH=${GRAPH:-no} NET_IN=${NET_IN:-none}"
 
 common=(--preset tiny --seed "$SEED" --out "$OUT" --vae-in "$VAE_IN" --latents "$LATENTS")
 python3 -m model.train.run latents "${common[@]}" --latent-clips "$CLIPS" --latent-batch "$LATENT_BATCH" \
@@ -47,8 +58,10 @@ net_s=$((TOTAL_S - SECONDS - TAIL_S))
 net_s=$((net_s > 1 ? net_s : 1))
 resume=()
 [ -n "$NET_IN" ] && resume=(--net-in "$NET_IN")
+[ -n "$GRAPH" ] && resume+=(--cuda-graph)
 python3 -m model.train.run net "${common[@]}" "${resume[@]}" --text-cache "$TEXT_CACHE" \
-  --net-seconds "$net_s" --net-steps "$NET_STEPS" --net-batch "$NET_BATCH" --lr "$LR"
+  --net-seconds "$net_s" --net-steps "$NET_STEPS" --net-batch "$NET_BATCH" --lr "$LR" \
+  --lr-warmup "$LR_WARMUP" --scan-backend "$SCAN" --unit-layout "$LAYOUT"
 echo "network trained and exported after ${SECONDS}s (budget ${net_s}s)"
 
 python3 bench/tiny_eval.py --weights "$OUT/tiny.safetensors" --text-cache "$TEXT_CACHE" \
