@@ -109,6 +109,7 @@ def main() -> None:
         "compile": args.compile,
         "layout": args.layout,
         "graph": args.graph,
+        "graph_failed": train_step.failed,
         "batch": args.batch,
         "steps_per_s": round(args.steps / seconds, 3),
         "step_ms": round(1e3 * seconds / args.steps, 2),

@@ -20,6 +20,7 @@ What a capture needs, and how it is met:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Protocol
 
@@ -31,6 +32,8 @@ from model.network import M4VNetwork
 from model.train.common import autocast
 from model.train.flow_loss import NetTrainConfig, flow_loss
 from model.train.text_cache import TextCache
+
+log = logging.getLogger(__name__)
 
 Losses = dict[str, torch.Tensor]
 
@@ -106,6 +109,7 @@ class TrainStep:
         )
         self.ema = EMA(net, tc.ema_decay)
         self.taken = 0
+        self.failed: str | None = None  # why the capture was given up (the step then runs eagerly)
         self._graph: torch.cuda.CUDAGraph | None = None
         self._static: Losses = {}
         self._warmup = graph_warmup
@@ -138,7 +142,18 @@ class TrainStep:
             return self._eager(), 1
         began = self.taken
         if self._graph is None:
-            self._capture()
+            try:
+                self._capture()
+            except Exception as e:  # noqa: BLE001 - any capture failure: train on eagerly, say why once
+                log.error(
+                    "CUDA graph capture of the training step failed; steps run eagerly: %s: %s",
+                    type(e).__name__,
+                    e,
+                )
+                self.graph, self._graph = False, None
+                self.failed = f"{type(e).__name__}: {e}"
+                losses, _ = self()
+                return losses, self.taken - began
         self._set_lr()
         self._graph.replay()  # type: ignore[union-attr]
         self.taken += 1
