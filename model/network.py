@@ -98,7 +98,8 @@ class M4VNetwork(nn.Module):
         )
         self.final_layer = LastLayer(w, p, latent_channels, device=dev, dtype=dt)
         self.token_counts: dict[str, int] = defaultdict(int)
-        self._graphs = StepGraphs(self._forward_cached)
+        lean = self.runtime.graph_lean_capture
+        self._graphs = StepGraphs(self._forward_cached, warmup=1 if lean else 2, reuse_warmup=lean)
         if self.runtime.compile:
             self.compile_blocks()
 

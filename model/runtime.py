@@ -23,6 +23,8 @@ class RuntimeOptions:
     overlap_decode: bool = False  # decode unit k on a side thread/stream while unit k+1 samples
     vae_channels_last: bool = False  # VAE weights (so its conv3d activations) in channels_last_3d
     cudnn_benchmark: bool = False  # let cuDNN time its conv algorithms per shape (CUDA; process-wide)
+    # one warm-up step per capture instead of two, and its output is that step's result (no wasted replay)
+    graph_lean_capture: bool = False
 
     def __post_init__(self) -> None:
         if self.attention_backend not in get_args(AttentionBackend):
@@ -39,6 +41,7 @@ class RuntimeOptions:
         parts = [self.attention_backend]
         parts += ["compile" if self.compile_mode == "default" else "compile-max"] if self.compile else []
         parts += ["graphs"] if self.cuda_graphs else []
+        parts += ["lean"] if self.cuda_graphs and self.graph_lean_capture else []
         parts += [f"tiles{self.vae_tile_batch}"] if self.vae_tile_batch > 1 else []
         parts += ["overlap"] if self.overlap_decode else []
         parts += ["vae-cl"] if self.vae_channels_last else []

@@ -28,9 +28,12 @@ Step = Callable[[Tensor, Tensor, Any], Tensor]  # (x, t, cache) -> velocity
 
 
 class StepGraphs:
-    def __init__(self, step: Step, warmup: int = 2) -> None:
+    def __init__(self, step: Step, warmup: int = 2, reuse_warmup: bool = False) -> None:
         self.step = step
         self.warmup = warmup
+        # reuse_warmup (RuntimeOptions.graph_lean_capture): the last warm-up step's output is returned as the
+        # step's result instead of replaying the fresh graph for it, one step fewer per (unit, stage)
+        self.reuse_warmup = reuse_warmup
         self.captures = 0  # how many graphs were captured (one per (unit, stage) in a generation)
         self._cache: Any = None
         self._key: tuple[object, ...] | None = None
@@ -48,7 +51,9 @@ class StepGraphs:
     def run(self, x: Tensor, t: Tensor, cache: Any) -> Tensor:
         key = (tuple(x.shape), x.dtype, x.device, tuple(t.shape), t.dtype)
         if cache is not self._cache or key != self._key:
-            self._capture(x, t, cache, key)
+            first = self._capture(x, t, cache, key)
+            if first is not None and self.reuse_warmup:  # the warm-up ran on these inputs: it is this step
+                return first
         assert self._x is not None and self._t is not None and self._out is not None
         self._x.copy_(x)
         self._t.copy_(t)
@@ -58,20 +63,26 @@ class StepGraphs:
             self._out.copy_(self.step(self._x, self._t, cache))
         return self._out.clone()
 
-    def _capture(self, x: Tensor, t: Tensor, cache: Any, key: tuple[object, ...]) -> None:
+    def _capture(self, x: Tensor, t: Tensor, cache: Any, key: tuple[object, ...]) -> Tensor | None:
+        """Capture the step for this cache and shape. Returns the last warm-up step's output (the step's
+        result for x, t: computing it again by a replay would only repeat the work), None without one."""
         self.reset()
         self._cache, self._key = cache, key
         self._x, self._t = x.clone(), t.clone()
         self.captures += 1
         if x.device.type != "cuda" or self.failed is not None:
             self._out = self.step(self._x, self._t, cache)
-            return
+            return None
         side = torch.cuda.Stream(x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))
+        first: Tensor | None = None
         with torch.cuda.stream(side):  # warm-up allocates lazily built buffers outside the capture
             for _ in range(self.warmup):
-                self.step(self._x, self._t, cache)
-        torch.cuda.current_stream(x.device).wait_stream(side)
+                first = self.step(self._x, self._t, cache)
+        main = torch.cuda.current_stream(x.device)
+        main.wait_stream(side)
+        if first is not None and self.reuse_warmup:
+            first.record_stream(main)  # made on the side stream, read on the main one
         if self._pool is None:
             self._pool = torch.cuda.MemPool()
         graph = torch.cuda.CUDAGraph()
@@ -83,5 +94,6 @@ class StepGraphs:
             log.error("CUDA graph capture failed; cached steps run eagerly from now on: %s", self.failed)
             del graph
             self._out = self.step(self._x, self._t, cache)
-            return
+            return None
         self._out, self._graph = out, graph
+        return first

@@ -31,12 +31,14 @@ def _tiny_net() -> M4VNetwork:
     return M4VNetwork(cfg, latent_channels=8, text_dim=384, pooled_dim=384, device="cuda")
 
 
-def test_step_graphs_recapture_across_many_caches_and_shapes_equals_eager() -> None:
+@pytest.mark.parametrize("lean", [False, True], ids=["two-warmups", "lean-capture"])
+def test_step_graphs_recapture_across_many_caches_and_shapes_equals_eager(lean: bool) -> None:
+    """lean: one warm-up per capture, its output that step's result (RuntimeOptions.graph_lean_capture)."""
     net = _tiny_net()
     mask = torch.ones(2, 5, dtype=torch.bool, device="cuda")
     mask[1, 3:] = False
     text = TextEmbeddings(torch.randn(2, 5, 384, device="cuda"), mask, torch.randn(2, 384, device="cuda"))
-    graphs = StepGraphs(net._forward_cached)
+    graphs = StepGraphs(net._forward_cached, warmup=1 if lean else 2, reuse_warmup=lean)
     with torch.no_grad():
         for n_hist in range(1, 5):
             for size in (8, 16, 32):  # the three pyramid stages: a new shape every capture
