@@ -12,6 +12,7 @@ Families (p = Settings.key_prefix, "m4v" by default):
   {p}:job_flops             hash: job id -> FLOPs it still has to spend (ETAs, admission)
   {p}:webhooks:due          zset: webhook id -> when its next attempt is due (m4v_core/webhooks.py)
   {p}:webhooks:payload      hash: webhook id -> Delivery JSON
+  {p}:webhooks:progress:{id} string with a TTL: a progress webhook of that job went out recently (throttle)
   {p}:ratelimit:{caller}    string: GCRA theoretical arrival time in µs (service/ratelimit.py)
   {p}:reaper:lock           string: the one worker looking for abandoned jobs right now (worker/recovery.py)
   {p}-high/-normal/-low     rq queue names (rq adds its own rq:queue:/rq:job: keys around them)
@@ -73,6 +74,10 @@ class Keys:
 
     def webhooks_payload(self) -> str:
         return f"{self.prefix}:webhooks:payload"
+
+    def webhook_progress_gate(self, job_id: str) -> str:
+        """Set (NX, with a TTL of the throttle interval) when a progress webhook of the job is sent."""
+        return f"{self.prefix}:webhooks:progress:{job_id}"
 
     # --- API ---
     def ratelimit(self, caller: str) -> str:

@@ -17,6 +17,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from m4v_core.models import WebhookEvent
+
 
 class _M4V(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="M4V_", env_file=None, extra="ignore")
@@ -45,9 +47,22 @@ class CommonSettings(_M4V):
     webhook_secret: SecretStr | None = Field(
         None, description="whsec_<base64> signing secret; unset: no webhook is sent (recorded as refused)"
     )
-    webhook_timeout_s: float = Field(10.0, description="per delivery attempt")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="per connect, read or write of an attempt")
+    webhook_attempt_deadline_s: float = Field(
+        15.0,
+        gt=0,
+        lt=60,
+        description="whole delivery attempt (connect to answer); below the 60 s claim lease",
+    )
     webhook_retry_delays_s: list[float] = Field(
-        [5, 30, 120, 300, 600, 1200, 1800], description="backoff before each retry (8 tries over ~1 h)"
+        [5, 30, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 43200, 43200],
+        description="backoff before each retry of a retried event (13 tries over ~40 h, >= 24 h with jitter)",
+    )
+    webhook_retry_events: list[WebhookEvent] = Field(
+        ["completed", "failed", "canceled"], description="events retried; the others are sent once"
+    )
+    webhook_progress_interval_s: float = Field(
+        10.0, ge=0, description="at most one progress webhook per job this often (0: no throttle)"
     )
     webhook_allow_hosts: list[str] = Field([], description="hosts allowed even if private/loopback")
 
