@@ -45,7 +45,16 @@ class CommonSettings(_M4V):
 
     # --- webhooks ---
     webhook_secret: SecretStr | None = Field(
-        None, description="whsec_<base64> signing secret; unset: no webhook is sent (recorded as refused)"
+        None,
+        description="whsec_<base64>: signs open-mode jobs; each API key's secret derives from it"
+        " (`m4v keys webhook-secret`); unset: no webhook is sent (recorded as refused)",
+    )
+    webhook_secret_previous: SecretStr | None = Field(
+        None,
+        description="the secret being rotated out: webhooks carry a signature from each while both are set",
+    )
+    webhook_key_secrets: dict[str, SecretStr] = Field(
+        {}, description="JSON {key id: whsec_...}: configured signing secrets instead of the derived ones"
     )
     webhook_timeout_s: float = Field(10.0, gt=0, description="per connect, read or write of an attempt")
     webhook_attempt_deadline_s: float = Field(

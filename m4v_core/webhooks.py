@@ -57,6 +57,7 @@ from m4v_core.store import JobNotFoundError, JobStore
 
 if TYPE_CHECKING:
     from prometheus_client import Counter
+    from pydantic import SecretStr
 
     from m4v_core.settings import CommonSettings
 
@@ -138,14 +139,64 @@ def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
-def signed_headers(secret: str, msg_id: str, body: str, now: float | None = None) -> dict[str, str]:
+def signed_headers(
+    secret: str | Sequence[str], msg_id: str, body: str, now: float | None = None
+) -> dict[str, str]:
+    """Standard Webhooks headers. Several secrets (rotation) give one space-separated signature each, current
+    first; a receiver accepts the message if any of them verifies with the secret it holds."""
     timestamp = int(now if now is not None else time.time())
+    secrets = [secret] if isinstance(secret, str) else list(secret)
     return {
         "content-type": "application/json",
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret, msg_id, timestamp, body),
+        "webhook-signature": " ".join(sign(s, msg_id, timestamp, body) for s in secrets),
     }
+
+
+def derive_key_secret(master: str, key_id: str) -> str:
+    """The signing secret of API key `key_id`: whsec_ + base64 HMAC-SHA256(master key, label + key id).
+
+    Each tenant gets its own secret without any state to store: one who can verify its webhooks learns
+    nothing that signs another tenant's (HMAC is a PRF; the master key never leaves the servers).
+    """
+    mac = hmac.new(decode_secret(master), f"m4v-webhook-signing-v1\0{key_id}".encode(), hashlib.sha256)
+    return SECRET_PREFIX + base64.b64encode(mac.digest()).decode()
+
+
+@dataclass(frozen=True)
+class SigningSecrets:
+    """Which secrets sign a job's webhooks.
+
+    master     M4V_WEBHOOK_SECRET: signs open-mode jobs (owner None) itself; per-key secrets derive from it
+    previous   M4V_WEBHOOK_SECRET_PREVIOUS: during a rotation, webhooks are signed with the secrets derived
+               from both (two signatures in one header), so receivers can switch at their own pace
+    per_key    M4V_WEBHOOK_KEY_SECRETS: a configured secret for some key ids, instead of the derived one
+    """
+
+    master: str | None
+    previous: str | None = None
+    per_key: dict[str, str] | None = None
+
+    def for_owner(self, owner: str | None) -> list[str]:
+        """The secrets a job of `owner` is signed with, current first; [] when none is configured."""
+        if owner is not None and self.per_key and owner in self.per_key:
+            return [self.per_key[owner]]
+        masters = [m for m in (self.master, self.previous) if m]
+        if owner is None:
+            return masters
+        return [derive_key_secret(m, owner) for m in masters]
+
+    @classmethod
+    def from_settings(cls, settings: CommonSettings) -> SigningSecrets:
+        def value(secret: SecretStr | None) -> str | None:
+            return secret.get_secret_value() if secret else None
+
+        return cls(
+            master=value(settings.webhook_secret),
+            previous=value(settings.webhook_secret_previous),
+            per_key={k: v.get_secret_value() for k, v in settings.webhook_key_secrets.items()},
+        )
 
 
 def build_delivery(job: JobRecord, event: str, data: dict[str, Any] | None = None) -> Delivery | None:
@@ -170,7 +221,7 @@ class WebhookSender:
         self,
         client: redis.Redis,
         store: JobStore,
-        secret: str | None,
+        secret: str | SigningSecrets | None,
         retry_delays_s: Sequence[float] = DEFAULT_RETRY_DELAYS_S,
         timeout_s: float = 10.0,
         allow_hosts: Sequence[str] = (),
@@ -187,7 +238,8 @@ class WebhookSender:
             raise ValueError(f"attempt_deadline_s must be in (0, {CLAIM_LEASE_S}) s (the claim lease)")
         self.r = client
         self.store = store
-        self.secret = secret
+        self.secrets = secret if isinstance(secret, SigningSecrets) else SigningSecrets(secret)
+        self.secret = self.secrets.master  # the shared secret: a dispatcher runs only where it is set
         self.retry_delays_s = list(retry_delays_s)
         self.allow_hosts = list(allow_hosts)
         self.metrics = metrics
@@ -208,11 +260,10 @@ class WebhookSender:
     def from_settings(
         cls, settings: CommonSettings, client: redis.Redis, store: JobStore, **kwargs: Any
     ) -> WebhookSender:
-        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         return cls(
             client,
             store,
-            secret,
+            SigningSecrets.from_settings(settings),
             retry_delays_s=settings.webhook_retry_delays_s,
             timeout_s=settings.webhook_timeout_s,
             allow_hosts=settings.webhook_allow_hosts,
@@ -330,9 +381,14 @@ class WebhookSender:
         return bool(self.r.set(gate, "1", nx=True, px=max(1, int(self.progress_interval_s * 1000))))
 
     def _post(self, delivery: Delivery) -> tuple[int | None, str | None]:
-        if not self.secret:
+        try:
+            owner = self.store.get(delivery.job_id).owner
+        except JobNotFoundError:
+            return None, "refused: the job's record has expired"
+        secrets = self.secrets.for_owner(owner)
+        if not secrets:
             return None, "refused: no webhook signing secret configured (M4V_WEBHOOK_SECRET)"
-        headers = signed_headers(self.secret, delivery.webhook_id, delivery.body)
+        headers = signed_headers(secrets, delivery.webhook_id, delivery.body)
         status_code: int | None = None
         try:
             with (
