@@ -13,6 +13,7 @@ Families (p = Settings.key_prefix, "m4v" by default):
   {p}:webhooks:due          zset: webhook id -> when its next attempt is due (m4v_core/webhooks.py)
   {p}:webhooks:payload      hash: webhook id -> Delivery JSON
   {p}:webhooks:progress:{id} string with a TTL: a progress webhook of that job went out recently (throttle)
+  {p}:owner:{owner}:jobs    hash: ids of an API key's jobs that may be in flight (service/quota.py)
   {p}:ratelimit:{caller}    string: GCRA theoretical arrival time in µs (service/ratelimit.py)
   {p}:reaper:lock           string: the one worker looking for abandoned jobs right now (worker/recovery.py)
   {p}-high/-normal/-low     rq queue names (rq adds its own rq:queue:/rq:job: keys around them)
@@ -80,6 +81,10 @@ class Keys:
         return f"{self.prefix}:webhooks:progress:{job_id}"
 
     # --- API ---
+    def owner_jobs(self, owner: str) -> str:
+        """Hash: ids of the key's jobs that may still be queued or running (per-key limits)."""
+        return f"{self.prefix}:owner:{owner}:jobs"
+
     def ratelimit(self, caller: str) -> str:
         return f"{self.prefix}:ratelimit:{caller}"
 

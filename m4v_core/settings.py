@@ -132,6 +132,17 @@ class ApiSettings(CommonSettings):
         2000, ge=1, le=2000, description="prompt and negative_prompt length limit (at most the schema's 2000)"
     )
 
+    # --- per-key limits (service/quota.py); open mode has none ---
+    key_max_jobs: int = Field(
+        100, ge=0, description="jobs one API key may have queued or running at once (429 above); 0 = no limit"
+    )
+    key_max_flops: float | None = Field(
+        None,
+        ge=0,
+        description="FLOPs one API key may have in flight (queued or running; its compute cap, 429 above); "
+        "None = 20 default-sized jobs of the served preset, 0 = no cap",
+    )
+
     # --- admission (service/admission.py) ---
     admission_max_flops: float | None = Field(
         None, gt=0, description="refuse (422) requests whose estimated FLOPs exceed this; None = no cap"
