@@ -132,6 +132,17 @@ class ApiSettings(CommonSettings):
         2000, ge=1, le=2000, description="prompt and negative_prompt length limit (at most the schema's 2000)"
     )
 
+    # --- event streams (service/stream_slots.py, event_stream.py) ---
+    sse_max_streams: int = Field(
+        500, ge=1, description="open event streams per API process (503 above); its Redis pool's size"
+    )
+    sse_max_streams_per_key: int = Field(
+        20, ge=1, description="open event streams per API key and process (429 above); open mode: none"
+    )
+    sse_idle_timeout_s: float = Field(
+        600.0, gt=0, description="an event stream with no event this long is closed (clients reconnect)"
+    )
+
     # --- per-key limits (service/quota.py); open mode has none ---
     key_max_jobs: int = Field(
         100, ge=0, description="jobs one API key may have queued or running at once (429 above); 0 = no limit"
