@@ -132,6 +132,10 @@ class ApiSettings(CommonSettings):
         2000, ge=1, le=2000, description="prompt and negative_prompt length limit (at most the schema's 2000)"
     )
 
+    metrics_token: SecretStr | None = Field(
+        None, description="if set, GET /metrics requires 'Authorization: Bearer <token>' (401 otherwise)"
+    )
+
     # --- event streams (service/stream_slots.py, event_stream.py) ---
     sse_max_streams: int = Field(
         500, ge=1, description="open event streams per API process (503 above); its Redis pool's size"
@@ -223,6 +227,10 @@ class WorkerSettings(CommonSettings, ModelSettings):
     # --- worker ---
     worker_name: str | None = Field(None, description="unique worker name; default host:pid")
     worker_metrics_port: int = Field(9100, description="Prometheus port of the worker; 0 = off")
+    worker_metrics_host: str = Field(
+        "127.0.0.1",
+        description="address the worker's metrics listen on (the chart: the pod IP; never 0.0.0.0)",
+    )
     heartbeat_s: float = Field(5.0, description="worker heartbeat period")
     max_attempts: int = Field(3, description="runs of a job before an abandoned job is failed")
     job_lease_s: int = Field(
