@@ -49,3 +49,21 @@ def create_cmd(
 def append_command(entry: str) -> str:
     """A shell line that appends entry to $M4V_API_KEYS_FILE as a line of its own."""
     return f"printf '\\n%s\\n' '{entry}' >> \"$M4V_API_KEYS_FILE\""
+
+
+@keys_app.command("webhook-secret")
+def webhook_secret_cmd(
+    key_id: Annotated[str, typer.Argument(help="the key's id (its jobs' owner)")],
+) -> None:
+    """Print the webhook signing secrets of a key, current first (two
+    during a rotation), from this environment's M4V_WEBHOOK_SECRET,
+    M4V_WEBHOOK_SECRET_PREVIOUS and M4V_WEBHOOK_KEY_SECRETS, as the API and
+    the workers compute them. The tenant verifies its webhooks with them
+    (it can also read them with GET /webhook-secret)."""
+    from m4v_core.settings import CommonSettings
+    from m4v_core.webhooks import SigningSecrets
+
+    secrets = SigningSecrets.from_settings(CommonSettings()).for_owner(key_id)
+    if not secrets:
+        raise typer.BadParameter("M4V_WEBHOOK_SECRET is not set: no webhook is signed or sent")
+    sys.stdout.write("".join(f"{s}\n" for s in secrets))

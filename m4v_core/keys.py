@@ -12,6 +12,8 @@ Families (p = Settings.key_prefix, "m4v" by default):
   {p}:job_flops             hash: job id -> FLOPs it still has to spend (ETAs, admission)
   {p}:webhooks:due          zset: webhook id -> when its next attempt is due (m4v_core/webhooks.py)
   {p}:webhooks:payload      hash: webhook id -> Delivery JSON
+  {p}:webhooks:progress:{id} string with a TTL: a progress webhook of that job went out recently (throttle)
+  {p}:owner:{owner}:jobs    hash: ids of an API key's jobs that may be in flight (service/quota.py)
   {p}:ratelimit:{caller}    string: GCRA theoretical arrival time in µs (service/ratelimit.py)
   {p}:reaper:lock           string: the one worker looking for abandoned jobs right now (worker/recovery.py)
   {p}-high/-normal/-low     rq queue names (rq adds its own rq:queue:/rq:job: keys around them)
@@ -74,7 +76,15 @@ class Keys:
     def webhooks_payload(self) -> str:
         return f"{self.prefix}:webhooks:payload"
 
+    def webhook_progress_gate(self, job_id: str) -> str:
+        """Set (NX, with a TTL of the throttle interval) when a progress webhook of the job is sent."""
+        return f"{self.prefix}:webhooks:progress:{job_id}"
+
     # --- API ---
+    def owner_jobs(self, owner: str) -> str:
+        """Hash: ids of the key's jobs that may still be queued or running (per-key limits)."""
+        return f"{self.prefix}:owner:{owner}:jobs"
+
     def ratelimit(self, caller: str) -> str:
         return f"{self.prefix}:ratelimit:{caller}"
 

@@ -17,6 +17,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from m4v_core.models import WebhookEvent
+
 
 class _M4V(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="M4V_", env_file=None, extra="ignore")
@@ -43,11 +45,33 @@ class CommonSettings(_M4V):
 
     # --- webhooks ---
     webhook_secret: SecretStr | None = Field(
-        None, description="whsec_<base64> signing secret; unset: no webhook is sent (recorded as refused)"
+        None,
+        description="whsec_<base64>: signs open-mode jobs; each API key's secret derives from it"
+        " (`m4v keys webhook-secret`); unset: no webhook is sent (recorded as refused)",
     )
-    webhook_timeout_s: float = Field(10.0, description="per delivery attempt")
+    webhook_secret_previous: SecretStr | None = Field(
+        None,
+        description="the secret being rotated out: webhooks carry a signature from each while both are set",
+    )
+    webhook_key_secrets: dict[str, SecretStr] = Field(
+        {}, description="JSON {key id: whsec_...}: configured signing secrets instead of the derived ones"
+    )
+    webhook_timeout_s: float = Field(10.0, gt=0, description="per connect, read or write of an attempt")
+    webhook_attempt_deadline_s: float = Field(
+        15.0,
+        gt=0,
+        lt=60,
+        description="whole delivery attempt (connect to answer); below the 60 s claim lease",
+    )
     webhook_retry_delays_s: list[float] = Field(
-        [5, 30, 120, 300, 600, 1200, 1800], description="backoff before each retry (8 tries over ~1 h)"
+        [5, 30, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 43200, 43200],
+        description="backoff before each retry of a retried event (13 tries over ~40 h, >= 24 h with jitter)",
+    )
+    webhook_retry_events: list[WebhookEvent] = Field(
+        ["completed", "failed", "canceled"], description="events retried; the others are sent once"
+    )
+    webhook_progress_interval_s: float = Field(
+        10.0, ge=0, description="at most one progress webhook per job this often (0: no throttle)"
     )
     webhook_allow_hosts: list[str] = Field([], description="hosts allowed even if private/loopback")
 
@@ -106,6 +130,32 @@ class ApiSettings(CommonSettings):
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="request bodies above this answer 413")
     max_prompt_chars: int = Field(
         2000, ge=1, le=2000, description="prompt and negative_prompt length limit (at most the schema's 2000)"
+    )
+
+    metrics_token: SecretStr | None = Field(
+        None, description="if set, GET /metrics requires 'Authorization: Bearer <token>' (401 otherwise)"
+    )
+
+    # --- event streams (service/stream_slots.py, event_stream.py) ---
+    sse_max_streams: int = Field(
+        500, ge=1, description="open event streams per API process (503 above); its Redis pool's size"
+    )
+    sse_max_streams_per_key: int = Field(
+        20, ge=1, description="open event streams per API key and process (429 above); open mode: none"
+    )
+    sse_idle_timeout_s: float = Field(
+        600.0, gt=0, description="an event stream with no event this long is closed (clients reconnect)"
+    )
+
+    # --- per-key limits (service/quota.py); open mode has none ---
+    key_max_jobs: int = Field(
+        100, ge=0, description="jobs one API key may have queued or running at once (429 above); 0 = no limit"
+    )
+    key_max_flops: float | None = Field(
+        None,
+        ge=0,
+        description="FLOPs one API key may have in flight (queued or running; its compute cap, 429 above); "
+        "None = 20 default-sized jobs of the served preset, 0 = no cap",
     )
 
     # --- admission (service/admission.py) ---
@@ -177,6 +227,10 @@ class WorkerSettings(CommonSettings, ModelSettings):
     # --- worker ---
     worker_name: str | None = Field(None, description="unique worker name; default host:pid")
     worker_metrics_port: int = Field(9100, description="Prometheus port of the worker; 0 = off")
+    worker_metrics_host: str = Field(
+        "127.0.0.1",
+        description="address the worker's metrics listen on (the chart: the pod IP; never 0.0.0.0)",
+    )
     heartbeat_s: float = Field(5.0, description="worker heartbeat period")
     max_attempts: int = Field(3, description="runs of a job before an abandoned job is failed")
     job_lease_s: int = Field(

@@ -10,8 +10,20 @@ Redis (p = key prefix):
   {p}:webhooks:due        ZSET webhook_id -> unix time the next attempt is due (or the claim lease ends)
   {p}:webhooks:payload    HASH webhook_id -> Delivery JSON (url, body, attempts made)
 
+What a receiver can cost a dispatcher is bounded (issue 16):
+- time: one deadline for the whole attempt (`webhook_attempt_deadline_s`, below the claim lease), on every
+  connect, write, read and TLS handshake (m4v_core/deadline_http.py), so a receiver dripping bytes cannot
+  hold an attempt past it; `webhook_timeout_s` still bounds each single operation;
+- memory: at most MAX_RESPONSE_BYTES of the answer are read, never decompressed, then dropped;
+- attempts: counted when claimed (the claim script), so a dispatcher killed mid-attempt has spent it and the
+  delivery is given up once its tries are spent, instead of being claimed again for ever; only
+  `webhook_retry_events` (the terminal events by default) are retried, over DEFAULT_RETRY_DELAYS_S (more
+  than 24 h); `started` and `progress` are sent once (best-effort) and progress at most once per job every
+  `webhook_progress_interval_s`; a job record keeps its newest ATTEMPTS_KEPT attempts.
+
 Outcomes (m4v_webhook_deliveries_total{outcome}): delivered, retrying (failed, another try scheduled),
-failed (failed, no tries left), refused (URL not allowed or no signing secret; never retried).
+failed (failed, no tries left, or the last try interrupted), refused (URL not allowed or no signing secret;
+never retried), throttled (a progress webhook dropped by the per-job interval).
 
 Every POST goes through m4v_core/ssrf.py's PinnedTransport: the receiver's name is resolved once per attempt,
 checked (no private/loopback/link-local address unless allow-listed), and that checked address is the one
@@ -37,6 +49,7 @@ import httpx
 import redis
 
 from m4v_core.background import BackgroundThread
+from m4v_core.deadline_http import deadline, deadline_transport
 from m4v_core.jobview import render_job_json
 from m4v_core.models import JobRecord, WebhookAttempt
 from m4v_core.ssrf import PinnedTransport, Resolver, WebhookRefusedError, system_resolver
@@ -44,6 +57,7 @@ from m4v_core.store import JobNotFoundError, JobStore
 
 if TYPE_CHECKING:
     from prometheus_client import Counter
+    from pydantic import SecretStr
 
     from m4v_core.settings import CommonSettings
 
@@ -51,13 +65,37 @@ log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"
 CLAIM_LEASE_S = 60.0  # a claimed delivery becomes due again if its worker dies mid-attempt
+TERMINAL_EVENTS = ("completed", "failed", "canceled")  # retried by default; others are sent once
+# Backoff before each retry of a terminal event: 13 tries over about 40 h (32 h at the -20 % jitter), so a
+# receiver that is down for a whole day still gets the job's end.
+DEFAULT_RETRY_DELAYS_S = (5, 30, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 43200, 43200)
+MAX_RESPONSE_BYTES = 4096  # of a receiver's answer read at most; the rest is never read
+ATTEMPTS_KEPT = 20  # newest delivery attempts kept on a job record (webhook_deliveries)
 
 # Claim up to ARGV[2] deliveries due at ARGV[1] by pushing their score to ARGV[3] (the lease end). One script
 # runs at a time in Redis, so two dispatchers (workers, API) never claim the same delivery.
+# The attempt is counted here, in the claim: the payload's `attempts` goes up by one in the same script, so a
+# dispatcher killed mid-attempt has still spent that attempt, and the next claim after the lease is the next
+# attempt (never the same one again, without end). Returns [id1, payload1, id2, payload2, ...]; an id whose
+# payload is gone is dropped.
 _CLAIM_LUA = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
-return ids
+local out = {}
+for _, id in ipairs(ids) do
+  local raw = redis.call('HGET', KEYS[2], id)
+  if raw then
+    local d = cjson.decode(raw)
+    d['attempts'] = (tonumber(d['attempts']) or 0) + 1
+    raw = cjson.encode(d)
+    redis.call('HSET', KEYS[2], id, raw)
+    redis.call('ZADD', KEYS[1], ARGV[3], id)
+    table.insert(out, id)
+    table.insert(out, raw)
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
 """
 
 
@@ -101,14 +139,64 @@ def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
-def signed_headers(secret: str, msg_id: str, body: str, now: float | None = None) -> dict[str, str]:
+def signed_headers(
+    secret: str | Sequence[str], msg_id: str, body: str, now: float | None = None
+) -> dict[str, str]:
+    """Standard Webhooks headers. Several secrets (rotation) give one space-separated signature each, current
+    first; a receiver accepts the message if any of them verifies with the secret it holds."""
     timestamp = int(now if now is not None else time.time())
+    secrets = [secret] if isinstance(secret, str) else list(secret)
     return {
         "content-type": "application/json",
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret, msg_id, timestamp, body),
+        "webhook-signature": " ".join(sign(s, msg_id, timestamp, body) for s in secrets),
     }
+
+
+def derive_key_secret(master: str, key_id: str) -> str:
+    """The signing secret of API key `key_id`: whsec_ + base64 HMAC-SHA256(master key, label + key id).
+
+    Each tenant gets its own secret without any state to store: one who can verify its webhooks learns
+    nothing that signs another tenant's (HMAC is a PRF; the master key never leaves the servers).
+    """
+    mac = hmac.new(decode_secret(master), f"m4v-webhook-signing-v1\0{key_id}".encode(), hashlib.sha256)
+    return SECRET_PREFIX + base64.b64encode(mac.digest()).decode()
+
+
+@dataclass(frozen=True)
+class SigningSecrets:
+    """Which secrets sign a job's webhooks.
+
+    master     M4V_WEBHOOK_SECRET: signs open-mode jobs (owner None) itself; per-key secrets derive from it
+    previous   M4V_WEBHOOK_SECRET_PREVIOUS: during a rotation, webhooks are signed with the secrets derived
+               from both (two signatures in one header), so receivers can switch at their own pace
+    per_key    M4V_WEBHOOK_KEY_SECRETS: a configured secret for some key ids, instead of the derived one
+    """
+
+    master: str | None
+    previous: str | None = None
+    per_key: dict[str, str] | None = None
+
+    def for_owner(self, owner: str | None) -> list[str]:
+        """The secrets a job of `owner` is signed with, current first; [] when none is configured."""
+        if owner is not None and self.per_key and owner in self.per_key:
+            return [self.per_key[owner]]
+        masters = [m for m in (self.master, self.previous) if m]
+        if owner is None:
+            return masters
+        return [derive_key_secret(m, owner) for m in masters]
+
+    @classmethod
+    def from_settings(cls, settings: CommonSettings) -> SigningSecrets:
+        def value(secret: SecretStr | None) -> str | None:
+            return secret.get_secret_value() if secret else None
+
+        return cls(
+            master=value(settings.webhook_secret),
+            previous=value(settings.webhook_secret_previous),
+            per_key={k: v.get_secret_value() for k, v in settings.webhook_key_secrets.items()},
+        )
 
 
 def build_delivery(job: JobRecord, event: str, data: dict[str, Any] | None = None) -> Delivery | None:
@@ -133,8 +221,8 @@ class WebhookSender:
         self,
         client: redis.Redis,
         store: JobStore,
-        secret: str | None,
-        retry_delays_s: Sequence[float] = (5, 30, 120, 300, 600, 1200, 1800),
+        secret: str | SigningSecrets | None,
+        retry_delays_s: Sequence[float] = DEFAULT_RETRY_DELAYS_S,
         timeout_s: float = 10.0,
         allow_hosts: Sequence[str] = (),
         transport: httpx.BaseTransport | None = None,
@@ -142,17 +230,27 @@ class WebhookSender:
         metrics: DeliveryMetrics | None = None,
         jitter: float = 0.2,
         rng: random.Random | None = None,
+        attempt_deadline_s: float = 15.0,
+        retry_events: Sequence[str] = TERMINAL_EVENTS,
+        progress_interval_s: float = 10.0,
     ) -> None:
+        if not 0 < attempt_deadline_s < CLAIM_LEASE_S:
+            raise ValueError(f"attempt_deadline_s must be in (0, {CLAIM_LEASE_S}) s (the claim lease)")
         self.r = client
         self.store = store
-        self.secret = secret
+        self.secrets = secret if isinstance(secret, SigningSecrets) else SigningSecrets(secret)
+        self.secret = self.secrets.master  # the shared secret: a dispatcher runs only where it is set
         self.retry_delays_s = list(retry_delays_s)
         self.allow_hosts = list(allow_hosts)
         self.metrics = metrics
         self.jitter = jitter
         self.rng = rng or random.Random()
-        # `transport` (tests: httpx.MockTransport) only ever sees requests already pinned to a checked IP
-        pinned = PinnedTransport(allow_hosts, resolver=resolver, inner=transport)
+        self.attempt_deadline_s = attempt_deadline_s
+        self.retry_events = frozenset(retry_events)
+        self.progress_interval_s = progress_interval_s
+        # `transport` (tests: httpx.MockTransport) only ever sees requests already pinned to a checked IP;
+        # the default one bounds the whole exchange by the attempt deadline (m4v_core/deadline_http.py)
+        pinned = PinnedTransport(allow_hosts, resolver=resolver, inner=transport or deadline_transport())
         self.http = httpx.Client(transport=pinned, timeout=timeout_s, follow_redirects=False)
         self.due_key = store.keys.webhooks_due()
         self.payload_key = store.keys.webhooks_payload()
@@ -162,14 +260,16 @@ class WebhookSender:
     def from_settings(
         cls, settings: CommonSettings, client: redis.Redis, store: JobStore, **kwargs: Any
     ) -> WebhookSender:
-        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         return cls(
             client,
             store,
-            secret,
+            SigningSecrets.from_settings(settings),
             retry_delays_s=settings.webhook_retry_delays_s,
             timeout_s=settings.webhook_timeout_s,
             allow_hosts=settings.webhook_allow_hosts,
+            attempt_deadline_s=settings.webhook_attempt_deadline_s,
+            retry_events=settings.webhook_retry_events,
+            progress_interval_s=settings.webhook_progress_interval_s,
             **kwargs,
         )
 
@@ -211,34 +311,45 @@ class WebhookSender:
             pipe.execute()
 
     # --- delivering ---
+    def max_attempts(self, event: str) -> int:
+        """Tries a delivery of `event` gets: 1 + retries for retry_events (terminal by default), else 1."""
+        return 1 + len(self.retry_delays_s) if event in self.retry_events else 1
+
     def deliver_due(self, limit: int = 20, now: float | None = None) -> int:
         """Claim and attempt up to `limit` due deliveries; returns how many were attempted."""
         now = time.time() if now is None else now
-        ids = self._claim(keys=[self.due_key], args=[now, limit, now + CLAIM_LEASE_S])
-        done = 0
-        for raw_id in ids:
-            raw = self.r.hget(self.payload_key, raw_id)
-            if raw is None:  # payload lost: nothing to send
-                self.r.zrem(self.due_key, raw_id)
-                continue
+        claimed = self._claim(keys=[self.due_key, self.payload_key], args=[now, limit, now + CLAIM_LEASE_S])
+        for raw in claimed[1::2]:
             self.attempt(Delivery.from_json(raw))
-            done += 1
-        return done
+        return len(claimed) // 2
 
     def attempt(self, delivery: Delivery) -> str:
-        """One POST; records it on the job, then reschedules or drops the delivery. Returns the outcome."""
-        attempt_no = delivery.attempts + 1
-        status_code, error = self._post(delivery)
-        ok = status_code is not None and 200 <= status_code < 300
-        if ok:
-            outcome = "delivered"
-        elif error is not None and error.startswith("refused"):
-            outcome = "refused"
-        elif attempt_no <= len(self.retry_delays_s):
-            outcome = "retrying"
+        """One POST; records it on the job, then reschedules or drops the delivery. Returns the outcome.
+
+        `delivery.attempts` already counts this attempt (the claim counted it); a delivery built by hand
+        with attempts=0 is attempt 1.
+        """
+        attempt_no = max(delivery.attempts, 1)
+        status_code: int | None = None
+        if attempt_no > self.max_attempts(delivery.event):
+            # claimed again after its lease: the sender of the last allowed try stopped during it
+            outcome, error = "failed", "interrupted: the sender stopped during the last allowed attempt"
+            attempt_no -= 1
+            self._record(delivery, attempt_no, None, error, False)
+        elif delivery.event == "progress" and not self._progress_allowed(delivery):
+            outcome, error = "throttled", None  # best-effort: a newer progress webhook comes soon enough
         else:
-            outcome = "failed"
-        self._record(delivery, attempt_no, status_code, error, ok)
+            status_code, error = self._post(delivery)
+            ok = status_code is not None and 200 <= status_code < 300
+            if ok:
+                outcome = "delivered"
+            elif error is not None and error.startswith("refused"):
+                outcome = "refused"
+            elif attempt_no < self.max_attempts(delivery.event):
+                outcome = "retrying"
+            else:
+                outcome = "failed"
+            self._record(delivery, attempt_no, status_code, error, ok)
         if outcome == "retrying":
             delay = self.retry_delays_s[attempt_no - 1] * (1 + self.rng.uniform(-self.jitter, self.jitter))
             self._save(
@@ -257,22 +368,47 @@ class WebhookSender:
                 "attempt": attempt_no,
                 "status_code": status_code,
                 "outcome": outcome,
+                "error": error,
             },
         )
         return outcome
 
+    def _progress_allowed(self, delivery: Delivery) -> bool:
+        """At most one progress webhook per job every progress_interval_s (a Redis gate with that TTL)."""
+        if self.progress_interval_s <= 0:
+            return True
+        gate = self.store.keys.webhook_progress_gate(delivery.job_id)
+        return bool(self.r.set(gate, "1", nx=True, px=max(1, int(self.progress_interval_s * 1000))))
+
     def _post(self, delivery: Delivery) -> tuple[int | None, str | None]:
-        if not self.secret:
-            return None, "refused: no webhook signing secret configured (M4V_WEBHOOK_SECRET)"
-        headers = signed_headers(self.secret, delivery.webhook_id, delivery.body)
         try:
-            response = self.http.post(delivery.url, content=delivery.body.encode(), headers=headers)
+            owner = self.store.get(delivery.job_id).owner
+        except JobNotFoundError:
+            return None, "refused: the job's record has expired"
+        secrets = self.secrets.for_owner(owner)
+        if not secrets:
+            return None, "refused: no webhook signing secret configured (M4V_WEBHOOK_SECRET)"
+        headers = signed_headers(secrets, delivery.webhook_id, delivery.body)
+        status_code: int | None = None
+        try:
+            with (
+                deadline(self.attempt_deadline_s),
+                self.http.stream(
+                    "POST", delivery.url, content=delivery.body.encode(), headers=headers
+                ) as response,
+            ):
+                status_code = response.status_code
+                _discard(response)
         except (WebhookRefusedError, httpx.InvalidURL) as exc:  # raised before anything is sent
             return None, f"refused: {exc}"
+        except httpx.TimeoutException as exc:
+            if status_code is None:
+                return None, f"{type(exc).__name__}: no answer within the attempt deadline or a timeout"
         except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}"
-        error = None if response.is_success else f"HTTP {response.status_code}"
-        return response.status_code, error
+            if status_code is None:
+                return None, f"{type(exc).__name__}: {exc}"
+        assert status_code is not None
+        return status_code, None if 200 <= status_code < 300 else f"HTTP {status_code}"
 
     def _record(
         self, delivery: Delivery, attempt_no: int, code: int | None, error: str | None, ok: bool
@@ -286,10 +422,27 @@ class WebhookSender:
             error=error,
             ok=ok,
         )
+
+        def add(job: JobRecord) -> None:
+            job.webhook_deliveries.append(entry)
+            del job.webhook_deliveries[:-ATTEMPTS_KEPT]  # the newest ATTEMPTS_KEPT only
+
         try:
-            self.store.update(delivery.job_id, lambda job: job.webhook_deliveries.append(entry))
+            self.store.update(delivery.job_id, add)
         except JobNotFoundError:
             log.warning("webhook for an expired job", extra={"job_id": delivery.job_id})
+
+
+def _discard(response: httpx.Response) -> None:
+    """Read at most MAX_RESPONSE_BYTES of the answer (raw: a compressed body is never expanded) and drop
+    them; closing the response then closes the connection. A receiver's body is never held in memory."""
+    if response.is_stream_consumed:  # an in-memory answer (httpx.MockTransport): nothing left to read
+        return
+    read = 0
+    for chunk in response.iter_raw():
+        read += len(chunk)
+        if read >= MAX_RESPONSE_BYTES:
+            break
 
 
 class WebhookDispatcher(BackgroundThread):

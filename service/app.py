@@ -20,7 +20,7 @@ from service.limits import LimitBody
 from service.metrics import ApiMetrics
 from service.middleware import ObserveRequests
 from service.playground import install_playground
-from service.routes import events, generate, health, jobs, metrics, workers
+from service.routes import events, generate, health, jobs, metrics, webhook_secret, workers
 from service.state import ServiceState
 from service.webhooks import start_dispatcher
 
@@ -62,6 +62,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         health.router,
         workers.router,
         metrics.router,
+        webhook_secret.router,
     ):
         app.include_router(router)
     if settings.playground:

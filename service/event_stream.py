@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from sse_starlette import ServerSentEvent
 from m4v_core import JobRecord
 from service.schemas import JobOut
 from service.state import ServiceState
+from service.stream_slots import Slot
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +50,43 @@ async def job_events(
     after: str,
     view: Callable[[JobRecord], JobOut],
     block_ms: int = BLOCK_MS,
+    slot: Slot | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[ServerSentEvent]:
-    """Yields stored events after `after`, then new ones, and stops after "done".
+    """Yields stored events after `after`, then new ones, and stops after "done", or once no event came
+    for `sse_idle_timeout_s` (the client reconnects with Last-Event-ID). Gives back `slot` when it ends.
 
     A finished job whose stream holds nothing more (expired, trimmed, or the worker died before writing
     "done") gets a synthetic final "done" carrying the job, so clients always see an end.
     """
+    try:
+        async for event in _follow(state, job_id, after, view, block_ms, clock):
+            yield event
+    finally:
+        if slot is not None:
+            await slot.release()
+
+
+async def _follow(
+    state: ServiceState,
+    job_id: str,
+    after: str,
+    view: Callable[[JobRecord], JobOut],
+    block_ms: int,
+    clock: Callable[[], float],
+) -> AsyncIterator[ServerSentEvent]:
+    idle_until = clock() + state.settings.sse_idle_timeout_s
     while True:
+        if clock() >= idle_until:
+            log.info("idle event stream closed", extra={"job_id": job_id})
+            return
         job = await _load(state, job_id)
         finished = job is None or job.finished
         # Do not block on a finished job: whatever is left is already in the stream.
         events = await _read(state, job_id, after, None if finished else block_ms)
         for event in events:
             yield event
+            idle_until = clock() + state.settings.sse_idle_timeout_s
             after = str(event.id)
             if event.event == DONE:
                 return

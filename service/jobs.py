@@ -35,6 +35,19 @@ def load_job(state: ServiceState, job_id: str, owner: str | None) -> JobRecord:
     return job
 
 
+async def load_job_async(state: ServiceState, job_id: str, owner: str | None) -> JobRecord:
+    """load_job on the event loop (the async ops pool), for routes that should hold no thread."""
+    if not JOB_ID.fullmatch(job_id):
+        raise JobNotFoundError(job_id)
+    raw = await state.aredis_ops.get(state.store.keys.job(job_id))
+    if raw is None:
+        raise JobNotFoundError(job_id)
+    job = JobRecord.model_validate_json(raw)
+    if job.owner != owner:
+        raise JobNotFoundError(job_id)
+    return job
+
+
 def public_view(state: ServiceState, job: JobRecord, base_url: str, own_flops: float | None = None) -> JobOut:
     """JobOut with the live queue position (queued) or fresh presigned URLs (finished with a video).
     ``own_flops``: the job's FLOP estimate when the caller knows it (saves a Redis read)."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import redis
 import redis.asyncio as aredis
+from redis.exceptions import RedisError
 
 from m4v_core import ApiSettings, JobStore
 from m4v_core.webhooks import WebhookSender
@@ -16,9 +18,30 @@ from service.metrics import ApiMetrics
 from service.presign import Presigner
 from service.queue import JobQueue
 from service.ratelimit import RateLimiter
+from service.stream_slots import StreamSlots
+
+log = logging.getLogger(__name__)
 
 SSE_SOCKET_TIMEOUT_S = 30.0
+
+
+async def _close_idle(*pools: aredis.ConnectionPool) -> None:
+    """Close the pools' idle connections (they reconnect when next used): what a burst of streams opened
+    goes away with the last of them."""
+    for pool in pools:
+        try:
+            await pool.disconnect(inuse_connections=False)
+        except (OSError, RedisError) as exc:  # a connection already broken: it is closed either way
+            log.debug("closing idle redis connections: %s", exc)
+
+
+def client_name(settings: ApiSettings) -> str:
+    """CLIENT SETNAME of every Redis connection this API opens (CLIENT LIST tells them from others')."""
+    return f"m4v-api:{settings.key_prefix}"
+
+
 SOCKET_TIMEOUT_S = 5.0
+OPS_POOL_SIZE = 32  # connections for short commands on the event loop
 
 
 @dataclass
@@ -35,11 +58,16 @@ class ServiceState:
     auth: Authenticator  # API keys and the per-caller rate limit
     fleet_view: FleetView  # workers and queued FLOPs, at most settings.fleet_view_ttl_s old
     webhooks: WebhookSender  # queues the deliveries the API makes (a job canceled while queued)
+    streams: StreamSlots  # caps on open event streams (service/stream_slots.py)
 
     @classmethod
     def open(cls, settings: ApiSettings, metrics: ApiMetrics) -> ServiceState:
+        name = client_name(settings)
         client = redis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=SOCKET_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
+            settings.redis_url,
+            socket_connect_timeout=SOCKET_TIMEOUT_S,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            client_name=name,
         )
         store = JobStore(client, settings.key_prefix, settings.job_ttl_s, settings.events_maxlen)
         queue = JobQueue(
@@ -47,8 +75,28 @@ class ServiceState:
         )
         metrics.watch_queues(queue, store)
         preset = get_preset(settings.preset)
-        ops = aredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=SOCKET_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
+        # Short commands on the event loop (the rate limit, every request): a bounded pool whose requests
+        # wait for a free connection, instead of redis-py's default pool, which answers a burst of more
+        # concurrent requests than its size with MaxConnectionsError (a 503 to the caller).
+        ops = aredis.Redis(
+            connection_pool=aredis.BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=OPS_POOL_SIZE,
+                timeout=SOCKET_TIMEOUT_S,
+                socket_connect_timeout=SOCKET_TIMEOUT_S,
+                socket_timeout=SOCKET_TIMEOUT_S,
+                client_name=name,
+            )
+        )
+        # Every event stream reads through this one bounded pool: a stream holds at most one connection at a
+        # time, so sse_max_streams connections serve every stream the slots admit without waiting.
+        streams_pool = aredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=settings.sse_max_streams,
+            timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=SOCKET_TIMEOUT_S,
+            socket_timeout=SSE_SOCKET_TIMEOUT_S,
+            client_name=name,
         )
         return cls(
             settings=settings,
@@ -56,11 +104,7 @@ class ServiceState:
             redis=client,
             # SSE reads block on purpose (XREAD BLOCK up to event_stream.BLOCK_MS): the read timeout
             # must exceed that block, or an idle stream dies with TimeoutError mid-response.
-            aredis=aredis.Redis.from_url(
-                settings.redis_url,
-                socket_connect_timeout=SOCKET_TIMEOUT_S,
-                socket_timeout=SSE_SOCKET_TIMEOUT_S,
-            ),
+            aredis=aredis.Redis(connection_pool=streams_pool),
             aredis_ops=ops,
             store=store,
             queue=queue,
@@ -76,6 +120,12 @@ class ServiceState:
                 client, settings.key_prefix, queue, presets=(preset.name,), ttl_s=settings.fleet_view_ttl_s
             ),
             webhooks=WebhookSender.from_settings(settings, client, store, metrics=metrics),
+            # the last stream out closes the pool's idle connections: no Redis clients stay behind
+            streams=StreamSlots(
+                settings.sse_max_streams,
+                settings.sse_max_streams_per_key,
+                on_empty=lambda: _close_idle(streams_pool, ops.connection_pool),
+            ),
         )
 
     async def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import secrets
@@ -13,13 +14,14 @@ from datetime import timedelta
 from m4v_core import GenerateRequest, JobRecord, JobSpec
 from m4v_core.models import MAX_SEED, check_against_preset, resolve_frames
 from m4v_core.store import JobNotFoundError, utcnow
-from m4v_core.throughput import queue_job_flops
+from m4v_core.throughput import queue_job_flops, spec_flops
 from model.config import ModelConfig
 from service.admission import admit
 from service.auth import owner_key
 from service.errors import IdempotencyConflictError, InvalidRequestError, QueueFullError
 from service.limits import check_prompt_limits, check_webhook_url
 from service.queue import estimate_job_timeout_s
+from service.quota import DEFAULT_CAP_JOBS, KeyLimits, release, reserve
 from service.state import ServiceState
 
 log = logging.getLogger(__name__)
@@ -85,12 +87,26 @@ def submit(
     try:
         _admit(state)
         admission = admit(state, spec)  # FLOP / GPU-memory limits (service/admission.py)
-        job = _create(state, req, spec, job_id, owner, admission.flops, base_url)
+        limits = key_limits(state.settings.key_max_jobs, state.settings.key_max_flops, state.preset)
+        reserve(state, limits, owner, job_id, admission.flops)  # per-key limits (service/quota.py)
+        try:
+            job = _create(state, req, spec, job_id, owner, admission.flops, base_url)
+        except BaseException:
+            release(state, owner, job_id)
+            raise
     except BaseException:
         if idem_key is not None:  # nothing was created: let the client retry with the same key
             state.redis.delete(idem_key)
         raise
     return Submission(job, created=True, flops=admission.flops)
+
+
+@functools.lru_cache(maxsize=16)
+def key_limits(max_jobs: int, max_flops: float | None, preset: ModelConfig) -> KeyLimits:
+    """The per-key limits; the compute cap defaults to DEFAULT_CAP_JOBS default-sized jobs of the preset."""
+    if max_flops is None:
+        max_flops = DEFAULT_CAP_JOBS * spec_flops(build_spec(GenerateRequest(prompt="x"), preset), preset)
+    return KeyLimits(max_jobs, max_flops)
 
 
 def _admit(state: ServiceState) -> None:

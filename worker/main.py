@@ -156,7 +156,7 @@ def run(settings: WorkerSettings | None = None) -> None:
     configure_logging(settings.log_level, settings.log_json)
     process = build_worker(settings)
     if settings.worker_metrics_port:
-        process.context.metrics.serve(settings.worker_metrics_port)
+        process.context.metrics.serve(settings.worker_metrics_port, settings.worker_metrics_host)
     process.start()
     log.info("worker ready", extra={"worker": process.context.state.name, "preset": settings.preset})
     try:

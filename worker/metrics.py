@@ -99,8 +99,9 @@ class WorkerMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> Any:  # noqa: S104 - scraped from inside the cluster
-        """Start the /metrics HTTP server in a daemon thread; returns (server, thread)."""
+    def serve(self, port: int, addr: str = "127.0.0.1") -> Any:
+        """Start the /metrics HTTP server in a daemon thread on addr (loopback by default; the chart passes
+        the pod IP, never all interfaces); returns (server, thread)."""
         started = start_http_server(port, addr=addr, registry=self.registry)
-        log.info("worker metrics listening", extra={"port": port})
+        log.info("worker metrics listening", extra={"port": port, "addr": addr})
         return started

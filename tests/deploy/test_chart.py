@@ -33,7 +33,9 @@ CRD_KINDS = {
 }
 SECRET_FIELDS = {n for n, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)}
 # Variables the chart sets that are not M4V settings: none today; add here with the reason.
-NON_SETTINGS_ENV: set[str] = set()
+# REDIS_PASSWORD: what $(REDIS_PASSWORD) in M4V_REDIS_URL expands; HOME, TRITON_CACHE_DIR: the worker's
+# writable places under a read-only root filesystem
+NON_SETTINGS_ENV: set[str] = {"REDIS_PASSWORD", "HOME", "TRITON_CACHE_DIR"}
 LONG_RELEASE = "a-very-long-release-name-for-testing-that-is-fifty-three"[:53]
 
 

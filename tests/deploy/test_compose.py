@@ -46,6 +46,8 @@ def test_every_env_name_in_compose_is_a_settings_field(compose: dict[str, Any]) 
     fields = {f"M4V_{n.upper()}" for n in Settings.model_fields}
     seen = 0
     for name, service in compose["services"].items():
+        if name == "redis":  # Redis's own container (REDISCLI_AUTH for its healthcheck)
+            continue
         for var in service.get("environment", {}):
             seen += 1
             assert var in fields, f"{name}: {var} is not a Settings field"
@@ -54,14 +56,16 @@ def test_every_env_name_in_compose_is_a_settings_field(compose: dict[str, Any]) 
 
 def test_compose_interpolations_name_only_settings_or_build_knobs() -> None:
     fields = {f"M4V_{n.upper()}" for n in Settings.model_fields}
-    knobs = {"M4V_MODELS_DIR", "TORCH_CUDA_ARCH_LIST"}  # not settings: a host path and a build arg
+    # not settings: a host path, a build arg, Redis's password (in M4V_REDIS_URL and redis-server's command)
+    knobs = {"M4V_MODELS_DIR", "TORCH_CUDA_ARCH_LIST", "REDIS_PASSWORD"}
     used = set(re.findall(r"\$\{([A-Z0-9_]+)", COMPOSE.read_text()))
     assert used - fields - knobs == set()
 
 
 def test_services_reach_redis_and_s3_by_their_compose_names(compose: dict[str, Any]) -> None:
     api_env = compose["services"]["api"]["environment"]
-    assert api_env["M4V_REDIS_URL"].startswith("redis://redis:")
+    assert api_env["M4V_REDIS_URL"].startswith("redis://:${REDIS_PASSWORD")
+    assert api_env["M4V_REDIS_URL"].endswith("@redis:6379/0")
     assert api_env["M4V_S3_ENDPOINT"].startswith("http://s3:")
     port = api_env["M4V_S3_ENDPOINT"].rsplit(":", 1)[1]
     assert f"-s3.port={port}" in compose["services"]["s3"]["command"]
@@ -71,3 +75,14 @@ def test_compose_builds_from_dockerfiles_that_exist(compose: dict[str, Any]) -> 
     for service in compose["services"].values():
         if "build" in service:
             assert (ROOT / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
+
+
+def test_redis_requires_the_password_that_the_services_use(compose: dict[str, Any]) -> None:
+    """Redis is the root of trust (rq payloads are pickles): compose refuses to start without REDIS_PASSWORD,
+    Redis requires it, its healthcheck and every service's M4V_REDIS_URL carry it."""
+    redis_service = compose["services"]["redis"]
+    command = redis_service["command"]
+    assert command[command.index("--requirepass") + 1].startswith("${REDIS_PASSWORD:?")
+    assert redis_service["environment"]["REDISCLI_AUTH"] == "${REDIS_PASSWORD}"
+    for name in ("api", "worker", "worker-cpu"):
+        assert "${REDIS_PASSWORD" in compose["services"][name]["environment"]["M4V_REDIS_URL"], name

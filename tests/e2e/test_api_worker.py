@@ -79,10 +79,11 @@ def test_generate_runs_through_worker_to_a_playable_video_and_signed_webhooks(
         assert kinds[-1] == "done" and kinds.count("progress") >= 9
         metrics = api.get("/metrics").text
 
-    # Webhooks: "started" got 500 twice and arrived on the third try with the same webhook-id; all verify.
-    assert receiver.events() == ["job.started", "job.started", "job.started", "job.completed"]
+    # Webhooks (the receiver answers 500 twice): "started" is best-effort, sent once; "completed", a terminal
+    # event, got the second 500 and arrived on its second try with the same webhook-id; all verify.
+    assert receiver.events() == ["job.started", "job.completed", "job.completed"]
     ids = [headers["webhook-id"] for headers, _ in receiver.deliveries]
-    assert ids[0] == ids[1] == ids[2] != ids[3]
+    assert ids[0] != ids[1] == ids[2]
     for headers, payload in receiver.deliveries:
         assert Webhook(SECRET).verify(payload, headers)["data"]["id"] == job_id
     with pytest.raises(Exception):  # noqa: B017 - any verification error: a wrong secret must not verify

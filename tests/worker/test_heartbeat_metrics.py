@@ -10,6 +10,7 @@ import redis
 
 from m4v_cli.seaweed import free_port
 from m4v_core.keys import Keys
+from m4v_core.settings import WorkerSettings
 from m4v_core.store import live_worker_keys
 from worker.heartbeat import HeartbeatWriter, WorkerState
 from worker.metrics import WorkerMetrics
@@ -78,3 +79,13 @@ def test_two_metric_sets_do_not_collide() -> None:
     a, b = WorkerMetrics(), WorkerMetrics()
     a.busy.set(1)
     assert a.sample("m4v_worker_busy") == 1 and b.sample("m4v_worker_busy") == 0
+
+
+def test_worker_metrics_listen_on_loopback_unless_told_otherwise() -> None:
+    """Issue 16: not on every interface by default (the chart passes the pod IP)."""
+    assert WorkerSettings().worker_metrics_host == "127.0.0.1"  # type: ignore[call-arg]
+    server, _ = WorkerMetrics().serve(free_port())
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+    finally:
+        server.shutdown()

@@ -114,7 +114,7 @@ def test_retry_waits_for_its_backoff(store: JobStore) -> None:
     sender = make_sender(
         store, retry_delays_s=[100.0], transport=httpx.MockTransport(lambda r: httpx.Response(500))
     )
-    sender.submit(job, "started")
+    sender.submit(job, "completed")
     assert sender.deliver_due() == 1
     assert sender.deliver_due() == 0  # next try is ~100 s away
     assert sender.deliver_due(now=time.time() + 130) == 1
@@ -190,7 +190,7 @@ def test_pending_retry_survives_a_new_sender(store: JobStore) -> None:
     """A retry scheduled by one worker process is delivered by the next one (state lives in Redis)."""
     job = make_job(webhook_url="http://127.0.0.1:9/hook")
     store.create(job)
-    make_sender(store, transport=httpx.MockTransport(lambda r: httpx.Response(500))).submit(job, "started")
+    make_sender(store, transport=httpx.MockTransport(lambda r: httpx.Response(500))).submit(job, "completed")
     make_sender(store, transport=httpx.MockTransport(lambda r: httpx.Response(500))).deliver_due()
     seen: list[str] = []
     restarted = make_sender(

@@ -83,14 +83,27 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-M4V_REDIS_URL as an env entry: a plain value for the in-chart Redis (no password), else from the Secret,
-because an external URL may carry a password.
+M4V_REDIS_URL as an env entry. In-chart Redis: the URL is composed from REDIS_PASSWORD (from the Secret,
+listed first so that Kubernetes expands $(REDIS_PASSWORD)); external: from the Secret, because an external
+URL may carry a password.
 */}}
 {{- define "m4v-serve.redisUrlEnv" -}}
-- name: M4V_REDIS_URL
 {{- if .Values.redis.internal.enabled }}
-  value: {{ printf "redis://%s:%d/0" (include "m4v-serve.redisName" .) (int .Values.redis.internal.port) | quote }}
+{{- $hostPort := printf "%s:%d" (include "m4v-serve.redisName" .) (int .Values.redis.internal.port) }}
+{{- if .Values.redis.internal.auth.enabled }}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "m4v-serve.secretName" . }}
+      key: REDIS_PASSWORD
+- name: M4V_REDIS_URL
+  value: {{ printf "redis://:$(REDIS_PASSWORD)@%s/0" $hostPort | quote }}
 {{- else }}
+- name: M4V_REDIS_URL
+  value: {{ printf "redis://%s/0" $hostPort | quote }}
+{{- end }}
+{{- else }}
+- name: M4V_REDIS_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "m4v-serve.secretName" . }}
@@ -98,10 +111,27 @@ because an external URL may carry a password.
 {{- end }}
 {{- end }}
 
+{{/*
+The in-chart Redis password: secrets.redisPassword, else the one already in the release's Secret (kept
+across upgrades), else a new random one (URL-safe: it goes into M4V_REDIS_URL).
+*/}}
+{{- define "m4v-serve.redisPassword" -}}
+{{- if .Values.secrets.redisPassword }}
+{{- .Values.secrets.redisPassword }}
+{{- else }}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "m4v-serve.secretName" .) }}
+{{- if and $existing $existing.data (hasKey $existing.data "REDIS_PASSWORD") }}
+{{- index $existing.data "REDIS_PASSWORD" | b64dec }}
+{{- else }}
+{{- randAlphaNum 40 }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Secret-backed settings; optional so that IAM-role S3 access and releases without webhooks work. */}}
 {{- define "m4v-serve.secretEnv" -}}
 {{- $secret := include "m4v-serve.secretName" . }}
-{{- range $env := list "M4V_S3_ACCESS_KEY" "M4V_S3_SECRET_KEY" "M4V_WEBHOOK_SECRET" "M4V_API_KEYS" }}
+{{- range $env := list "M4V_S3_ACCESS_KEY" "M4V_S3_SECRET_KEY" "M4V_WEBHOOK_SECRET" "M4V_WEBHOOK_SECRET_PREVIOUS" "M4V_API_KEYS" "M4V_METRICS_TOKEN" }}
 - name: {{ $env }}
   valueFrom:
     secretKeyRef:
