@@ -125,9 +125,11 @@ class M4VNetwork(nn.Module):
             runtime=runtime,
         )
 
-    def compile_blocks(self) -> None:
+    def compile_blocks(self, dynamic: bool | None = None) -> None:
         """torch.compile every block's forward and forward_cached (per instance). Shapes vary per
-        (unit, stage), so dynamic shapes are allowed and the recompile limit is raised."""
+        (unit, stage), so dynamic shapes are allowed and the recompile limit is raised. dynamic=True
+        (training, where one step meets every (stage, unit) shape) traces sizes symbolically from the first
+        call: one compile per block class instead of one per shape before dynamo turns dynamic itself."""
         import torch._dynamo
 
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
@@ -137,8 +139,10 @@ class M4VNetwork(nn.Module):
             if isinstance(m, Mamba2):
                 m.backend_for(device)
         for blk in [*self.double_blocks, *self.single_blocks]:
-            blk.forward = torch.compile(blk.forward, mode=mode)  # type: ignore[method-assign]
-            blk.forward_cached = torch.compile(blk.forward_cached, mode=mode)  # type: ignore[method-assign]
+            blk.forward = torch.compile(blk.forward, mode=mode, dynamic=dynamic)  # type: ignore[method-assign]
+            blk.forward_cached = torch.compile(  # type: ignore[method-assign]
+                blk.forward_cached, mode=mode, dynamic=dynamic
+            )
 
     def _single(
         self, scan_backend: str, device: torch.device | str | None, dtype: torch.dtype | None

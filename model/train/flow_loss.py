@@ -39,7 +39,7 @@ class NetTrainConfig:
     ema_decay: float = 0.998
     log_every: int = 50
     captions_per_spec: int = 3
-    compile: bool = False  # torch.compile each block (CUDA training; dynamic shapes)
+    compile: bool = False  # torch.compile each block with dynamic shapes (CUDA training)
     cuda_graph: bool = False  # capture the whole step once and replay it (CUDA, unit_layout "all")
 
     def __post_init__(self) -> None:

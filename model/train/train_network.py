@@ -118,7 +118,7 @@ def train_network(
         g_src = g_dev if tc.cuda_graph else torch.Generator(device).manual_seed(seed + 2)
         source = LatentBatches(data, captions, device, g_src)
     if tc.compile:
-        net.compile_blocks()
+        net.compile_blocks(dynamic=True)  # one step meets every (stage, unit) shape
     take_step = TrainStep(net, source, cache, cfg, tc, device, g_dev, g_unit)
     budget, step = Budget(tc.steps, tc.max_seconds), 0
     last_step, last_t = 0, time.perf_counter()
