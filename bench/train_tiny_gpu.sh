@@ -32,6 +32,7 @@ LR_WARMUP=${LR_WARMUP:-200}
 SCAN=${SCAN:-ref}                                          # Mamba2 scan: ref, or triton (needs mamba-ssm)
 LAYOUT=${LAYOUT:-random}                                   # unit layout; all = static shapes
 GRAPH=${GRAPH:-}                                           # non-empty: the whole step as one CUDA graph
+COMPILE=${COMPILE:-}                                       # non-empty: torch.compile the blocks (dynamic)
 SEED=${SEED:-0}
 EVAL_PROMPTS=${EVAL_PROMPTS:-240}
 EVAL_BATCH=${EVAL_BATCH:-60}
@@ -47,7 +48,7 @@ fi
 python3 -c "import platform, torch; print('python', platform.python_version(), 'torch', torch.__version__, \
 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none (CPU run)')"
 echo "knobs: TOTAL_S=$TOTAL_S TAIL_S=$TAIL_S CLIPS=$CLIPS NET_BATCH=$NET_BATCH LR=$LR LR_WARMUP=$LR_WARMUP" \
-  "SCAN=$SCAN LAYOUT=$LAYOUT GRAPH=${GRAPH:-no} NET_IN=${NET_IN:-none}"
+  "SCAN=$SCAN LAYOUT=$LAYOUT GRAPH=${GRAPH:-no} COMPILE=${COMPILE:-no} NET_IN=${NET_IN:-none}"
 
 common=(--preset tiny --seed "$SEED" --out "$OUT" --vae-in "$VAE_IN" --latents "$LATENTS")
 python3 -m model.train.run latents "${common[@]}" --latent-clips "$CLIPS" --latent-batch "$LATENT_BATCH" \
@@ -59,6 +60,7 @@ net_s=$((net_s > 1 ? net_s : 1))
 resume=()
 [ -n "$NET_IN" ] && resume=(--net-in "$NET_IN")
 [ -n "$GRAPH" ] && resume+=(--cuda-graph)
+[ -n "$COMPILE" ] && resume+=(--compile)
 python3 -m model.train.run net "${common[@]}" "${resume[@]}" --text-cache "$TEXT_CACHE" \
   --net-seconds "$net_s" --net-steps "$NET_STEPS" --net-batch "$NET_BATCH" --lr "$LR" \
   --lr-warmup "$LR_WARMUP" --scan-backend "$SCAN" --unit-layout "$LAYOUT"
