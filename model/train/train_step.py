@@ -1,11 +1,12 @@
 """One optimisation step of the network phase, eager or as one CUDA graph.
 
 A step draws a batch from its source (``next(n, dropout) -> (latents, caption rows)``), computes the flow loss
-(model/train/flow_loss.py), back-propagates, clips the gradient norm, runs fused AdamW and
-updates the EMA. On the tiny preset the step is made of ~19,000 small kernels, so the host that launches them
-is the bottleneck. With ``graph=True`` the whole step, batch draw included, is captured once with
-``torch.cuda.graph`` after a few eager warm-up steps on a side stream (cuBLAS workspaces, Triton autotuning,
-the optimizer's state and torch.compile happen there) and then replayed: one launch per step, no Python.
+(model/train/flow_loss.py), back-propagates, clips the gradient norm, runs fused AdamW and updates the EMA.
+On the tiny preset the step is made of ~19,000 small kernels whose launches cost the host about as long as
+the GPU needs for them. With ``graph=True`` the whole step, batch draw included, is captured
+once with ``torch.cuda.graph`` after a few eager warm-up steps on a side stream (cuBLAS workspaces, Triton
+autotuning, the optimizer's state and torch.compile happen there) and then replayed: one launch per step, no
+Python. On an H100 that leaves the GPU's own work as the bound (docs/PERF.md): fusing it is the next step.
 
 What a capture needs, and how it is met:
 - static shapes: ``unit_layout="all"`` (every group has a fixed unit, see flow_loss), so every step has the
