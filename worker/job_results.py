@@ -35,7 +35,7 @@ class JobResults:
 
     def upload(self, job: JobRecord, mp4: bytes, jpg: bytes, partial: bool, frames: int) -> JobResult:
         """Video, thumbnail and metadata to S3; a full video that S3 refuses goes to the spool."""
-        keys = video_keys(job.id, job.created_at)
+        keys = video_keys(job.id, job.created_at, job.attempt_id)
         result = JobResult(
             video_key=keys.video,
             thumbnail_key=keys.thumbnail,

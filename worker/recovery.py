@@ -12,7 +12,8 @@ exception handler with AbandonedJobError before deciding between rq's retry and 
                                                      (and its {prefix}:job_flops entry is dropped)
   record already terminal                         -> left alone (the worker died after finishing it)
 
-At-least-once: a re-run uploads to the same keys (derived from the job id): it overwrites, never duplicates.
+At-least-once: a re-run gets a new attempt id; the lapsed run, if still alive, writes nothing more
+(worker/attempt.py) and its uploads went to keys of its own attempt.
 Every worker process runs a Recovery thread; a Redis lock lets exactly one of them reap at a time.
 """
 
@@ -76,6 +77,7 @@ def settle_abandoned(
         else:
             job.status = "queued"
             job.started_at = None
+            job.attempt_id = None  # the lapsed run no longer owns the record: its next write fails
             job.worker = None
             job.progress = JobProgress()
             outcome = "requeued"

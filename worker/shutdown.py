@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import redis
+
 from m4v_core import JobProgress, JobRecord, JobStore
+from worker.attempt import Attempt, AttemptLostError
 
 if TYPE_CHECKING:
     from rq import Queue
@@ -52,29 +54,30 @@ class StepGate:
 
 
 def requeue_drained(store: JobStore, job: JobRecord, reason: str) -> bool:
-    """running -> queued, attempt not counted; False if the record had already left `running`."""
-    moved = False
+    """running -> queued, attempt not counted; False if the record is no longer this run's (left `running`,
+    or another attempt owns it). The record, its `queued` event and the {prefix}:draining note are one
+    transaction, conditional on the run's attempt id (worker/attempt.py)."""
+    now = datetime.now(UTC)
 
-    def change(rec: JobRecord) -> bool:
-        nonlocal moved
-        if rec.status != "running":
-            return False
+    def change(rec: JobRecord) -> None:
         rec.status = "queued"
         rec.attempts = max(0, rec.attempts - 1)
+        rec.attempt_id = None
         rec.started_at = None
         rec.worker = None
         rec.progress = JobProgress()
-        moved = True
-        return True
 
-    store.update(job.id, change)
-    if moved:
-        store.r.zadd(store.keys.draining(), {job.id: time.time()})
-        at = datetime.now(UTC).isoformat()
-        event = {"job_id": job.id, "status": "queued", "at": at, "reason": reason}
-        store.append_event(job.id, "status", event)
-        log.info("job requeued on worker shutdown", extra={"job_id": job.id, "reason": reason})
-    return moved
+    def also(pipe: redis.client.Pipeline, rec: JobRecord) -> None:
+        pipe.zadd(store.keys.draining(), {job.id: now.timestamp()})
+        event = {"job_id": job.id, "status": "queued", "at": now.isoformat(), "reason": reason}
+        store.queue_event(pipe, job.id, "status", event)
+
+    try:
+        Attempt(store, job.id, job.attempt_id).write(change, also)
+    except AttemptLostError:
+        return False
+    log.info("job requeued on worker shutdown", extra={"job_id": job.id, "reason": reason})
+    return True
 
 
 def enqueue_again(store: JobStore, queue: Queue, job: Job) -> None:
