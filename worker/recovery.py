@@ -145,7 +145,7 @@ class Reaper:
             for name in self.store.keys.queues():
                 queue = Queue(name, connection=self.client)
                 queue.started_job_registry.cleanup(timestamp=now, exception_handlers=[self.handle])
-                self._requeue_stuck_intermediate(queue)
+                self._requeue_stuck_intermediate(queue, now)
             self._requeue_lost_drains(now)
         finally:
             try:
@@ -154,15 +154,21 @@ class Reaper:
                 log.warning("reaper lock expired before release", extra={"key": self.lock_key})
         return list(self.settled)
 
-    def _requeue_stuck_intermediate(self, queue: Queue) -> None:
-        """A job popped by a worker that died before registering it: rq would fail it; we requeue it."""
+    def _requeue_stuck_intermediate(self, queue: Queue, now: float | None = None) -> None:
+        """A job popped (worker/dequeue.py) by a worker that died before registering it: rq would fail it; we
+        requeue it once it has sat there, unstarted, INTERMEDIATE_STUCK_S since a reaper first saw it."""
         inter = queue.intermediate_queue
+        now = time.time() if now is None else now
         for job_id in inter.get_job_ids():
             if job_id in queue.started_job_registry:
                 continue
-            if inter.set_first_seen(job_id) or not inter.should_be_cleaned_up(job_id):
+            if inter.set_first_seen(job_id):
+                continue
+            first_seen = inter.get_first_seen(job_id)
+            if first_seen is None or now - first_seen.timestamp() <= INTERMEDIATE_STUCK_S:
                 continue
             inter.remove(job_id)
+            self.client.delete(inter.get_first_seen_key(job_id))  # a later pop starts a fresh clock
             job = queue.fetch_job(job_id)
             if job is None:
                 continue
