@@ -92,7 +92,7 @@ class JobRun:
         except AttemptLostError as exc:
             return self._superseded(job, exc)
         except DrainRequestedError as exc:
-            if requeue_drained(self.store, job, str(exc)):
+            if requeue_drained(self.store, job, str(exc), self.ctx.leases):
                 restore_job_flops(self.store.r, self.store.keys.prefix, job, self.store.ttl_s)
                 self.eta = None  # queued again: keep the restored estimate (finally would drop it)
             return "requeued"
@@ -118,6 +118,8 @@ class JobRun:
                 self.eta.finish()
             self.ctx.state.busy_job = None
             self.ctx.metrics.busy.set(0)
+            if self.ctx.leases is not None:
+                self.ctx.leases.current = None
 
     # --- phases ---
     def start(self) -> JobRecord | None:
@@ -143,6 +145,8 @@ class JobRun:
             event = {"job_id": job.id, "status": "running", "at": now.isoformat(), "worker": job.worker}
             self.store.queue_event(pipe, job.id, "status", event)
             self.ctx.webhooks.queue(pipe, job, "started")
+            if self.ctx.leases is not None:
+                self.ctx.leases.enter(pipe, job.id, attempt_id)
 
         try:
             job = self.store.update(self.job_id, change, also=also)
@@ -157,6 +161,8 @@ class JobRun:
             message = f"deadline {job.deadline.isoformat()} passed before the job started"
             self._end(job, "timed_out", JobError(type="timeout", message=message))
             return None
+        if self.ctx.leases is not None:
+            self.ctx.leases.current = (job.id, attempt_id)  # the LeaseRenewer thread renews it from now
         return job
 
     def _execute(self, job: JobRecord) -> str:
@@ -248,6 +254,8 @@ class JobRun:
             self.store.queue_event(pipe, rec.id, "done", view)
             self.ctx.webhooks.queue(pipe, rec, WEBHOOK_FOR_STATUS[status], data=view)
             drop_job_flops(pipe, prefix, rec.id)
+            if self.ctx.leases is not None:
+                self.ctx.leases.leave(pipe, rec.id, rec.attempt_id)
 
         assert self.attempt is not None, "_end before start"
         try:

@@ -28,6 +28,7 @@ from m4v_core.webhooks import WebhookDispatcher, WebhookSender
 from worker.capacity import device_memory_bytes
 from worker.context import JobContext
 from worker.heartbeat import HeartbeatWriter, WorkerState
+from worker.leases import ActiveLeases, LeaseRenewer
 from worker.metrics import WorkerMetrics
 from worker.pipeline import load_pipeline
 from worker.recovery import Reaper, Recovery
@@ -67,12 +68,15 @@ class WorkerProcess:
     heartbeat: HeartbeatWriter
     dispatcher: WebhookDispatcher
     recovery: Recovery | None = None
+    renewer: LeaseRenewer | None = None
 
     def start(self) -> None:
         self.context.state.model_loaded = True
         self.context.metrics.ready.set(1)
         self.context.metrics.watch_heartbeat(lambda: self.heartbeat.last_beat_s)
         self.heartbeat.start()
+        if self.renewer is not None:
+            self.renewer.start()
         self.dispatcher.start()
         if self.recovery is not None:
             self.recovery.start()
@@ -82,6 +86,8 @@ class WorkerProcess:
         if self.recovery is not None:
             self.recovery.stop()
         self.dispatcher.stop()
+        if self.renewer is not None:
+            self.renewer.stop()
         self.heartbeat.stop()
         self.context.webhooks.close()
 
@@ -124,18 +130,21 @@ def build_worker(
         settings, client, store, transport=webhook_transport, metrics=metrics
     )
     spool = Spool.from_settings(settings)
-    context = JobContext(settings, store, pipeline, storage, webhooks, metrics, state, spool=spool)
+    leases = ActiveLeases(client, store.keys, settings.job_lease_s)
+    context = JobContext(
+        settings, store, pipeline, storage, webhooks, metrics, state, spool=spool, leases=leases
+    )
     queues = [Queue(q, connection=client) for q in store.keys.queues()]
     # rq refuses to register a name whose previous holder died without deregistering (SIGKILL, OOM kill):
     # a container restarted in the same pod keeps M4V_WORKER_NAME, so rq gets a per-process suffix.
     rq_name = f"{name}.{secrets.token_hex(3)}"
     worker = M4VWorker(queues, context=context, name=rq_name, connection=client, lease_s=settings.job_lease_s)
-    reaper = Reaper(client, store, settings.max_attempts, webhooks)
+    reaper = Reaper(client, store, settings.max_attempts, webhooks, leases=leases)
     worker.reaper = reaper  # rq's own registry maintenance settles lapsed leases through it too
+    lease_period_s = min(settings.heartbeat_s, settings.job_lease_s / 3)
     recovery = Recovery(
         reaper,
-        worker.renew_lease,
-        period_s=min(settings.heartbeat_s, settings.job_lease_s / 3),
+        period_s=lease_period_s,
         reap_every_s=settings.reaper_interval_s,
         retry_spool=lambda: spool.retry_all(storage, store, webhooks),
         spool_every_s=settings.spool_retry_s,
@@ -147,6 +156,7 @@ def build_worker(
         heartbeat=HeartbeatWriter(client, store.keys, state, settings.heartbeat_s),
         dispatcher=WebhookDispatcher(webhooks),
         recovery=recovery,
+        renewer=LeaseRenewer([worker.renew_lease, leases.renew_current], lease_period_s),
     )
 
 

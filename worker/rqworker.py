@@ -4,7 +4,7 @@ Jobs are enqueued by name ("worker.jobs.run_job"); the loaded pipeline and clien
 a context variable set around each job, so nothing global is created at import.
 
 Lease: a running job's StartedJobRegistry entry lives job_lease_s (not rq's job_timeout + 60 s) and the
-Recovery thread (worker/recovery.py) renews it via renew_lease(); a SIGKILLed worker's job lapses quickly.
+LeaseRenewer thread (worker/leases.py) renews it via renew_lease(); a SIGKILLed worker's job lapses quickly.
 
 SIGTERM (one, as docker/worker_drain.py sends): rq's warm shutdown plus a drain request; the job stops at
 the next sampler step boundary and goes back to the queue (or finishes if nearly done, see
@@ -77,7 +77,7 @@ class M4VWorker(SimpleWorker):
         return self.lease_s
 
     def renew_lease(self) -> None:
-        """Extend the running job's StartedJobRegistry entry (called from the Recovery thread)."""
+        """Extend the running job's StartedJobRegistry entry (called from the LeaseRenewer thread)."""
         with self._lease_lock:
             job = self._lease_job
             if job is not None and self.execution is not None:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from rq.job import Job
 
     from model.pipeline_types import StepProgress
+    from worker.leases import ActiveLeases
 
 DRAIN_GRACE_S = 30.0  # the worker re-enqueues within milliseconds of rq finishing its copy
 
@@ -53,7 +54,7 @@ class StepGate:
             raise DrainRequestedError(f"worker stopping at step {p.steps_done}/{p.steps_all}")
 
 
-def requeue_drained(store: JobStore, job: JobRecord, reason: str) -> bool:
+def requeue_drained(store: JobStore, job: JobRecord, reason: str, leases: ActiveLeases | None = None) -> bool:
     """running -> queued, attempt not counted; False if the record is no longer this run's (left `running`,
     or another attempt owns it). The record, its `queued` event and the {prefix}:draining note are one
     transaction, conditional on the run's attempt id (worker/attempt.py)."""
@@ -71,6 +72,8 @@ def requeue_drained(store: JobStore, job: JobRecord, reason: str) -> bool:
         pipe.zadd(store.keys.draining(), {job.id: now.timestamp()})
         event = {"job_id": job.id, "status": "queued", "at": now.isoformat(), "reason": reason}
         store.queue_event(pipe, job.id, "status", event)
+        if leases is not None:
+            leases.leave(pipe, job.id, job.attempt_id)
 
     try:
         Attempt(store, job.id, job.attempt_id).write(change, also)
