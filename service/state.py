@@ -8,6 +8,7 @@ import redis
 import redis.asyncio as aredis
 
 from m4v_core import ApiSettings, JobStore
+from m4v_core.redis_client import connection_options
 from m4v_core.webhooks import WebhookSender
 from model.config import ModelConfig, get_preset
 from service.auth import Authenticator
@@ -38,18 +39,14 @@ class ServiceState:
 
     @classmethod
     def open(cls, settings: ApiSettings, metrics: ApiMetrics) -> ServiceState:
-        client = redis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=SOCKET_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
-        )
+        client = redis.Redis.from_url(settings.redis_url, **connection_options(SOCKET_TIMEOUT_S))
         store = JobStore(client, settings.key_prefix, settings.job_ttl_s, settings.events_maxlen)
         queue = JobQueue(
             client, store.keys, result_ttl_s=settings.job_ttl_s, failure_ttl_s=settings.job_ttl_s
         )
         metrics.watch_queues(queue, store)
         preset = get_preset(settings.preset)
-        ops = aredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=SOCKET_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
-        )
+        ops = aredis.Redis.from_url(settings.redis_url, **connection_options(SOCKET_TIMEOUT_S))
         return cls(
             settings=settings,
             preset=preset,
@@ -57,9 +54,7 @@ class ServiceState:
             # SSE reads block on purpose (XREAD BLOCK up to event_stream.BLOCK_MS): the read timeout
             # must exceed that block, or an idle stream dies with TimeoutError mid-response.
             aredis=aredis.Redis.from_url(
-                settings.redis_url,
-                socket_connect_timeout=SOCKET_TIMEOUT_S,
-                socket_timeout=SSE_SOCKET_TIMEOUT_S,
+                settings.redis_url, **connection_options(SSE_SOCKET_TIMEOUT_S, SOCKET_TIMEOUT_S)
             ),
             aredis_ops=ops,
             store=store,

@@ -24,6 +24,7 @@ from rq import Queue
 
 from m4v_core import JobStore, WorkerSettings
 from m4v_core.logs import configure_logging
+from m4v_core.redis_client import connection_options
 from m4v_core.webhooks import WebhookDispatcher, WebhookSender
 from worker.capacity import device_memory_bytes
 from worker.context import JobContext
@@ -37,6 +38,8 @@ from worker.spool import Spool
 from worker.storage import Storage
 
 log = logging.getLogger(__name__)
+
+REDIS_SOCKET_TIMEOUT_S = 10.0
 
 
 def choose_device(requested: str) -> str:
@@ -101,10 +104,13 @@ def build_worker(
 ) -> WorkerProcess:
     """Everything but the work loop. Pass `pipeline` to reuse an already loaded one (tests, CLI)."""
     # A Redis restart of a few seconds is retried inside each command instead of failing the job.
+    # A silent partition raises TimeoutError after REDIS_SOCKET_TIMEOUT_S instead of hanging (keepalive and
+    # timeouts: m4v_core/redis_client.py); the worker never blocks on the server longer (worker/dequeue.py).
     client = redis.Redis.from_url(
         settings.redis_url,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 10),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        **connection_options(REDIS_SOCKET_TIMEOUT_S),
     )
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)

@@ -311,3 +311,12 @@ def test_notes_warn_that_without_a_signing_secret_no_webhook_is_sent() -> None:
     notes = render().notes
     assert "no webhook is sent" in notes and 'outcome="refused"' in notes
     assert "no webhook is sent" not in render(VARIANTS["external-redis"]).notes  # sets secrets.webhookSecret
+
+
+def test_in_chart_redis_never_evicts_and_fsyncs_every_write() -> None:
+    redis_sets = render().kind("StatefulSet")
+    (redis,) = [d for d in redis_sets if labels(d).get("app.kubernetes.io/component") == "redis"]
+    args = container(redis, "redis")["args"]
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    assert args[args.index("--appendfsync") + 1] == "always"
+    assert args[args.index("--appendonly") + 1] == "yes"

@@ -37,6 +37,8 @@ def test_redis_keeps_an_append_only_file_on_a_volume(compose: dict[str, Any]) ->
     redis = compose["services"]["redis"]
     command = redis["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "always"  # an acknowledged job survives a crash
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"  # records are never evicted
     assert any(v.split(":")[0] in compose["volumes"] and v.endswith(":/data") for v in redis["volumes"])
     s3 = compose["services"]["s3"]
     assert any(v.split(":")[0] in compose["volumes"] for v in s3["volumes"])
