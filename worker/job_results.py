@@ -65,7 +65,7 @@ class JobResults:
                 self.ctx.storage.upload(obj.key, obj.data, obj.content_type)
         except StorageError:
             if self.ctx.spool is not None and not partial:
-                self.ctx.spool.keep(job.id, objects, result)
+                self.ctx.spool.keep(job.id, objects, result, job.attempt_id)
             raise
         return result
 
