@@ -9,6 +9,7 @@ queued -> running -> text -> sampler (progress every step) -> decode -> MP4 -> S
   ValueError (bad spec)       -> invalid_request
   deadline / rq job timeout   -> status timed_out, error.type timeout
   cancel                      -> status canceled
+  SIGTERM drain               -> back to queued (the attempt counts); at max_attempts: worker_lost
   anything else               -> internal
 Handled errors are never re-raised into rq (rq's job then finishes normally; the JobRecord holds the truth).
 
@@ -92,6 +93,10 @@ class JobRun:
         except AttemptLostError as exc:
             return self._superseded(job, exc)
         except DrainRequestedError as exc:
+            max_attempts = self.ctx.settings.max_attempts
+            if job.attempts >= max_attempts:  # drains count: a job scaled away again and again cannot loop
+                message = f"{exc}; stopped after {job.attempts} of {max_attempts} attempts"
+                return self._end(job, "failed", JobError(type="worker_lost", message=message))
             if requeue_drained(self.store, job, str(exc), self.ctx.leases):
                 restore_job_flops(self.store.r, self.store.keys.prefix, job, self.store.ttl_s)
                 self.eta = None  # queued again: keep the restored estimate (finally would drop it)

@@ -2,7 +2,8 @@
 
 M4VWorker.request_stop sets JobContext.drain; StepGate (wrapping the per-step progress callback) raises
 DrainRequestedError after the step unless the sampler is at least `finish_fraction` through, in which case the
-job runs to the end. requeue_drained() puts the record back to `queued` without counting the attempt.
+job runs to the end. requeue_drained() puts the record back to `queued`; the attempt counts (a job whose
+pods are scaled away again and again fails at max_attempts instead of looping: worker/jobs.py).
 
 Then rq finishes its copy of the job and M4VWorker puts a fresh rq job (same id) at the front of the queue
 (enqueue_again). A SIGKILL between those two leaves a `queued` record in no queue: so the record's move also
@@ -55,14 +56,13 @@ class StepGate:
 
 
 def requeue_drained(store: JobStore, job: JobRecord, reason: str, leases: ActiveLeases | None = None) -> bool:
-    """running -> queued, attempt not counted; False if the record is no longer this run's (left `running`,
-    or another attempt owns it). The record, its `queued` event and the {prefix}:draining note are one
-    transaction, conditional on the run's attempt id (worker/attempt.py)."""
+    """running -> queued (the attempt stays counted); False if the record is no longer this run's (left
+    `running`, or another attempt owns it). The record, its `queued` event and the {prefix}:draining note
+    are one transaction, conditional on the run's attempt id (worker/attempt.py)."""
     now = datetime.now(UTC)
 
     def change(rec: JobRecord) -> None:
         rec.status = "queued"
-        rec.attempts = max(0, rec.attempts - 1)
         rec.attempt_id = None
         rec.started_at = None
         rec.worker = None

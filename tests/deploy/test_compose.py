@@ -73,3 +73,10 @@ def test_compose_builds_from_dockerfiles_that_exist(compose: dict[str, Any]) -> 
     for service in compose["services"].values():
         if "build" in service:
             assert (ROOT / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
+
+
+def test_workers_keep_their_spool_on_a_named_volume(compose: dict[str, Any]) -> None:
+    for name in ("worker", "worker-cpu"):
+        service = compose["services"][name]
+        spool = service["environment"]["M4V_SPOOL_DIR"]
+        assert f"spool:{spool}" in service["volumes"] and "spool" in compose["volumes"]

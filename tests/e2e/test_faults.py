@@ -47,14 +47,14 @@ def test_sigterm_requeues_the_running_job_at_a_step_boundary_and_exits(
         slot.proc.send_signal(signal.SIGTERM)  # one SIGTERM, as docker/worker_drain.py sends
         assert slot.proc.wait(timeout=30) == 0
         rec = store.get(job.id)
-        assert (rec.status, rec.attempts, rec.worker) == ("queued", 0, None)
+        assert (rec.status, rec.attempts, rec.worker) == ("queued", 1, None)  # the drained attempt counts
         assert queue.job_ids == [job.id]
         assert any(e[2].get("reason", "").startswith("worker stopping") for e in store.read_events(job.id))
 
         slot.start()  # the next worker runs it to the end
         wait_until(lambda: store.get(job.id).status in TERMINAL_STATUSES, 120, "the requeued job to finish")
         rec = store.get(job.id)
-        assert rec.status == "succeeded" and rec.attempts == 1
+        assert rec.status == "succeeded" and rec.attempts == 2
     finally:
         slot.stop()
 

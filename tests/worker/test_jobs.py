@@ -191,3 +191,21 @@ def test_job_drained_on_sigterm_is_queued_again_with_its_full_flop_estimate(
     assert JobRun(process.context, job.id).run() == "requeued"
     assert store.get(job.id).status == "queued"
     assert job_flops(store.r, store.keys.prefix, [job.id]) == [pytest.approx(spec_flops(job.spec))]
+
+
+def test_drains_count_toward_the_attempt_limit_so_a_job_scaled_away_again_and_again_fails(
+    settings: Settings, store: JobStore, tiny_pipeline: Any
+) -> None:
+    """Issue #15, reproduction 4: each drain used to requeue the job from step 0 without counting an
+    attempt, so scale-down could restart a long job for ever. Now the max_attempts-th drain fails it."""
+    job = make_job(webhook_url="http://127.0.0.1:9/hook", events=["failed"], **FAST)
+    submit(store, queue(store), job)
+    process = build_worker(settings.model_copy(update={"drain_finish_fraction": 1.0}), pipeline=tiny_pipeline)
+    process.context.drain.set()  # every run meets a SIGTERM at its first step boundary
+    outcomes = [JobRun(process.context, job.id).run() for _ in range(settings.max_attempts)]
+    assert outcomes == ["requeued"] * (settings.max_attempts - 1) + ["failed"]
+    final = store.get(job.id)
+    assert final.status == "failed" and final.attempts == settings.max_attempts
+    assert final.error is not None and final.error.type == "worker_lost"
+    assert [t for t, _ in events(store, job.id)].count("done") == 1
+    assert store.r.hkeys(store.keys.webhooks_payload()) == [f"msg_{job.id}_failed".encode()]

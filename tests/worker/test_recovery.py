@@ -169,13 +169,13 @@ def test_step_gate_stops_on_drain_unless_nearly_done() -> None:
     assert seen == [1, 2, 9]
 
 
-def test_drained_job_goes_back_to_queued_without_counting_the_attempt(store: JobStore) -> None:
+def test_drained_job_goes_back_to_queued_and_its_attempt_counts(store: JobStore) -> None:
     job = make_job()
     job.status, job.attempts, job.worker = "running", 1, "w1"
     store.create(job)
     assert requeue_drained(store, job, "worker stopping")
     rec = store.get(job.id)
-    assert (rec.status, rec.attempts, rec.worker) == ("queued", 0, None)
+    assert (rec.status, rec.attempts, rec.worker) == ("queued", 1, None)
     assert not requeue_drained(store, job, "again")  # no longer running
 
 
