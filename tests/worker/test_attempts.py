@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable
 from typing import Any
 
 import av
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from m4v_core import JobStore, Settings
-from tests.worker.jobs_helpers import FAST, Hooks, events, make_job, queue, submit, work
+from tests.worker.jobs_helpers import FAST, Hooks, PausedPipeline, events, make_job, queue, submit, work
 from worker.attempt import Attempt, AttemptLostError
 from worker.jobs import JobRun
 from worker.main import build_worker
@@ -26,25 +25,6 @@ from worker.shutdown import requeue_drained
 from worker.storage import Storage
 
 HOOK = "http://127.0.0.1:9/hook"
-
-
-class PausedPipeline:
-    """A pipeline whose run calls `action` inside the sampler callback of step `at_step`, before the
-    worker's own callback sees that step: what happens to the record while the run is stalled there."""
-
-    def __init__(self, inner: Any, at_step: int, action: Callable[[], None]) -> None:
-        self.inner, self.at_step, self.action = inner, at_step, action
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def generate(self, request: Any, on_progress: Any = None, on_chunk: Any = None) -> Any:
-        def progress(p: Any) -> None:
-            if p.steps_done == self.at_step:
-                self.action()
-            on_progress(p)
-
-        return self.inner.generate(request, on_progress=progress, on_chunk=on_chunk)
 
 
 @pytest.fixture(scope="module")

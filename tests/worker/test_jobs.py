@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+from pathlib import Path
 from typing import Any
 
 import av
@@ -17,6 +18,7 @@ from tests.worker.jobs_helpers import (
     ONE_STEP_PER_STAGE,
     SINGLE_FRAME,
     Hooks,
+    PausedPipeline,
     events,
     make_job,
     queue,
@@ -142,6 +144,36 @@ def test_upload_failure_is_reported_as_upload_failed(
     work(wrong, tiny_pipeline)
     final = store.get(job.id)
     assert final.status == "failed" and final.error is not None and final.error.type == "upload_failed"
+
+
+def test_a_partial_video_s3_refused_is_spooled_and_becomes_the_result_later(
+    settings: Settings, store: JobStore, tiny_pipeline: Any, tmp_path: Path
+) -> None:
+    """Issue #15, reproduction 5: partial videos were never spooled (a cancel during an S3 outage lost the
+    frames). The canceled job keeps its status; the partial becomes its result once S3 takes it."""
+    job = make_job(**FAST)
+    submit(store, queue(store), job)
+    refused = settings.model_copy(
+        update={
+            "s3_secret_key": settings.s3_access_key,
+            "s3_create_bucket": False,
+            "s3_upload_attempts": 1,
+            "spool_dir": str(tmp_path / "spool"),
+        }
+    )
+    cancel_at_step_4 = PausedPipeline(tiny_pipeline, 4, lambda: store.request_cancel(job.id))
+    process = build_worker(refused, pipeline=cancel_at_step_4)  # after the first latent frame's chunk
+    assert JobRun(process.context, job.id).run() == "canceled"
+    assert store.get(job.id).result is None
+    spool = process.context.spool
+    assert spool is not None and len(spool.pending()) == 1
+
+    storage = Storage.from_settings(settings)
+    assert list(spool.retry_all(storage, store).values()) == ["canceled"]
+    final = store.get(job.id)
+    assert final.status == "canceled" and final.result is not None and final.result.partial
+    assert final.result.frames == 1 and storage.download(final.result.video_key)
+    assert spool.pending() == []
 
 
 @pytest.mark.slow
