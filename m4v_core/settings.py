@@ -178,7 +178,7 @@ class WorkerSettings(CommonSettings, ModelSettings):
     worker_name: str | None = Field(None, description="unique worker name; default host:pid")
     worker_metrics_port: int = Field(9100, description="Prometheus port of the worker; 0 = off")
     heartbeat_s: float = Field(5.0, description="worker heartbeat period")
-    max_attempts: int = Field(3, description="runs of a job before an abandoned job is failed")
+    max_attempts: int = Field(3, description="runs of a job (drains count) before a lost job is failed")
     job_lease_s: int = Field(
         30, ge=2, description="rq started-job lease, renewed every heartbeat_s; lapsed = abandoned job"
     )
