@@ -30,12 +30,16 @@ def keepalive_options() -> dict[int, int]:
     return {getattr(socket, name): value for name, value in wanted.items() if hasattr(socket, name)}
 
 
-def connection_options(socket_timeout_s: float, connect_timeout_s: float | None = None) -> dict[str, Any]:
-    """Keyword arguments for redis.Redis.from_url / redis.asyncio.Redis.from_url."""
-    return {
+def connection_options(
+    url: str, socket_timeout_s: float, connect_timeout_s: float | None = None
+) -> dict[str, Any]:
+    """Keyword arguments for redis.Redis.from_url / redis.asyncio.Redis.from_url(url, ...). A unix socket
+    (`m4v up`'s embedded Redis) gets the timeouts and the health check, not TCP keepalive."""
+    options: dict[str, Any] = {
         "socket_timeout": socket_timeout_s,
         "socket_connect_timeout": connect_timeout_s if connect_timeout_s is not None else socket_timeout_s,
-        "socket_keepalive": True,
-        "socket_keepalive_options": keepalive_options(),
         "health_check_interval": HEALTH_CHECK_S,
     }
+    if not url.startswith("unix:"):
+        options |= {"socket_keepalive": True, "socket_keepalive_options": keepalive_options()}
+    return options

@@ -39,14 +39,15 @@ class ServiceState:
 
     @classmethod
     def open(cls, settings: ApiSettings, metrics: ApiMetrics) -> ServiceState:
-        client = redis.Redis.from_url(settings.redis_url, **connection_options(SOCKET_TIMEOUT_S))
+        url = settings.redis_url
+        client = redis.Redis.from_url(url, **connection_options(url, SOCKET_TIMEOUT_S))
         store = JobStore(client, settings.key_prefix, settings.job_ttl_s, settings.events_maxlen)
         queue = JobQueue(
             client, store.keys, result_ttl_s=settings.job_ttl_s, failure_ttl_s=settings.job_ttl_s
         )
         metrics.watch_queues(queue, store)
         preset = get_preset(settings.preset)
-        ops = aredis.Redis.from_url(settings.redis_url, **connection_options(SOCKET_TIMEOUT_S))
+        ops = aredis.Redis.from_url(url, **connection_options(url, SOCKET_TIMEOUT_S))
         return cls(
             settings=settings,
             preset=preset,
@@ -54,7 +55,7 @@ class ServiceState:
             # SSE reads block on purpose (XREAD BLOCK up to event_stream.BLOCK_MS): the read timeout
             # must exceed that block, or an idle stream dies with TimeoutError mid-response.
             aredis=aredis.Redis.from_url(
-                settings.redis_url, **connection_options(SSE_SOCKET_TIMEOUT_S, SOCKET_TIMEOUT_S)
+                url, **connection_options(url, SSE_SOCKET_TIMEOUT_S, SOCKET_TIMEOUT_S)
             ),
             aredis_ops=ops,
             store=store,

@@ -47,9 +47,17 @@ def silent_redis() -> Iterator[str]:
 
 
 def test_a_client_with_our_options_times_out_against_a_silent_server(silent_redis: str) -> None:
-    client = redis.Redis.from_url(silent_redis, **connection_options(0.3))
+    client = redis.Redis.from_url(silent_redis, **connection_options(silent_redis, 0.3))
     with pytest.raises(redis.TimeoutError):
         client.ping()
+
+
+def test_a_unix_socket_gets_timeouts_without_tcp_keepalive() -> None:
+    """`m4v up` runs Redis on a unix socket, whose connections take no keepalive options."""
+    options = connection_options("unix:///tmp/redis.sock?db=0", 5.0)
+    assert options["socket_timeout"] == options["socket_connect_timeout"] == 5.0
+    assert "socket_keepalive" not in options and "socket_keepalive_options" not in options
+    redis.Redis.from_url("unix:///tmp/redis.sock?db=0", **options)  # accepted (no connection made)
 
 
 def assert_guarded(kwargs: dict[str, Any]) -> None:

@@ -110,7 +110,7 @@ def build_worker(
         settings.redis_url,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 10),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        **connection_options(REDIS_SOCKET_TIMEOUT_S),
+        **connection_options(settings.redis_url, REDIS_SOCKET_TIMEOUT_S),
     )
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
