@@ -25,6 +25,7 @@ from m4v_cli.redis_embedded import EmbeddedRedis
 from m4v_cli.seaweed import SeaweedS3, free_port
 from m4v_core.heartbeat import Heartbeat, read_heartbeat
 from m4v_core.keys import Keys
+from m4v_core.redis_client import connection_options
 from m4v_core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,8 @@ def _api_ready(url: str) -> bool:
 def _worker_loaded(stack: Stack) -> bool:
     """The worker's heartbeat says the model is loaded."""
     keys = Keys(stack.env.get("M4V_KEY_PREFIX") or _default("key_prefix"))
-    client = redis.Redis.from_url(stack.env["M4V_REDIS_URL"])
+    url = stack.env["M4V_REDIS_URL"]
+    client = redis.Redis.from_url(url, **connection_options(url, 5.0))
     try:
         beat = read_heartbeat(client, keys, stack.env["M4V_WORKER_NAME"])
     except redis.RedisError:

@@ -30,7 +30,7 @@ from m4v_core.models import (
 )
 
 Signer = Callable[[str], str]  # storage key -> presigned GET URL; may raise if it cannot sign
-HIDDEN = frozenset({"owner", "worker", "links_base"})
+HIDDEN = frozenset({"owner", "worker", "links_base", "attempt_id"})
 
 
 class JobResultOut(PublicJobResult):

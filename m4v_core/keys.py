@@ -7,6 +7,7 @@ Families (p = Settings.key_prefix, "m4v" by default):
   {p}:idem:{owner}:{key}    string: "<body sha256> <job id>" for Idempotency-Key (service/submit.py)
   {p}:worker:{name}         string: JSON Heartbeat of a live worker, with a TTL (m4v_core/heartbeat.py)
   {p}:workers               zset: worker name -> unix time its heartbeat expires (no SCAN on hot paths)
+  {p}:active                zset: "<job id>:<attempt id>" -> lease deadline, server clock (worker/leases.py)
   {p}:draining              zset: job id -> when a SIGTERM drain put it back to `queued` (worker/shutdown.py)
   {p}:throughput:{preset}   hash: decayed FLOP/seconds sums of a preset (m4v_core/throughput.py)
   {p}:job_flops             hash: job id -> FLOPs it still has to spend (ETAs, admission)
@@ -53,6 +54,11 @@ class Keys:
     def worker_index(self) -> str:
         """Sorted set: worker name -> unix time its heartbeat expires (no keyspace SCAN on hot paths)."""
         return f"{self.prefix}:workers"
+
+    def active(self) -> str:
+        """Sorted set: "<job id>:<attempt id>" of every running attempt -> its lease deadline (unix time on
+        the Redis server's clock); worker/leases.py."""
+        return f"{self.prefix}:active"
 
     def draining(self) -> str:
         """Sorted set: job id -> unix time its record went back to `queued` on a SIGTERM drain; the worker

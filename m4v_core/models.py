@@ -177,6 +177,9 @@ class JobRecord(BaseModel):
     metrics: JobMetrics = Field(default_factory=JobMetrics)
     error: JobError | None = None
     attempts: int = 0
+    # The run that owns the record: set by each start of the job, cleared when it goes back to the queue.
+    # Every write a worker makes is conditional on it (worker/attempt.py), so a superseded run writes nothing.
+    attempt_id: str | None = None
     deadline: datetime | None = None
     webhook_deliveries: list[WebhookAttempt] = Field(default_factory=list)
     worker: str | None = None

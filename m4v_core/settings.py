@@ -232,7 +232,7 @@ class WorkerSettings(CommonSettings, ModelSettings):
         description="address the worker's metrics listen on (the chart: the pod IP; never 0.0.0.0)",
     )
     heartbeat_s: float = Field(5.0, description="worker heartbeat period")
-    max_attempts: int = Field(3, description="runs of a job before an abandoned job is failed")
+    max_attempts: int = Field(3, description="runs of a job (drains count) before a lost job is failed")
     job_lease_s: int = Field(
         30, ge=2, description="rq started-job lease, renewed every heartbeat_s; lapsed = abandoned job"
     )

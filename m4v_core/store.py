@@ -64,8 +64,17 @@ class JobStore:
         raws = self.r.mget([self.keys.job(i) for i in ids]) if ids else []
         return [JobRecord.model_validate_json(r) if r is not None else None for r in raws]
 
-    def update(self, job_id: str, change: Callable[[JobRecord], bool | None]) -> JobRecord:
-        """Apply change(job) atomically. If change returns False the record is left as it was."""
+    def update(
+        self,
+        job_id: str,
+        change: Callable[[JobRecord], bool | None],
+        also: Callable[[redis.client.Pipeline, JobRecord], None] | None = None,
+    ) -> JobRecord:
+        """Apply change(job) atomically. If change returns False the record is left as it was.
+
+        also(pipe, job): more writes (events, webhook deliveries) queued into the same MULTI/EXEC as the
+        changed record, so they happen together with it or not at all. An exception from change or also
+        leaves everything unwritten."""
         key = self.keys.job(job_id)
         with self.r.pipeline() as pipe:
             while True:
@@ -80,6 +89,8 @@ class JobStore:
                         return job
                     pipe.multi()
                     pipe.set(key, job.model_dump_json(), ex=self.ttl_s)
+                    if also is not None:
+                        also(pipe, job)
                     pipe.execute()
                     return job
                 except redis.WatchError:

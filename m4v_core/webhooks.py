@@ -199,6 +199,12 @@ class SigningSecrets:
         )
 
 
+def webhook_id_for(job_id: str, event: str) -> str:
+    """A terminal event's id is the same for every attempt and writer of the job (receivers de-duplicate on
+    it); other events get a fresh one."""
+    return f"msg_{job_id}_{event}" if event in TERMINAL_EVENTS else f"msg_{uuid.uuid4().hex}"
+
+
 def build_delivery(job: JobRecord, event: str, data: dict[str, Any] | None = None) -> Delivery | None:
     """The delivery of `event` for this job, or None if it has no webhook_url or did not subscribe."""
     if job.request.webhook_url is None or event not in job.request.webhook_events:
@@ -206,7 +212,7 @@ def build_delivery(job: JobRecord, event: str, data: dict[str, Any] | None = Non
     payload = {"type": f"job.{event}", "timestamp": datetime.now(UTC).isoformat()}
     body = json.dumps({**payload, "data": data or render_job_json(job)}, separators=(",", ":"))
     return Delivery(
-        webhook_id=f"msg_{uuid.uuid4().hex}",
+        webhook_id=webhook_id_for(job.id, event),
         job_id=job.id,
         event=event,
         url=str(job.request.webhook_url),
@@ -289,6 +295,16 @@ class WebhookSender:
             return None
         return delivery
 
+    def queue(
+        self, pipe: redis.client.Pipeline, job: JobRecord, event: str, data: dict[str, Any] | None = None
+    ) -> Delivery | None:
+        """Add `event`'s delivery (if the job subscribed) to the caller's transaction, due now: it is queued
+        exactly when the caller's other writes (the record, its events) are (JobStore.update's `also`)."""
+        delivery = build_delivery(job, event, data)
+        if delivery is not None:
+            self._queue(pipe, delivery, due=time.time())
+        return delivery
+
     def pending(self) -> int:
         """Deliveries not finished yet (due now, claimed, or waiting for a retry)."""
         return int(self.r.zcard(self.due_key))
@@ -300,9 +316,12 @@ class WebhookSender:
 
     def _save(self, delivery: Delivery, due: float) -> None:
         with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(self.payload_key, delivery.webhook_id, delivery.to_json())
-            pipe.zadd(self.due_key, {delivery.webhook_id: due})
+            self._queue(pipe, delivery, due)
             pipe.execute()
+
+    def _queue(self, pipe: redis.client.Pipeline, delivery: Delivery, due: float) -> None:
+        pipe.hset(self.payload_key, delivery.webhook_id, delivery.to_json())
+        pipe.zadd(self.due_key, {delivery.webhook_id: due})
 
     def _drop(self, delivery: Delivery) -> None:
         with self.r.pipeline(transaction=True) as pipe:

@@ -10,6 +10,7 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
 from m4v_core import ApiSettings, JobStore
+from m4v_core.redis_client import connection_options
 from m4v_core.webhooks import WebhookSender
 from model.config import ModelConfig, get_preset
 from service.auth import Authenticator
@@ -62,13 +63,8 @@ class ServiceState:
 
     @classmethod
     def open(cls, settings: ApiSettings, metrics: ApiMetrics) -> ServiceState:
-        name = client_name(settings)
-        client = redis.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=SOCKET_TIMEOUT_S,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            client_name=name,
-        )
+        url, name = settings.redis_url, client_name(settings)
+        client = redis.Redis.from_url(url, client_name=name, **connection_options(url, SOCKET_TIMEOUT_S))
         store = JobStore(client, settings.key_prefix, settings.job_ttl_s, settings.events_maxlen)
         queue = JobQueue(
             client, store.keys, result_ttl_s=settings.job_ttl_s, failure_ttl_s=settings.job_ttl_s
@@ -80,23 +76,21 @@ class ServiceState:
         # concurrent requests than its size with MaxConnectionsError (a 503 to the caller).
         ops = aredis.Redis(
             connection_pool=aredis.BlockingConnectionPool.from_url(
-                settings.redis_url,
+                url,
                 max_connections=OPS_POOL_SIZE,
                 timeout=SOCKET_TIMEOUT_S,
-                socket_connect_timeout=SOCKET_TIMEOUT_S,
-                socket_timeout=SOCKET_TIMEOUT_S,
                 client_name=name,
+                **connection_options(url, SOCKET_TIMEOUT_S),
             )
         )
         # Every event stream reads through this one bounded pool: a stream holds at most one connection at a
         # time, so sse_max_streams connections serve every stream the slots admit without waiting.
         streams_pool = aredis.BlockingConnectionPool.from_url(
-            settings.redis_url,
+            url,
             max_connections=settings.sse_max_streams,
             timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=SOCKET_TIMEOUT_S,
-            socket_timeout=SSE_SOCKET_TIMEOUT_S,
             client_name=name,
+            **connection_options(url, SSE_SOCKET_TIMEOUT_S, SOCKET_TIMEOUT_S),
         )
         return cls(
             settings=settings,

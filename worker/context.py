@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from m4v_core import JobStore, WorkerSettings
     from m4v_core.webhooks import WebhookSender
     from worker.heartbeat import WorkerState
+    from worker.leases import ActiveLeases
     from worker.metrics import WorkerMetrics
     from worker.spool import Spool
     from worker.storage import Storage
@@ -35,6 +36,7 @@ class JobContext:
     state: WorkerState
     drain: threading.Event = field(default_factory=threading.Event)  # SIGTERM: stop at a step boundary
     spool: Spool | None = None  # where finished videos go when S3 refuses them (worker/spool.py)
+    leases: ActiveLeases | None = None  # {prefix}:active entries of running attempts (worker/leases.py)
 
 
 _context: ContextVar[JobContext] = ContextVar("m4v_job_context")

@@ -34,8 +34,9 @@ class JobResults:
         self.ctx = ctx
 
     def upload(self, job: JobRecord, mp4: bytes, jpg: bytes, partial: bool, frames: int) -> JobResult:
-        """Video, thumbnail and metadata to S3; a full video that S3 refuses goes to the spool."""
-        keys = video_keys(job.id, job.created_at)
+        """Video, thumbnail and metadata to S3, under keys of this run's attempt; a video that S3 refuses
+        (full or partial) goes to the spool, to become the record's result once uploaded (worker/spool.py)."""
+        keys = video_keys(job.id, job.created_at, job.attempt_id)
         result = JobResult(
             video_key=keys.video,
             thumbnail_key=keys.thumbnail,
@@ -64,8 +65,8 @@ class JobResults:
             for obj in objects:
                 self.ctx.storage.upload(obj.key, obj.data, obj.content_type)
         except StorageError:
-            if self.ctx.spool is not None and not partial:
-                self.ctx.spool.keep(job.id, objects, result)
+            if self.ctx.spool is not None:
+                self.ctx.spool.keep(job.id, objects, result, job.attempt_id)
             raise
         return result
 

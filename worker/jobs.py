@@ -9,8 +9,15 @@ queued -> running -> text -> sampler (progress every step) -> decode -> MP4 -> S
   ValueError (bad spec)       -> invalid_request
   deadline / rq job timeout   -> status timed_out, error.type timeout
   cancel                      -> status canceled
+  SIGTERM drain               -> back to queued (the attempt counts); at max_attempts: worker_lost
   anything else               -> internal
 Handled errors are never re-raised into rq (rq's job then finishes normally; the JobRecord holds the truth).
+
+Every start stores a fresh attempt id on the record; each later write of this run (progress, events, the
+terminal status with its `done` event and webhook, a drain's requeue) is conditional on it
+(worker/attempt.py). A run whose record moved on (its lease lapsed and the job was requeued or re-run) stops
+at its next step or before its terminal write, having written nothing: "superseded". Its uploads go to
+keys of its own attempt, so they never touch another run's video either.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import redis
 import torch
 from rq.timeouts import JobTimeoutException
 
@@ -29,6 +37,7 @@ from m4v_core import JobError, JobMetrics, JobRecord, JobResult, JobStore
 from m4v_core.store import JobNotFoundError
 from m4v_core.throughput import drop_job_flops
 from model.pipeline_types import DecodedChunk, GenerationRequest, GenerationResult
+from worker.attempt import Attempt, AttemptLostError, new_attempt_id
 from worker.context import JobContext, current_context
 from worker.encode import encode_mp4, encode_thumbnail
 from worker.eta import JobEta, restore_job_flops
@@ -63,6 +72,7 @@ class JobRun:
     chunks: list[np.ndarray] = field(default_factory=list)
     eta: JobEta | None = None
     preview: PreviewPublisher | None = None
+    attempt: Attempt | None = None  # set once this run has started the job
     results: JobResults = field(init=False)
 
     def __post_init__(self) -> None:
@@ -73,15 +83,21 @@ class JobRun:
         return self.ctx.store
 
     def run(self) -> str:
-        job = self._start()
+        job = self.start()
         if job is None:
             return "skipped"
         self.ctx.state.busy_job = job.id
         self.ctx.metrics.busy.set(1)
         try:
             return self._execute(job)
+        except AttemptLostError as exc:
+            return self._superseded(job, exc)
         except DrainRequestedError as exc:
-            if requeue_drained(self.store, job, str(exc)):
+            max_attempts = self.ctx.settings.max_attempts
+            if job.attempts >= max_attempts:  # drains count: a job scaled away again and again cannot loop
+                message = f"{exc}; stopped after {job.attempts} of {max_attempts} attempts"
+                return self._end(job, "failed", JobError(type="worker_lost", message=message))
+            if requeue_drained(self.store, job, str(exc), self.ctx.leases):
                 restore_job_flops(self.store.r, self.store.keys.prefix, job, self.store.ttl_s)
                 self.eta = None  # queued again: keep the restored estimate (finally would drop it)
             return "requeued"
@@ -107,10 +123,15 @@ class JobRun:
                 self.eta.finish()
             self.ctx.state.busy_job = None
             self.ctx.metrics.busy.set(0)
+            if self.ctx.leases is not None:
+                self.ctx.leases.current = None
 
     # --- phases ---
-    def _start(self) -> JobRecord | None:
+    def start(self) -> JobRecord | None:
+        """queued -> running with a fresh attempt id, its `running` event and `started` webhook in one
+        transaction; None if the job is not queued (or its deadline already passed)."""
         now = datetime.now(UTC)
+        attempt_id = new_attempt_id()
         moved = False
 
         def change(job: JobRecord) -> bool:
@@ -120,27 +141,33 @@ class JobRun:
             job.status = "running"
             job.started_at = now
             job.attempts += 1
+            job.attempt_id = attempt_id
             job.worker = self.ctx.state.name
             moved = True
             return True
 
+        def also(pipe: redis.client.Pipeline, job: JobRecord) -> None:
+            event = {"job_id": job.id, "status": "running", "at": now.isoformat(), "worker": job.worker}
+            self.store.queue_event(pipe, job.id, "status", event)
+            self.ctx.webhooks.queue(pipe, job, "started")
+            if self.ctx.leases is not None:
+                self.ctx.leases.enter(pipe, job.id, attempt_id)
+
         try:
-            job = self.store.update(self.job_id, change)
+            job = self.store.update(self.job_id, change, also=also)
         except JobNotFoundError:
             log.warning("job record missing; skipping", extra={"job_id": self.job_id})
             return None
         if not moved:
             log.info("job not queued; skipping", extra={"job_id": self.job_id, "status": job.status})
             return None
-        at = now.isoformat()
-        self.store.append_event(
-            job.id, "status", {"job_id": job.id, "status": "running", "at": at, "worker": job.worker}
-        )
-        self.ctx.webhooks.submit(job, "started")
+        self.attempt = Attempt(self.store, job.id, attempt_id)
         if job.deadline is not None and now >= job.deadline:
             message = f"deadline {job.deadline.isoformat()} passed before the job started"
             self._end(job, "timed_out", JobError(type="timeout", message=message))
             return None
+        if self.ctx.leases is not None:
+            self.ctx.leases.current = (job.id, attempt_id)  # the LeaseRenewer thread renews it from now
         return job
 
     def _execute(self, job: JobRecord) -> str:
@@ -168,6 +195,7 @@ class JobRun:
             metrics=self.ctx.metrics,
             webhooks=self.ctx.webhooks,
             eta=eta_errors,
+            attempt_id=job.attempt_id,
         )
         result: GenerationResult = self.ctx.pipeline.generate(
             request,
@@ -216,17 +244,37 @@ class JobRun:
         }
         if status == "succeeded":
             fields["progress"] = job.progress.model_copy(update={"percent": 100.0})
-        final = self.store.transition(job.id, ["running"], status, **fields)
-        if final is None:
-            log.warning("job left running before the worker finished it", extra={"job_id": job.id})
-            return self.store.get(job.id).status
-        # Every terminal status passes here, also a deadline hit before the JobEta exists: drop the FLOPs.
-        drop_job_flops(self.store.r, self.store.keys.prefix, job.id)
-        view = client_view(final, self.ctx.storage, self.ctx.settings.presign_expiry_s)
-        self.store.append_event(job.id, "done", view)
-        self.ctx.webhooks.submit(final, WEBHOOK_FOR_STATUS[status], data=view)
+        storage, expiry_s = self.ctx.storage, self.ctx.settings.presign_expiry_s
+        prefix = self.store.keys.prefix
+
+        def change(rec: JobRecord) -> None:
+            rec.status = status  # type: ignore[assignment]
+            for name, value in fields.items():
+                setattr(rec, name, value)
+
+        def outbox(pipe: redis.client.Pipeline, rec: JobRecord) -> None:
+            # One transaction with the terminal status: the `done` event, the terminal webhook, and the drop
+            # of the job's FLOP estimate (every terminal status passes here).
+            view = client_view(rec, storage, expiry_s)
+            self.store.queue_event(pipe, rec.id, "done", view)
+            self.ctx.webhooks.queue(pipe, rec, WEBHOOK_FOR_STATUS[status], data=view)
+            drop_job_flops(pipe, prefix, rec.id)
+            if self.ctx.leases is not None:
+                self.ctx.leases.leave(pipe, rec.id, rec.attempt_id)
+
+        assert self.attempt is not None, "_end before start"
+        try:
+            final = self.attempt.write(change, outbox)
+        except AttemptLostError as exc:
+            return self._superseded(job, exc)
         self.results.observe(final, gen)
         log.info(
             "job finished", extra={"job_id": job.id, "status": status, "error": error.type if error else None}
         )
         return status
+
+    def _superseded(self, job: JobRecord, exc: AttemptLostError) -> str:
+        """This run no longer owns the record: it has written nothing since, and writes nothing more."""
+        self.eta = None  # its FLOP estimate now belongs to the run that owns the record
+        log.warning("attempt superseded; stopping", extra={"job_id": job.id, "reason": str(exc)})
+        return "superseded"

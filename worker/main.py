@@ -24,10 +24,12 @@ from rq import Queue
 
 from m4v_core import JobStore, WorkerSettings
 from m4v_core.logs import configure_logging
+from m4v_core.redis_client import connection_options
 from m4v_core.webhooks import WebhookDispatcher, WebhookSender
 from worker.capacity import device_memory_bytes
 from worker.context import JobContext
 from worker.heartbeat import HeartbeatWriter, WorkerState
+from worker.leases import ActiveLeases, LeaseRenewer
 from worker.metrics import WorkerMetrics
 from worker.pipeline import load_pipeline
 from worker.recovery import Reaper, Recovery
@@ -36,6 +38,8 @@ from worker.spool import Spool
 from worker.storage import Storage
 
 log = logging.getLogger(__name__)
+
+REDIS_SOCKET_TIMEOUT_S = 10.0
 
 
 def choose_device(requested: str) -> str:
@@ -67,12 +71,15 @@ class WorkerProcess:
     heartbeat: HeartbeatWriter
     dispatcher: WebhookDispatcher
     recovery: Recovery | None = None
+    renewer: LeaseRenewer | None = None
 
     def start(self) -> None:
         self.context.state.model_loaded = True
         self.context.metrics.ready.set(1)
         self.context.metrics.watch_heartbeat(lambda: self.heartbeat.last_beat_s)
         self.heartbeat.start()
+        if self.renewer is not None:
+            self.renewer.start()
         self.dispatcher.start()
         if self.recovery is not None:
             self.recovery.start()
@@ -82,6 +89,8 @@ class WorkerProcess:
         if self.recovery is not None:
             self.recovery.stop()
         self.dispatcher.stop()
+        if self.renewer is not None:
+            self.renewer.stop()
         self.heartbeat.stop()
         self.context.webhooks.close()
 
@@ -95,10 +104,13 @@ def build_worker(
 ) -> WorkerProcess:
     """Everything but the work loop. Pass `pipeline` to reuse an already loaded one (tests, CLI)."""
     # A Redis restart of a few seconds is retried inside each command instead of failing the job.
+    # A silent partition raises TimeoutError after REDIS_SOCKET_TIMEOUT_S instead of hanging (keepalive and
+    # timeouts: m4v_core/redis_client.py); the worker never blocks on the server longer (worker/dequeue.py).
     client = redis.Redis.from_url(
         settings.redis_url,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), 10),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+        **connection_options(settings.redis_url, REDIS_SOCKET_TIMEOUT_S),
     )
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
@@ -124,18 +136,21 @@ def build_worker(
         settings, client, store, transport=webhook_transport, metrics=metrics
     )
     spool = Spool.from_settings(settings)
-    context = JobContext(settings, store, pipeline, storage, webhooks, metrics, state, spool=spool)
+    leases = ActiveLeases(client, store.keys, settings.job_lease_s)
+    context = JobContext(
+        settings, store, pipeline, storage, webhooks, metrics, state, spool=spool, leases=leases
+    )
     queues = [Queue(q, connection=client) for q in store.keys.queues()]
     # rq refuses to register a name whose previous holder died without deregistering (SIGKILL, OOM kill):
     # a container restarted in the same pod keeps M4V_WORKER_NAME, so rq gets a per-process suffix.
     rq_name = f"{name}.{secrets.token_hex(3)}"
     worker = M4VWorker(queues, context=context, name=rq_name, connection=client, lease_s=settings.job_lease_s)
-    reaper = Reaper(client, store, settings.max_attempts, webhooks)
+    reaper = Reaper(client, store, settings.max_attempts, webhooks, leases=leases)
     worker.reaper = reaper  # rq's own registry maintenance settles lapsed leases through it too
+    lease_period_s = min(settings.heartbeat_s, settings.job_lease_s / 3)
     recovery = Recovery(
         reaper,
-        worker.renew_lease,
-        period_s=min(settings.heartbeat_s, settings.job_lease_s / 3),
+        period_s=lease_period_s,
         reap_every_s=settings.reaper_interval_s,
         retry_spool=lambda: spool.retry_all(storage, store, webhooks),
         spool_every_s=settings.spool_retry_s,
@@ -147,6 +162,7 @@ def build_worker(
         heartbeat=HeartbeatWriter(client, store.keys, state, settings.heartbeat_s),
         dispatcher=WebhookDispatcher(webhooks),
         recovery=recovery,
+        renewer=LeaseRenewer([worker.renew_lease, leases.renew_current], lease_period_s),
     )
 
 

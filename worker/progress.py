@@ -8,7 +8,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import redis
+
 from m4v_core import JobProgress, JobRecord, JobStore
+from worker.attempt import Attempt
 
 if TYPE_CHECKING:
     from m4v_core.webhooks import WebhookSender
@@ -21,7 +24,7 @@ PROGRESS_WEBHOOK_EVERY_PERCENT = 10.0  # a webhook per step would flood receiver
 
 
 class JobCanceledError(Exception):
-    """The client canceled the job (cancel key set, or the record left `running`)."""
+    """The client canceled the job (its cancel key is set)."""
 
 
 class JobTimedOutError(Exception):
@@ -43,7 +46,8 @@ def to_job_progress(p: StepProgress) -> JobProgress:
 
 @dataclass
 class ProgressReporter:
-    """Called after every sampler step; raises JobCanceledError / JobTimedOutError to stop the sampler."""
+    """Called after every sampler step; raises JobCanceledError / JobTimedOutError to stop the sampler, and
+    worker/attempt.py's AttemptLostError (writing nothing) once the record is no longer this attempt's."""
 
     store: JobStore
     job_id: str
@@ -52,6 +56,7 @@ class ProgressReporter:
     metrics: WorkerMetrics | None = None
     webhooks: WebhookSender | None = None
     eta: Callable[[StepProgress], float | None] | None = None  # worker/eta.py JobEta
+    attempt_id: str | None = None  # the record's attempt_id when this run started it
     last_webhook_percent: float = -PROGRESS_WEBHOOK_EVERY_PERCENT
     steps_seen: int = 0
 
@@ -63,29 +68,27 @@ class ProgressReporter:
             )
         progress = to_job_progress(p)
         eta_s = self.eta(p) if self.eta is not None else None
-        still_running = True
-
-        def change(job: JobRecord) -> bool:
-            nonlocal still_running
-            if job.status != "running":
-                still_running = False
-                return False
-            job.progress = progress
-            job.eta_s = eta_s
-            return True
-
-        job = self.store.update(self.job_id, change)
-        if not still_running or self.store.cancel_requested(self.job_id):
-            raise JobCanceledError(f"job {self.job_id} canceled at step {p.steps_done}/{p.steps_all}")
-        self.store.append_event(
-            self.job_id, "progress", {"job_id": self.job_id, **progress.model_dump(), "eta_s": eta_s}
-        )
-        if (
+        attempt = Attempt(self.store, self.job_id, self.attempt_id)
+        event = {"job_id": self.job_id, **progress.model_dump(), "eta_s": eta_s}
+        webhook = (
             self.webhooks is not None
             and progress.percent - self.last_webhook_percent >= PROGRESS_WEBHOOK_EVERY_PERCENT
-        ):
+        )
+
+        def change(job: JobRecord) -> None:
+            job.progress = progress
+            job.eta_s = eta_s
+
+        def also(pipe: redis.client.Pipeline, job: JobRecord) -> None:
+            attempt.events(("progress", event))(pipe, job)
+            if webhook and self.webhooks is not None:
+                self.webhooks.queue(pipe, job, "progress")
+
+        job = attempt.write(change, also)  # AttemptLostError: superseded, nothing written
+        if webhook:
             self.last_webhook_percent = progress.percent
-            self.webhooks.submit(job, "progress")
+        if self.store.cancel_requested(self.job_id):
+            raise JobCanceledError(f"job {self.job_id} canceled at step {p.steps_done}/{p.steps_all}")
         deadline = job.deadline or self.deadline  # the record is the truth (an operator may move it)
         if deadline is not None and datetime.now(UTC) >= deadline:
             raise JobTimedOutError(

@@ -1,10 +1,11 @@
 """Abandoned jobs: a worker that dies mid-job (SIGKILL, node loss, OOM killer) leaves its job `running`.
 
-rq's own mechanism does the detection: every running job has an execution in the queue's
-StartedJobRegistry scored by a lease expiry. A SimpleWorker never renews it during a job (its lease would be
-job_timeout + 60 s), so M4VWorker uses a short lease (Settings.job_lease_s) that the Recovery thread renews
-every heartbeat_s while the job runs. StartedJobRegistry.cleanup() then finds lapsed leases and calls our
-exception handler with AbandonedJobError before deciding between rq's retry and its FailedJobRegistry:
+Two detectors, both settled by worker/settle.py. First rq's: every running job has an execution in the
+queue's StartedJobRegistry scored by a lease expiry. A SimpleWorker never renews it during a job (its lease
+would be job_timeout + 60 s), so M4VWorker uses a short lease (Settings.job_lease_s) that the LeaseRenewer
+thread (worker/leases.py) renews every heartbeat_s while the job runs. StartedJobRegistry.cleanup() then
+finds lapsed leases and calls our exception handler with AbandonedJobError before deciding between rq's
+retry and its FailedJobRegistry:
 
   record running/queued, attempts < max_attempts -> record back to queued, rq's own job.retry() requeues it
                                                      (its {prefix}:job_flops entry: the full estimate again)
@@ -12,8 +13,15 @@ exception handler with AbandonedJobError before deciding between rq's retry and 
                                                      (and its {prefix}:job_flops entry is dropped)
   record already terminal                         -> left alone (the worker died after finishing it)
 
-At-least-once: a re-run uploads to the same keys (derived from the job id): it overwrites, never duplicates.
-Every worker process runs a Recovery thread; a Redis lock lets exactly one of them reap at a time.
+Then our own records: every running attempt has a {prefix}:active entry with a lease deadline on the Redis
+server's clock (worker/leases.py). An entry whose deadline passed is settled the same way, fenced on its
+attempt id, whatever rq's registries say (rq drops its entry when it records a failure), and a requeued job
+is enqueued again here (noted in {prefix}:draining first, so a reaper that dies halfway is caught up).
+
+At-least-once: a re-run gets a new attempt id; the lapsed run, if still alive, writes nothing more
+(worker/attempt.py) and its uploads went to keys of its own attempt.
+Every worker process runs a Recovery thread; a Redis lock lets one of them reap at a time (each settlement
+is conditional on the record, so two passes over the same lapse settle it once).
 """
 
 from __future__ import annotations
@@ -22,7 +30,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -30,12 +37,11 @@ from rq import Queue
 from rq.exceptions import AbandonedJobError
 from rq.job import Job
 
-from m4v_core import JobError, JobProgress, JobRecord, JobStore
+from m4v_core import JobStore
 from m4v_core.background import BackgroundThread
 from m4v_core.store import JobNotFoundError
-from m4v_core.throughput import drop_job_flops
-from worker.eta import restore_job_flops
-from worker.job_view import client_view
+from worker.leases import ActiveLeases
+from worker.settle import Settlement, settle_abandoned
 from worker.shutdown import DRAIN_GRACE_S, enqueue_again
 
 if TYPE_CHECKING:
@@ -44,63 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INTERMEDIATE_STUCK_S = 60  # rq's own threshold for a job dequeued but never registered as started
-
-
-@dataclass(frozen=True)
-class Settlement:
-    job_id: str
-    outcome: str  # "requeued", "failed", "ignored"
-    attempts: int
-
-
-def settle_abandoned(
-    store: JobStore, job_id: str, max_attempts: int, reason: str, webhooks: WebhookSender | None = None
-) -> Settlement:
-    """Decide an abandoned job's fate on its record: back to queued, or failed with worker_lost."""
-    outcome = "ignored"
-    now = datetime.now(UTC)
-
-    def change(job: JobRecord) -> bool:
-        nonlocal outcome
-        if job.status not in ("running", "queued"):
-            outcome = "ignored"
-            return False
-        if job.status == "running" and job.attempts >= max_attempts:
-            job.status = "failed"
-            job.finished_at = now
-            job.error = JobError(
-                type="worker_lost",
-                message=f"{reason}; gave up after {job.attempts} of {max_attempts} attempts",
-            )
-            outcome = "failed"
-        else:
-            job.status = "queued"
-            job.started_at = None
-            job.worker = None
-            job.progress = JobProgress()
-            outcome = "requeued"
-        return True
-
-    try:
-        job = store.update(job_id, change)
-    except JobNotFoundError:
-        return Settlement(job_id, "ignored", 0)
-    if outcome == "requeued":
-        restore_job_flops(store.r, store.keys.prefix, job, store.ttl_s)  # it restarts from its first step
-        store.append_event(
-            job_id, "status", {"job_id": job_id, "status": "queued", "at": now.isoformat(), "reason": reason}
-        )
-    elif outcome == "failed":
-        drop_job_flops(store.r, store.keys.prefix, job_id)  # ahead of no one now (ETAs, m4v_queue_flops)
-        view = client_view(job)
-        store.append_event(job_id, "done", view)
-        if webhooks is not None:
-            webhooks.submit(job, "failed", data=view)
-    log.warning(
-        "abandoned job settled",
-        extra={"job_id": job_id, "outcome": outcome, "attempts": job.attempts, "reason": reason},
-    )
-    return Settlement(job_id, outcome, job.attempts)
 
 
 @dataclass
@@ -112,6 +61,7 @@ class Reaper:
     max_attempts: int
     webhooks: WebhookSender | None = None
     lock_timeout_s: float = 60.0
+    leases: ActiveLeases | None = None  # {prefix}:active; None: rq's registries only
     settled: list[Settlement] = field(default_factory=list)
 
     @property
@@ -143,7 +93,8 @@ class Reaper:
             for name in self.store.keys.queues():
                 queue = Queue(name, connection=self.client)
                 queue.started_job_registry.cleanup(timestamp=now, exception_handlers=[self.handle])
-                self._requeue_stuck_intermediate(queue)
+                self._requeue_stuck_intermediate(queue, now)
+            self._settle_lapsed_active(now)
             self._requeue_lost_drains(now)
         finally:
             try:
@@ -152,15 +103,21 @@ class Reaper:
                 log.warning("reaper lock expired before release", extra={"key": self.lock_key})
         return list(self.settled)
 
-    def _requeue_stuck_intermediate(self, queue: Queue) -> None:
-        """A job popped by a worker that died before registering it: rq would fail it; we requeue it."""
+    def _requeue_stuck_intermediate(self, queue: Queue, now: float | None = None) -> None:
+        """A job popped (worker/dequeue.py) by a worker that died before registering it: rq would fail it; we
+        requeue it once it has sat there, unstarted, INTERMEDIATE_STUCK_S since a reaper first saw it."""
         inter = queue.intermediate_queue
+        now = time.time() if now is None else now
         for job_id in inter.get_job_ids():
             if job_id in queue.started_job_registry:
                 continue
-            if inter.set_first_seen(job_id) or not inter.should_be_cleaned_up(job_id):
+            if inter.set_first_seen(job_id):
+                continue
+            first_seen = inter.get_first_seen(job_id)
+            if first_seen is None or now - first_seen.timestamp() <= INTERMEDIATE_STUCK_S:
                 continue
             inter.remove(job_id)
+            self.client.delete(inter.get_first_seen_key(job_id))  # a later pop starts a fresh clock
             job = queue.fetch_job(job_id)
             if job is None:
                 continue
@@ -170,6 +127,40 @@ class Reaper:
             self.settled.append(settlement)
             if settlement.outcome == "requeued":
                 queue.enqueue_job(job, at_front=True)
+
+    def _settle_lapsed_active(self, now: float | None = None) -> None:
+        """Every {prefix}:active entry past its deadline (the server's clock, or ``now`` in tests): its run
+        is lost. Requeue or fail the record if that attempt still owns it; drop the entry either way."""
+        if self.leases is None:
+            return
+        for job_id, attempt_id in self.leases.lapsed(now):
+            settlement = settle_abandoned(
+                self.store,
+                job_id,
+                self.max_attempts,
+                "worker lost (lease expired)",
+                self.webhooks,
+                attempt=attempt_id,
+                note_draining=True,
+            )
+            self.leases.leave(self.client, job_id, attempt_id)  # already gone unless ignored
+            if settlement.outcome == "ignored":
+                continue
+            self.settled.append(settlement)
+            if settlement.outcome == "requeued":
+                self._enqueue(job_id)
+
+    def _enqueue(self, job_id: str) -> None:
+        """Put a requeued job's rq job at the front of its queue (rq may hold it as failed or started)."""
+        record = self.store.get(job_id)
+        queue = Queue(self.store.keys.queue(record.priority), connection=self.client)
+        job = queue.fetch_job(job_id)
+        if job is None:
+            queue.enqueue("worker.jobs.run_job", job_id, job_id=job_id, at_front=True)
+            self.client.zrem(self.store.keys.draining(), job_id)
+            return
+        queue.failed_job_registry.remove(job)
+        enqueue_again(self.store, queue, job)
 
     def _requeue_lost_drains(self, now: float | None = None) -> None:
         """Drained jobs whose worker died between rq finishing its copy and enqueueing the fresh one: the
@@ -199,22 +190,21 @@ class Reaper:
 
 
 class Recovery(BackgroundThread):
-    """Background thread of a worker: renews the running job's lease every period_s, reaps every
-    reap_every_s, and retries spooled uploads every spool_every_s."""
+    """Background thread of a worker: reaps every reap_every_s and retries spooled uploads every
+    spool_every_s (leases are renewed by worker/leases.py's LeaseRenewer, never here: a slow spool retry
+    must not let a live job's lease lapse)."""
 
     thread_name = "m4v-recovery"
 
     def __init__(
         self,
         reaper: Reaper,
-        renew_lease: Callable[[], None],
         period_s: float,
         reap_every_s: float,
         retry_spool: Callable[[], object] | None = None,
         spool_every_s: float = 60.0,
     ) -> None:
         self.reaper = reaper
-        self.renew_lease = renew_lease
         self.period_s = period_s
         self.reap_every_s = reap_every_s
         self.retry_spool = retry_spool
@@ -225,7 +215,6 @@ class Recovery(BackgroundThread):
         last_reap = last_spool = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            self._guard(self.renew_lease, "lease renewal failed")
             if now - last_reap >= self.reap_every_s:
                 last_reap = now
                 self._guard(self.reaper.reap_once, "reaper pass failed")

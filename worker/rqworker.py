@@ -4,7 +4,7 @@ Jobs are enqueued by name ("worker.jobs.run_job"); the loaded pipeline and clien
 a context variable set around each job, so nothing global is created at import.
 
 Lease: a running job's StartedJobRegistry entry lives job_lease_s (not rq's job_timeout + 60 s) and the
-Recovery thread (worker/recovery.py) renews it via renew_lease(); a SIGKILLed worker's job lapses quickly.
+LeaseRenewer thread (worker/leases.py) renews it via renew_lease(); a SIGKILLed worker's job lapses quickly.
 
 SIGTERM (one, as docker/worker_drain.py sends): rq's warm shutdown plus a drain request; the job stops at
 the next sampler step boundary and goes back to the queue (or finishes if nearly done, see
@@ -24,6 +24,7 @@ from rq.job import Job
 from rq.utils import now
 
 from worker.context import JobContext, use_context
+from worker.dequeue import M4VQueue
 from worker.shutdown import enqueue_again
 
 if TYPE_CHECKING:
@@ -33,12 +34,16 @@ log = logging.getLogger(__name__)
 
 
 class M4VWorker(SimpleWorker):
-    """Dequeues in the order the queues are given (high, normal, low) and runs jobs with its context."""
+    """Dequeues in the order the queues are given (high, normal, low) and runs jobs with its context.
+    The pop moves the job into its queue's intermediate list atomically (worker/dequeue.py)."""
+
+    queue_class = M4VQueue
 
     def __init__(
         self, queues: Sequence[Queue], *, context: JobContext, lease_s: int = 30, **kwargs: Any
     ) -> None:
-        super().__init__(list(queues), **kwargs)
+        atomic = [q if isinstance(q, M4VQueue) else M4VQueue(q.name, connection=q.connection) for q in queues]
+        super().__init__(atomic, **kwargs)
         self.context = context
         self.lease_s = lease_s
         self.reaper: Reaper | None = None  # set by worker/main.py: rq's maintenance goes through it
@@ -63,11 +68,16 @@ class M4VWorker(SimpleWorker):
                 queue.release_maintenance_lock()
         self.last_cleaned_at = now()
 
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        """rq's registration as started; the job leaves the intermediate list M4VQueue popped it into in the
+        same transaction (rq does that only for a worker of one queue)."""
+        super().prepare_job_execution(job, remove_from_intermediate_queue=True)
+
     def get_heartbeat_ttl(self, job: Job) -> int:
         return self.lease_s
 
     def renew_lease(self) -> None:
-        """Extend the running job's StartedJobRegistry entry (called from the Recovery thread)."""
+        """Extend the running job's StartedJobRegistry entry (called from the LeaseRenewer thread)."""
         with self._lease_lock:
             job = self._lease_job
             if job is not None and self.execution is not None:

@@ -2,7 +2,8 @@
 
 M4VWorker.request_stop sets JobContext.drain; StepGate (wrapping the per-step progress callback) raises
 DrainRequestedError after the step unless the sampler is at least `finish_fraction` through, in which case the
-job runs to the end. requeue_drained() puts the record back to `queued` without counting the attempt.
+job runs to the end. requeue_drained() puts the record back to `queued`; the attempt counts (a job whose
+pods are scaled away again and again fails at max_attempts instead of looping: worker/jobs.py).
 
 Then rq finishes its copy of the job and M4VWorker puts a fresh rq job (same id) at the front of the queue
 (enqueue_again). A SIGKILL between those two leaves a `queued` record in no queue: so the record's move also
@@ -14,19 +15,22 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import redis
+
 from m4v_core import JobProgress, JobRecord, JobStore
+from worker.attempt import Attempt, AttemptLostError
 
 if TYPE_CHECKING:
     from rq import Queue
     from rq.job import Job
 
     from model.pipeline_types import StepProgress
+    from worker.leases import ActiveLeases
 
 DRAIN_GRACE_S = 30.0  # the worker re-enqueues within milliseconds of rq finishing its copy
 
@@ -51,30 +55,32 @@ class StepGate:
             raise DrainRequestedError(f"worker stopping at step {p.steps_done}/{p.steps_all}")
 
 
-def requeue_drained(store: JobStore, job: JobRecord, reason: str) -> bool:
-    """running -> queued, attempt not counted; False if the record had already left `running`."""
-    moved = False
+def requeue_drained(store: JobStore, job: JobRecord, reason: str, leases: ActiveLeases | None = None) -> bool:
+    """running -> queued (the attempt stays counted); False if the record is no longer this run's (left
+    `running`, or another attempt owns it). The record, its `queued` event and the {prefix}:draining note
+    are one transaction, conditional on the run's attempt id (worker/attempt.py)."""
+    now = datetime.now(UTC)
 
-    def change(rec: JobRecord) -> bool:
-        nonlocal moved
-        if rec.status != "running":
-            return False
+    def change(rec: JobRecord) -> None:
         rec.status = "queued"
-        rec.attempts = max(0, rec.attempts - 1)
+        rec.attempt_id = None
         rec.started_at = None
         rec.worker = None
         rec.progress = JobProgress()
-        moved = True
-        return True
 
-    store.update(job.id, change)
-    if moved:
-        store.r.zadd(store.keys.draining(), {job.id: time.time()})
-        at = datetime.now(UTC).isoformat()
-        event = {"job_id": job.id, "status": "queued", "at": at, "reason": reason}
-        store.append_event(job.id, "status", event)
-        log.info("job requeued on worker shutdown", extra={"job_id": job.id, "reason": reason})
-    return moved
+    def also(pipe: redis.client.Pipeline, rec: JobRecord) -> None:
+        pipe.zadd(store.keys.draining(), {job.id: now.timestamp()})
+        event = {"job_id": job.id, "status": "queued", "at": now.isoformat(), "reason": reason}
+        store.queue_event(pipe, job.id, "status", event)
+        if leases is not None:
+            leases.leave(pipe, job.id, job.attempt_id)
+
+    try:
+        Attempt(store, job.id, job.attempt_id).write(change, also)
+    except AttemptLostError:
+        return False
+    log.info("job requeued on worker shutdown", extra={"job_id": job.id, "reason": reason})
+    return True
 
 
 def enqueue_again(store: JobStore, queue: Queue, job: Job) -> None:

@@ -39,9 +39,11 @@ class VideoKeys:
     metadata: str
 
 
-def video_keys(job_id: str, created_at: datetime) -> VideoKeys:
-    """videos/YYYY/MM/DD/<id>.mp4 (+ .jpg, + .json), dated by the job's creation (stable across retries)."""
-    stem = f"videos/{created_at:%Y/%m/%d}/{job_id}"
+def video_keys(job_id: str, created_at: datetime, attempt_id: str | None = None) -> VideoKeys:
+    """videos/YYYY/MM/DD/<id>.<attempt>.mp4 (+ .jpg, + .json), dated by the job's creation. Each attempt of
+    a job writes its own objects, so a superseded run can never overwrite the video of the run that owns the
+    record; the record's result names the winner's keys (worker/attempt.py)."""
+    stem = f"videos/{created_at:%Y/%m/%d}/{job_id}" + (f".{attempt_id}" if attempt_id else "")
     return VideoKeys(video=f"{stem}.mp4", thumbnail=f"{stem}.jpg", metadata=f"{stem}.json")
 
 

@@ -313,3 +313,31 @@ def test_notes_warn_that_without_a_signing_secret_no_webhook_is_sent() -> None:
     notes = render().notes
     assert "no webhook is sent" in notes and 'outcome="refused"' in notes
     assert "no webhook is sent" not in render(VARIANTS["external-redis"]).notes  # sets secrets.webhookSecret
+
+
+def test_in_chart_redis_never_evicts_and_fsyncs_every_write() -> None:
+    redis_sets = render().kind("StatefulSet")
+    (redis,) = [d for d in redis_sets if labels(d).get("app.kubernetes.io/component") == "redis"]
+    args = container(redis, "redis")["args"]
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    assert args[args.index("--appendfsync") + 1] == "always"
+    assert args[args.index("--appendonly") + 1] == "yes"
+
+
+def test_the_worker_spool_is_mounted_and_can_be_a_shared_claim() -> None:
+    """Videos S3 refused wait in M4V_SPOOL_DIR: a volume of its own, a PersistentVolumeClaim when one is given
+    (an S3 outage followed by a rollout then loses none); an emptyDir otherwise."""
+    for values, expected in (
+        ({}, {"emptyDir": {"sizeLimit": "8Gi"}}),
+        (
+            {"worker": {"spool": {"existingClaim": "m4v-spool"}}},
+            {"persistentVolumeClaim": {"claimName": "m4v-spool"}},
+        ),
+    ):
+        deployment = render(values).one("Deployment", "worker")
+        worker = container(deployment, "worker")
+        env = {e["name"]: e.get("value") for e in worker["env"]}
+        mounts = {m["name"]: m["mountPath"] for m in worker["volumeMounts"]}
+        assert env["M4V_SPOOL_DIR"] == mounts["spool"] == "/spool"
+        (volume,) = [v for v in pod_spec(deployment)["volumes"] if v["name"] == "spool"]
+        assert {k: v for k, v in volume.items() if k != "name"} == expected

@@ -37,6 +37,8 @@ def test_redis_keeps_an_append_only_file_on_a_volume(compose: dict[str, Any]) ->
     redis = compose["services"]["redis"]
     command = redis["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "always"  # an acknowledged job survives a crash
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"  # records are never evicted
     assert any(v.split(":")[0] in compose["volumes"] and v.endswith(":/data") for v in redis["volumes"])
     s3 = compose["services"]["s3"]
     assert any(v.split(":")[0] in compose["volumes"] for v in s3["volumes"])
@@ -86,3 +88,10 @@ def test_redis_requires_the_password_that_the_services_use(compose: dict[str, An
     assert redis_service["environment"]["REDISCLI_AUTH"] == "${REDIS_PASSWORD}"
     for name in ("api", "worker", "worker-cpu"):
         assert "${REDIS_PASSWORD" in compose["services"][name]["environment"]["M4V_REDIS_URL"], name
+
+
+def test_workers_keep_their_spool_on_a_named_volume(compose: dict[str, Any]) -> None:
+    for name in ("worker", "worker-cpu"):
+        service = compose["services"][name]
+        spool = service["environment"]["M4V_SPOOL_DIR"]
+        assert f"spool:{spool}" in service["volumes"] and "spool" in compose["volumes"]

@@ -145,7 +145,9 @@ def test_reaper_done_equals_get(api: TestClient, store: JobStore) -> None:
     assert got["error"]["type"] == "worker_lost"
 
 
-def test_spool_done_equals_get(api: TestClient, store: JobStore, settings: Settings, tmp_path: Path) -> None:
+def test_spool_late_result_event_equals_get(
+    api: TestClient, store: JobStore, settings: Settings, tmp_path: Path
+) -> None:
     job_id = submit(api)
     error = JobError(type="upload_failed", message="S3 down")
     store.transition(job_id, {"queued"}, "failed", error=error, finished_at=utcnow())
@@ -155,6 +157,8 @@ def test_spool_done_equals_get(api: TestClient, store: JobStore, settings: Setti
     result = JobResult(video_key=key, bytes=len(data), sha256="0", **sizes)
     spool = Spool(tmp_path / "spool")
     spool.keep(job_id, [SpooledObject(key, data, "video/mp4")], result)
-    assert spool.retry_all(Storage.from_settings(settings), store) == {job_id: "succeeded"}
-    got = assert_like_get(api, job_id, done_event(store, job_id))
+    assert spool.retry_all(Storage.from_settings(settings), store) == {job_id: "failed"}
+    late = [data for _, typ, data in store.read_events(job_id, count=10_000) if typ == "result"]
+    assert len(late) == 1 and late[0].pop("uploaded_at")
+    got = assert_like_get(api, job_id, late[0])
     assert got["result"]["video_url"].startswith("http") and "video_key" not in got["result"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -140,3 +141,22 @@ def make_settings(redis_url: str, key_prefix: str, s3: SeaweedS3, bucket: str, *
         worker_name=f"e2e-{key_prefix}",
         **extra,
     )
+
+
+class PausedPipeline:
+    """A pipeline whose run calls `action` inside the sampler callback of step `at_step`, before the
+    worker's own callback sees that step: what happens to the record while the run is stalled there."""
+
+    def __init__(self, inner: Any, at_step: int, action: Callable[[], None]) -> None:
+        self.inner, self.at_step, self.action = inner, at_step, action
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def generate(self, request: Any, on_progress: Any = None, on_chunk: Any = None) -> Any:
+        def progress(p: Any) -> None:
+            if p.steps_done == self.at_step:
+                self.action()
+            on_progress(p)
+
+        return self.inner.generate(request, on_progress=progress, on_chunk=on_chunk)

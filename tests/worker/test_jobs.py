@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+from pathlib import Path
 from typing import Any
 
 import av
@@ -17,6 +18,7 @@ from tests.worker.jobs_helpers import (
     ONE_STEP_PER_STAGE,
     SINGLE_FRAME,
     Hooks,
+    PausedPipeline,
     events,
     make_job,
     queue,
@@ -144,6 +146,36 @@ def test_upload_failure_is_reported_as_upload_failed(
     assert final.status == "failed" and final.error is not None and final.error.type == "upload_failed"
 
 
+def test_a_partial_video_s3_refused_is_spooled_and_becomes_the_result_later(
+    settings: Settings, store: JobStore, tiny_pipeline: Any, tmp_path: Path
+) -> None:
+    """Issue #15, reproduction 5: partial videos were never spooled (a cancel during an S3 outage lost the
+    frames). The canceled job keeps its status; the partial becomes its result once S3 takes it."""
+    job = make_job(**FAST)
+    submit(store, queue(store), job)
+    refused = settings.model_copy(
+        update={
+            "s3_secret_key": settings.s3_access_key,
+            "s3_create_bucket": False,
+            "s3_upload_attempts": 1,
+            "spool_dir": str(tmp_path / "spool"),
+        }
+    )
+    cancel_at_step_4 = PausedPipeline(tiny_pipeline, 4, lambda: store.request_cancel(job.id))
+    process = build_worker(refused, pipeline=cancel_at_step_4)  # after the first latent frame's chunk
+    assert JobRun(process.context, job.id).run() == "canceled"
+    assert store.get(job.id).result is None
+    spool = process.context.spool
+    assert spool is not None and len(spool.pending()) == 1
+
+    storage = Storage.from_settings(settings)
+    assert list(spool.retry_all(storage, store).values()) == ["canceled"]
+    final = store.get(job.id)
+    assert final.status == "canceled" and final.result is not None and final.result.partial
+    assert final.result.frames == 1 and storage.download(final.result.video_key)
+    assert spool.pending() == []
+
+
 @pytest.mark.slow
 def test_job_past_its_deadline_times_out_without_running(
     settings: Settings, store: JobStore, tiny_pipeline: Any
@@ -191,3 +223,21 @@ def test_job_drained_on_sigterm_is_queued_again_with_its_full_flop_estimate(
     assert JobRun(process.context, job.id).run() == "requeued"
     assert store.get(job.id).status == "queued"
     assert job_flops(store.r, store.keys.prefix, [job.id]) == [pytest.approx(spec_flops(job.spec))]
+
+
+def test_drains_count_toward_the_attempt_limit_so_a_job_scaled_away_again_and_again_fails(
+    settings: Settings, store: JobStore, tiny_pipeline: Any
+) -> None:
+    """Issue #15, reproduction 4: each drain used to requeue the job from step 0 without counting an
+    attempt, so scale-down could restart a long job for ever. Now the max_attempts-th drain fails it."""
+    job = make_job(webhook_url="http://127.0.0.1:9/hook", events=["failed"], **FAST)
+    submit(store, queue(store), job)
+    process = build_worker(settings.model_copy(update={"drain_finish_fraction": 1.0}), pipeline=tiny_pipeline)
+    process.context.drain.set()  # every run meets a SIGTERM at its first step boundary
+    outcomes = [JobRun(process.context, job.id).run() for _ in range(settings.max_attempts)]
+    assert outcomes == ["requeued"] * (settings.max_attempts - 1) + ["failed"]
+    final = store.get(job.id)
+    assert final.status == "failed" and final.attempts == settings.max_attempts
+    assert final.error is not None and final.error.type == "worker_lost"
+    assert [t for t, _ in events(store, job.id)].count("done") == 1
+    assert store.r.hkeys(store.keys.webhooks_payload()) == [f"msg_{job.id}_failed".encode()]

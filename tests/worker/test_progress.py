@@ -10,6 +10,7 @@ import redis
 from m4v_core import JobStore
 from model.pipeline_types import StepProgress
 from tests.worker.jobs_helpers import make_job
+from worker.attempt import AttemptLostError
 from worker.progress import JobCanceledError, JobTimedOutError, ProgressReporter, to_job_progress
 
 
@@ -65,11 +66,13 @@ def test_cancel_key_stops_at_the_next_step(store: JobStore) -> None:
         reporter(step(0, 0, 2, 2))
 
 
-def test_record_no_longer_running_stops_the_sampler(store: JobStore) -> None:
+def test_record_no_longer_running_stops_the_sampler_and_writes_nothing(store: JobStore) -> None:
+    """The record left `running` (the reaper requeued or failed it): this run is superseded."""
     job_id = running_job(store)
-    store.transition(job_id, ["running"], "canceled")
-    with pytest.raises(JobCanceledError):
+    store.transition(job_id, ["running"], "queued")
+    with pytest.raises(AttemptLostError):
         ProgressReporter(store, job_id, None, "tiny")(step(0, 0, 1, 1))
+    assert store.get(job_id).progress.step == 0 and store.read_events(job_id) == []
 
 
 def test_passed_deadline_raises_timed_out(store: JobStore) -> None:

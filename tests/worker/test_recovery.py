@@ -19,6 +19,7 @@ from m4v_cli.seaweed import SeaweedS3
 from m4v_core import JobError, JobResult, JobStore
 from m4v_core.keys import Keys
 from m4v_core.throughput import job_flops, set_job_flops, spec_flops
+from m4v_core.webhooks import WebhookSender
 from model.pipeline_types import StepProgress
 from worker.faults import oom_error
 from worker.recovery import Reaper
@@ -168,13 +169,13 @@ def test_step_gate_stops_on_drain_unless_nearly_done() -> None:
     assert seen == [1, 2, 9]
 
 
-def test_drained_job_goes_back_to_queued_without_counting_the_attempt(store: JobStore) -> None:
+def test_drained_job_goes_back_to_queued_and_its_attempt_counts(store: JobStore) -> None:
     job = make_job()
     job.status, job.attempts, job.worker = "running", 1, "w1"
     store.create(job)
     assert requeue_drained(store, job, "worker stopping")
     rec = store.get(job.id)
-    assert (rec.status, rec.attempts, rec.worker) == ("queued", 0, None)
+    assert (rec.status, rec.attempts, rec.worker) == ("queued", 1, None)
     assert not requeue_drained(store, job, "again")  # no longer running
 
 
@@ -216,19 +217,23 @@ def result_for(key: str, data: bytes) -> JobResult:
     )
 
 
-def test_spooled_video_is_uploaded_later_and_the_job_succeeds(
+def test_a_spooled_video_uploaded_later_is_a_new_fact_not_a_second_terminal_status(
     tmp_path: Path, store: JobStore, s3_server: SeaweedS3, s3_bucket: str
 ) -> None:
-    job = make_job()
+    """Issue #15, reproduction 5: the late re-upload used to move the record failed -> succeeded and queue a
+    `completed` webhook after the `failed` one. Now the status stays `failed`, the record gains the video
+    (result) and a `result` event, and no second terminal webhook is queued."""
+    job = make_job(webhook_url="http://127.0.0.1:9/hook", events=["completed", "failed"])
     job.status, job.error = "failed", JobError(type="upload_failed", message="S3 down")
     store.create(job)
+    webhooks = WebhookSender(store.r, store, secret=None)
     spool = Spool(tmp_path / "spool")
     data = b"\x00mp4" * 100
     spool.keep(job.id, [SpooledObject(f"videos/{job.id}.mp4", data, "video/mp4")], result_for("k", data))
     assert spool.pending() == [job.id]
 
     dead = Storage("b", endpoint_url="http://127.0.0.1:9", access_key="a", secret_key="s", upload_attempts=1)
-    assert spool.retry_all(dead, store)[job.id].startswith("error:")
+    assert spool.retry_all(dead, store, webhooks)[job.id].startswith("error:")
     assert spool.pending() == [job.id] and store.get(job.id).status == "failed"
 
     live = Storage(
@@ -237,11 +242,38 @@ def test_spooled_video_is_uploaded_later_and_the_job_succeeds(
         access_key=s3_server.access_key,
         secret_key=s3_server.secret_key,
     )
-    assert spool.retry_all(live, store) == {job.id: "succeeded"}
+    assert spool.retry_all(live, store, webhooks) == {job.id: "failed"}
     assert live.download(f"videos/{job.id}.mp4") == data
     rec = store.get(job.id)
-    assert rec.status == "succeeded" and rec.error is None and rec.result is not None
+    assert rec.status == "failed" and rec.error is not None and rec.error.type == "upload_failed"
+    assert rec.result is not None and rec.result.video_key == "k"
+    assert [typ for _, typ, _ in store.read_events(job.id)] == ["result"]
+    assert webhooks.pending() == 0
     assert spool.pending() == []
+
+
+def test_a_spooled_video_waits_while_another_run_owns_the_job_and_never_replaces_a_result(
+    tmp_path: Path, store: JobStore, s3_server: SeaweedS3, s3_bucket: str
+) -> None:
+    job = make_job()
+    job.status, job.attempt_id = "running", "b"
+    store.create(job)
+    spool = Spool(tmp_path / "spool")
+    data = b"\x00mp4" * 10
+    objects = [SpooledObject(f"videos/{job.id}.a.mp4", data, "video/mp4")]
+    spool.keep(job.id, objects, result_for("a", data), attempt_id="a")
+    live = Storage(
+        s3_bucket,
+        endpoint_url=s3_server.endpoint,
+        access_key=s3_server.access_key,
+        secret_key=s3_server.secret_key,
+    )
+    assert spool.retry_all(live, store) == {f"{job.id}.a": "running"}  # kept for later
+    store.transition(job.id, ["running"], "succeeded", result=result_for("b", data))
+    assert spool.retry_all(live, store) == {f"{job.id}.a": "succeeded"}
+    rec = store.get(job.id)
+    assert rec.result is not None and rec.result.video_key == "b"  # the winner's video stays
+    assert store.read_events(job.id) == [] and spool.pending() == []
 
 
 def test_oom_mapping_frees_what_the_failed_job_still_held() -> None:
