@@ -5,6 +5,9 @@ Families (p = Settings.key_prefix, "m4v" by default):
   {p}:job:{id}:events       stream of {type, data}; the stream id is the SSE event id
   {p}:job:{id}:cancel       string: a client asked to stop a running job; the worker stops at its next step
   {p}:idem:{owner}:{key}    string: "<body sha256> <job id>" for Idempotency-Key (service/submit.py)
+  {p}:owner:{owner}:jobs    zset (all scores 0): "<created µs, 16 digits>:<job id>" of an owner's jobs, for
+                            listing in creation order with exclusive cursors (service/joblist.py)
+  {p}:job:{id}:deleted      string: a client deleted this job while it ran; reads answer 404 (service/jobs.py)
   {p}:worker:{name}         string: JSON Heartbeat of a live worker, with a TTL (m4v_core/heartbeat.py)
   {p}:workers               zset: worker name -> unix time its heartbeat expires (no SCAN on hot paths)
   {p}:draining              zset: job id -> when a SIGTERM drain put it back to `queued` (worker/shutdown.py)
@@ -40,6 +43,13 @@ class Keys:
 
     def idempotency(self, owner: str, key: str) -> str:
         return f"{self.prefix}:idem:{owner}:{key}"
+
+    def owner_jobs(self, owner: str) -> str:
+        """Sorted set of one owner's jobs, members "<created µs>:<id>" (service/joblist.py)."""
+        return f"{self.prefix}:owner:{owner}:jobs"
+
+    def deleted(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:deleted"
 
     # --- workers ---
     def worker(self, name: str) -> str:

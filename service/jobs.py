@@ -30,8 +30,10 @@ def load_job(state: ServiceState, job_id: str, owner: str | None) -> JobRecord:
         job = state.store.get(job_id)
     except NoStoredJobError:
         raise JobNotFoundError(job_id) from None
-    if job.owner != owner:
-        raise JobNotFoundError(job_id)
+    if job.owner != owner or (
+        job.status == "running" and state.redis.exists(state.store.keys.deleted(job_id))
+    ):
+        raise JobNotFoundError(job_id)  # deleted while running: gone for clients (service/job_delete.py)
     return job
 
 

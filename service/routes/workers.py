@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends
 from m4v_core.heartbeat import Heartbeat, live_heartbeats
 from service.auth import current_owner
 from service.deps import StateDep
-from service.schemas import ErrorOut, WorkerOut, WorkersOut
+from service.openapi_errors import errors
+from service.schemas import WorkerOut, WorkersOut
 
 router = APIRouter(tags=["workers"])
 
@@ -25,7 +26,7 @@ def _out(beat: Heartbeat, now: datetime) -> WorkerOut:
 @router.get(
     "/workers",
     response_model=WorkersOut,
-    responses={503: {"model": ErrorOut}},
+    responses=errors(401, 429, 503),
     dependencies=[Depends(current_owner)],  # any valid key; fleet details are not public
 )
 def workers(state: StateDep) -> WorkersOut:
