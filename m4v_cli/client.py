@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from m4v_cli.sse import EventStreamError, follow
+from m4v_client.sse import EventStreamError, follow
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import pytest
 
 from m4v_cli.client import CLIError, check, request_body
 from m4v_cli.progress import describe
-from m4v_cli.sse import follow, parse_sse
+from m4v_client.sse import follow, parse_sse
 
 
 def test_parse_sse_joins_multiline_data_and_skips_comments() -> None:
