@@ -12,6 +12,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from m4v_cli.output import DEFAULT_SERVER, JsonOpt, KeyOpt, ServerOpt, client, out, print_json, run
 
 SECRET_WORDS = ("KEY", "SECRET", "PASSWORD", "TOKEN")
@@ -38,16 +40,16 @@ def info(server: ServerOpt = DEFAULT_SERVER, api_key: KeyOpt = None, as_json: Js
         if as_json:
             print_json(data)
             return
-        out.print(f"m4v-serve {data['version']} at {server} (auth {data['auth_mode']})")
+        print(f"m4v-serve {data['version']} at {server} (auth {data['auth_mode']})")
         for p in data["presets"]:
             sizes = ", ".join(f"{r['width']}x{r['height']}" for r in p["resolutions"])
-            out.print(
+            print(
                 f"preset {p['name']}: sizes {sizes}; frames {p['frame_multiple']}k+1 up to {p['max_frames']}"
                 f" (default {p['default_frames']}); fps default {p['default_fps']}; "
                 f"steps per stage {p['first_frame_steps']['default']} / {p['later_frame_steps']['default']}"
             )
         limits = data["limits"]
-        out.print(
+        print(
             f"limits: prompt {limits['max_prompt_chars']} chars, {limits['rate_limit_requests']} requests "
             f"per {limits['rate_limit_window_s']} s, jobs kept {limits['job_ttl_s']} s"
         )
@@ -111,6 +113,6 @@ def env(as_json: JsonOpt = False) -> None:
             print_json(data)
             return
         for key, value in data.items():
-            out.print(f"[bold]{key}[/]: {value}")
+            out.print(f"[bold]{key}[/]: " + escape(str(value)))
 
     run(body)

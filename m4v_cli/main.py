@@ -84,7 +84,7 @@ def up_cmd(
     missing = missing_for_up()
     if missing:
         console.print(
-            f"[red]error:[/] m4v up needs {', '.join(missing)}: pip install 'm4v-serve[local]'",
+            "[red]error:[/] " + escape(f"m4v up needs {', '.join(missing)}: pip install 'm4v-serve[local]'"),
             soft_wrap=True,
         )
         raise typer.Exit(2)

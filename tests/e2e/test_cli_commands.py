@@ -94,7 +94,8 @@ def test_jobs_cancel_and_ctrl_c_in_generate_cancel_the_job(live: LiveStack, tmp_
 def test_info_and_env(live: LiveStack) -> None:
     info = m4v_json(live, "info", "--json")
     assert info["presets"][0]["name"] == "tiny"
-    assert "128x128" in m4v(live, "info").stdout
+    text = m4v(live, "info").stdout
+    assert "sizes 128x128" in text and "steps per stage [4, 4, 4] / [3, 3, 3]" in text
     env = m4v_json(live, "env", "--json")
     assert env["packages"]["m4v-serve"] and env["python"]
     assert env["settings"]["M4V_API_KEY"] == "<set>" and live.alice not in str(env)
