@@ -89,6 +89,19 @@ def missing_for_up() -> list[str]:
     return missing
 
 
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+
+
+def lan_address() -> str:
+    """This machine's address on its default route (a UDP connect sends nothing); 127.0.0.1 without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only picks the route
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
 def cuda_visible() -> bool:
     """A cheap guess without importing torch: an NVIDIA device node or nvidia-smi on PATH."""
     return Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi") is not None
@@ -129,9 +142,11 @@ def _configure(stack: Stack, opts: UpOptions) -> None:
         port = free_port()
     elif not _port_free(opts.host, port):
         raise StackError(f"port {port} on {opts.host} is in use; pass --port 0 for any free port")
-    stack.url = f"http://{opts.host}:{port}"
+    wildcard = opts.host in WILDCARD_HOSTS
+    stack.url = f"http://{'127.0.0.1' if wildcard else opts.host}:{port}"  # what this process calls
     env["M4V_API_HOST"], env["M4V_API_PORT"] = opts.host, str(port)
-    env.setdefault("M4V_PUBLIC_URL", stack.url)
+    # Links in responses must work for other machines when the API listens on every interface.
+    env.setdefault("M4V_PUBLIC_URL", f"http://{lan_address()}:{port}" if wildcard else stack.url)
     if opts.preset:
         env["M4V_PRESET"] = opts.preset
     elif not env.get("M4V_PRESET") and not cuda_visible():

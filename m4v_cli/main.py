@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from m4v_cli.convert import convert_app
 from m4v_cli.embedded import Stack, StackError, UpOptions, default_home, missing_for_up, start_stack
+from m4v_cli.envfile import EnvFileError, apply_env_files
 from m4v_cli.generate_cmd import generate, generate_exit_code
 from m4v_cli.info_cmd import env, info
 from m4v_cli.jobs_cmd import jobs_app
@@ -73,6 +74,10 @@ def up_cmd(
     prompt: Annotated[
         str | None, typer.Option("--generate", help="make one video with this prompt, then stop")
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="KEY=VALUE settings file (M4V_*); .env in this directory is read too"),
+    ] = None,
     output: OutOpt = Path("out.mp4"),
     frames: FramesOpt = None,
     seed: SeedOpt = None,
@@ -81,6 +86,13 @@ def up_cmd(
     """Start Redis and S3 (embedded unless configured), the API and one worker; Ctrl-C stops them all."""
     _setup_logging(verbose)
     console = Console(stderr=True)
+    try:
+        read = apply_env_files(config)  # the environment wins over --config, --config over .env
+    except (OSError, EnvFileError) as exc:
+        console.print("[red]error:[/] " + escape(str(exc)), soft_wrap=True)
+        raise typer.Exit(2) from None
+    if read:
+        console.print("settings from " + ", ".join(escape(str(p)) for p in read), soft_wrap=True)
     missing = missing_for_up()
     if missing:
         console.print(
