@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from m4v_core import JobRecord
 from m4v_core.jobview import JobOut, render_job
-from m4v_core.store import JobNotFoundError as NoStoredJobError
 from m4v_core.store import utcnow
 from m4v_core.throughput import drop_job_flops
 from service.errors import JobNotFoundError
@@ -26,14 +25,16 @@ def load_job(state: ServiceState, job_id: str, owner: str | None) -> JobRecord:
     stream (a Redis type error, once a 500)."""
     if not JOB_ID.fullmatch(job_id):
         raise JobNotFoundError(job_id)
-    try:
-        job = state.store.get(job_id)
-    except NoStoredJobError:
-        raise JobNotFoundError(job_id) from None
-    if job.owner != owner or (
-        job.status == "running" and state.redis.exists(state.store.keys.deleted(job_id))
-    ):
-        raise JobNotFoundError(job_id)  # deleted while running: gone for clients (service/job_delete.py)
+    keys = state.store.keys
+    with state.redis.pipeline(transaction=False) as pipe:  # one round trip, as a plain GET was
+        pipe.get(keys.job(job_id))
+        pipe.exists(keys.deleted(job_id))
+        raw, deleted = pipe.execute()
+    if raw is None or deleted:  # deleted while it ran (service/job_delete.py): gone for clients
+        raise JobNotFoundError(job_id)
+    job = JobRecord.model_validate_json(raw)
+    if job.owner != owner:
+        raise JobNotFoundError(job_id)
     return job
 
 

@@ -148,6 +148,9 @@ def test_delete_of_a_running_video_asks_it_to_stop_and_hides_it(client: TestClie
     assert store.cancel_requested(job["id"])
     openai_error(client.get(f"/v1/videos/{job['id']}"), 404)
     assert client.get(f"/jobs/{job['id']}").status_code == 404
+    store.transition(job["id"], {"running"}, "canceled", finished_at=utcnow())  # the worker stops it
+    assert client.get(f"/jobs/{job['id']}").status_code == 404
+    assert client.get("/jobs").json()["data"] == []
 
 
 def test_content_streams_through_the_api_and_delete_removes_the_objects(
