@@ -1,5 +1,6 @@
 """A real server for client tests: the API under uvicorn and one tiny CPU worker, each its own process, on the
-test Redis (M4V_TEST_REDIS_URL) and the session's SeaweedFS, with two API keys (alice, bob)."""
+test Redis (M4V_TEST_REDIS_URL) and the session's SeaweedFS, with three API keys: alice and bob, which every
+test may use, and carol, kept for the one test that lists everything a key has."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class LiveStack:
     url: str
     alice: str  # API keys
     bob: str
+    carol: str
     key_prefix: str
     api: subprocess.Popen[bytes]
     worker: WorkerSlot
@@ -51,12 +53,14 @@ class LiveStack:
 
 def start_live_stack(redis_url: str, s3: SeaweedS3, bucket: str, tmp: Path) -> LiveStack:
     prefix = f"m4vtest{uuid.uuid4().hex[:10]}"
-    alice, bob = new_api_key(), new_api_key()
+    alice, bob, carol = new_api_key(), new_api_key(), new_api_key()
     env = worker_env(redis_url, prefix, s3, bucket, tmp / "spool")
     env.update(
         {
             "M4V_AUTH_MODE": "keys",
-            "M4V_API_KEYS": json.dumps([key_entry("alice", alice), key_entry("bob", bob)]),
+            "M4V_API_KEYS": json.dumps(
+                [key_entry("alice", alice), key_entry("bob", bob), key_entry("carol", carol)]
+            ),
             "M4V_PLAYGROUND": "false",
             "M4V_FLEET_VIEW_TTL_S": "0",
         }
@@ -69,7 +73,7 @@ def start_live_stack(redis_url: str, s3: SeaweedS3, bucket: str, tmp: Path) -> L
         api = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     worker = WorkerSlot(0, env, logs)
     worker.start()
-    stack = LiveStack(f"http://127.0.0.1:{port}", alice, bob, prefix, api, worker, logs)
+    stack = LiveStack(f"http://127.0.0.1:{port}", alice, bob, carol, prefix, api, worker, logs)
     try:
         _wait_ready(stack)
     except BaseException:

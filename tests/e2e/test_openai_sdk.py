@@ -62,25 +62,27 @@ def test_create_poll_download_delete(live: LiveStack) -> None:
 
 
 def test_list_pages_through_the_callers_videos_only(live: LiveStack) -> None:
-    bob = sdk(live, live.bob)
+    """carol is used by this test alone: her list is exactly what it made."""
+    carol = sdk(live, live.carol)
     made = [
-        bob.videos.create(
-            prompt=f"bob {i}", extra_body={**V1_FAST_JOB, "extra_params": {"priority": "low"}}
+        carol.videos.create(
+            prompt=f"carol {i}", extra_body={**V1_FAST_JOB, "extra_params": {"priority": "low"}}
         ).id
         for i in range(3)
     ]
     native = httpx.post(
         f"{live.url}/generate",
-        json={"prompt": "bob native", **FAST_JOB},
-        headers={"Authorization": f"Bearer {live.bob}"},
+        json={"prompt": "carol native", **FAST_JOB},
+        headers={"Authorization": f"Bearer {live.carol}"},
     ).json()["id"]
-    listed = [v.id for v in bob.videos.list(limit=2)]  # the SDK follows has_more/last_id through every page
+    listed = [v.id for v in carol.videos.list(limit=2)]  # the SDK follows has_more/last_id through every page
     assert listed == [native, *made[::-1]]
-    first = bob.videos.list(limit=2, order="asc")
+    first = carol.videos.list(limit=2, order="asc")
     assert [v.id for v in first.data] == made[:2] and first.has_more
-    assert all(v.id not in listed for v in sdk(live, live.alice).videos.list(limit=100))
+    assert all(v.id not in listed for v in sdk(live, live.bob).videos.list(limit=100))
     for video_id in [*made, native]:
-        bob.videos.delete(video_id)
+        carol.videos.delete(video_id)
+    assert carol.videos.list().data == []
 
 
 def test_errors_reach_the_sdk_as_its_exceptions(live: LiveStack) -> None:
@@ -92,9 +94,9 @@ def test_errors_reach_the_sdk_as_its_exceptions(live: LiveStack) -> None:
         sdk(live, "m4v_not-a-key").videos.list()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        queued = client.videos.create(
-            prompt="x", extra_body={**V1_FAST_JOB, "extra_params": {"priority": "low"}}
-        )
+        long = client.videos.create(prompt="x", extra_body={"num_frames": 9, "num_inference_steps": 300})
     with pytest.raises(openai.ConflictError):
-        client.videos.download_content(queued.id)  # not finished yet (the low queue waits behind the tests)
-    client.videos.delete(queued.id)
+        client.videos.download_content(long.id)  # 300 steps a frame: far from done
+    client.videos.delete(long.id)  # queued or running: canceled
+    with pytest.raises(openai.NotFoundError):
+        client.videos.retrieve(long.id)
