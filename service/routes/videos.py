@@ -60,9 +60,9 @@ async def create_body(request: Request) -> VideoCreate:
     responses=errors(409, 413, model=OpenAIErrorOut),
 )
 def create_video(
-    body: Annotated[VideoCreate, Depends(create_body)],
     state: StateDep,
-    owner: OwnerDep,
+    owner: OwnerDep,  # before the body: a caller without a key gets 401, whatever it sent
+    body: Annotated[VideoCreate, Depends(create_body)],
     base_url: BaseUrlDep,
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)

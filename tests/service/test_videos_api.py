@@ -125,6 +125,7 @@ def test_list_is_per_key_and_pages_with_after(keyed: TestClient) -> None:
     openai_error(keyed.get(f"/v1/videos/{mine[0]}", headers=bearer(BOB)), 404)
     openai_error(keyed.get("/v1/videos", params={"after": mine[0]}, headers=bearer(BOB)), 422, "after")
     openai_error(keyed.get("/v1/videos"), 401, code="unauthorized")
+    openai_error(keyed.post("/v1/videos", json={"size": "big"}), 401, code="unauthorized")  # key before body
 
 
 def test_delete_of_a_queued_video_cancels_it_and_forgets_it(client: TestClient, store: JobStore) -> None:
