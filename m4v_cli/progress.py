@@ -1,4 +1,4 @@
-"""A rich progress bar fed by job events: percent, status/stage/step, elapsed time."""
+"""A rich progress bar fed by job events: percent, status (queue position)/stage/step, ETA, elapsed time."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ def describe(event: dict[str, Any]) -> tuple[str, float | None]:
         label = str(status or event.get("event", ""))
         if status == "queued" and event.get("queue_position") is not None:
             label += f" (position {event['queue_position']})"
+        if event.get("eta_s") is not None:
+            label += f" · ETA {float(event['eta_s']):.0f}s"
         return label, None
     label = str(status or "running")
     if progress.get("steps_total"):
@@ -26,6 +28,9 @@ def describe(event: dict[str, Any]) -> tuple[str, float | None]:
         label += f" · stage {stage} step {progress.get('step', 0)}/{progress['steps_total']}"
     if progress.get("units_total"):
         label += f" · frame {progress.get('units_done', 0)}/{progress['units_total']}"
+    eta = event.get("eta_s")
+    if eta is not None:
+        label += f" · ETA {float(eta):.0f}s"
     return label, float(progress.get("percent", 0.0))
 
 

@@ -5,6 +5,9 @@ Families (p = Settings.key_prefix, "m4v" by default):
   {p}:job:{id}:events       stream of {type, data}; the stream id is the SSE event id
   {p}:job:{id}:cancel       string: a client asked to stop a running job; the worker stops at its next step
   {p}:idem:{owner}:{key}    string: "<body sha256> <job id>" for Idempotency-Key (service/submit.py)
+  {p}:owner:{owner}:jobs    zset (all scores 0): "<created µs, 16 digits>:<job id>" of an owner's jobs, for
+                            listing in creation order with exclusive cursors (service/joblist.py)
+  {p}:job:{id}:deleted      string: a client deleted this job while it ran; reads answer 404 (service/jobs.py)
   {p}:worker:{name}         string: JSON Heartbeat of a live worker, with a TTL (m4v_core/heartbeat.py)
   {p}:workers               zset: worker name -> unix time its heartbeat expires (no SCAN on hot paths)
   {p}:active                zset: "<job id>:<attempt id>" -> lease deadline, server clock (worker/leases.py)
@@ -14,7 +17,7 @@ Families (p = Settings.key_prefix, "m4v" by default):
   {p}:webhooks:due          zset: webhook id -> when its next attempt is due (m4v_core/webhooks.py)
   {p}:webhooks:payload      hash: webhook id -> Delivery JSON
   {p}:webhooks:progress:{id} string with a TTL: a progress webhook of that job went out recently (throttle)
-  {p}:owner:{owner}:jobs    hash: ids of an API key's jobs that may be in flight (service/quota.py)
+  {p}:owner:{owner}:inflight  hash: ids of an API key's jobs that may be in flight (service/quota.py)
   {p}:ratelimit:{caller}    string: GCRA theoretical arrival time in µs (service/ratelimit.py)
   {p}:reaper:lock           string: the one worker looking for abandoned jobs right now (worker/recovery.py)
   {p}-high/-normal/-low     rq queue names (rq adds its own rq:queue:/rq:job: keys around them)
@@ -43,6 +46,13 @@ class Keys:
 
     def idempotency(self, owner: str, key: str) -> str:
         return f"{self.prefix}:idem:{owner}:{key}"
+
+    def owner_jobs(self, owner: str) -> str:
+        """Sorted set of one owner's jobs, members "<created µs>:<id>" (service/joblist.py)."""
+        return f"{self.prefix}:owner:{owner}:jobs"
+
+    def deleted(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{job_id}:deleted"
 
     # --- workers ---
     def worker(self, name: str) -> str:
@@ -87,9 +97,9 @@ class Keys:
         return f"{self.prefix}:webhooks:progress:{job_id}"
 
     # --- API ---
-    def owner_jobs(self, owner: str) -> str:
+    def owner_inflight(self, owner: str) -> str:
         """Hash: ids of the key's jobs that may still be queued or running (per-key limits)."""
-        return f"{self.prefix}:owner:{owner}:jobs"
+        return f"{self.prefix}:owner:{owner}:inflight"
 
     def ratelimit(self, caller: str) -> str:
         return f"{self.prefix}:ratelimit:{caller}"

@@ -20,7 +20,7 @@ from service.limits import LimitBody
 from service.metrics import ApiMetrics
 from service.middleware import ObserveRequests
 from service.playground import install_playground
-from service.routes import events, generate, health, jobs, metrics, webhook_secret, workers
+from service.routes import events, generate, health, info, jobs, metrics, videos, webhook_secret, workers
 from service.state import ServiceState
 from service.webhooks import start_dispatcher
 
@@ -50,6 +50,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         summary="M4V text-to-video: submit a prompt, follow the job, fetch the MP4.",
         version="0.1.0",
         lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.name,  # operation ids: get_job, create_video, ...
     )
     install_error_handlers(app)
     app.add_middleware(LimitBody, max_bytes=settings.max_body_bytes)
@@ -58,6 +59,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     for router in (
         generate.router,
         jobs.router,
+        videos.router,
+        info.router,
         events.router,
         health.router,
         workers.router,

@@ -5,7 +5,7 @@
      +-- AuthenticationError          401 unauthorized         no, malformed or unknown API key
      +-- RateLimitedError             429 rate_limited         caller over its rate (GCRA); Retry-After
      +-- JobNotFoundError             404 not_found            unknown job, or another owner's job
-     +-- VideoNotReadyError           404 video_not_ready      the job has no video (yet)
+     +-- VideoNotReadyError           409 video_not_ready      the job has no video (yet)
      +-- IdempotencyConflictError     409 idempotency_conflict
      +-- PayloadTooLargeError         413 payload_too_large     (raised by limits.LimitBody)
      +-- ServiceUnavailableError      503 unavailable          always with Retry-After
@@ -14,7 +14,9 @@
           +-- StorageUnavailableError 503 storage_unavailable  presigning impossible (no S3 credentials)
 
 Every error leaves the API as {"error": {"type", "message", "details"}}; so do FastAPI's request
-validation errors, Starlette's HTTPExceptions (unknown route, wrong method) and Redis outages.
+validation errors, Starlette's HTTPExceptions (unknown route, wrong method) and Redis outages. Under /v1/
+(the OpenAI-style surface, service/routes/videos.py) the same errors take that surface's shape,
+{"error": {"message", "type", "param", "code"}}: `code` is our type, `param` the first field named.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class JobNotFoundError(ServiceError):
 
 
 class VideoNotReadyError(ServiceError):
-    status_code = 404
+    status_code = 409
     error_type = "video_not_ready"
 
 
@@ -113,14 +115,30 @@ class StorageUnavailableError(ServiceUnavailableError):
     error_type = "storage_unavailable"
 
 
+OPENAI_PREFIX = "/v1/"
+OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+
+
 def error_body(error_type: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"type": error_type, "message": message, "details": details}}
 
 
-def error_response(exc: ServiceError) -> JSONResponse:
-    return JSONResponse(
-        error_body(exc.error_type, exc.message, exc.details), status_code=exc.status_code, headers=exc.headers
-    )
+def openai_error_body(status_code: int, error_type: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The /v1 surface's error: {"error": {"message", "type", "param", "code"}}."""
+    param = None
+    if isinstance(details, list) and details and isinstance(details[0], dict):
+        param = details[0].get("field")
+    kind = OPENAI_TYPES.get(status_code, "server_error" if status_code >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": error_type}}
+
+
+def error_response(exc: ServiceError, path: str = "") -> JSONResponse:
+    """The error as a response, in the shape of the surface `path` belongs to."""
+    if path.startswith(OPENAI_PREFIX):
+        body = openai_error_body(exc.status_code, exc.error_type, exc.message, exc.details)
+    else:
+        body = error_body(exc.error_type, exc.message, exc.details)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -136,36 +154,37 @@ def _validation_error(exc: RequestValidationError) -> InvalidRequestError:
     return InvalidRequestError.from_fields(problems)
 
 
-async def _on_service_error(_: Request, exc: Exception) -> JSONResponse:
+async def _on_service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
-    return error_response(exc)
+    return error_response(exc, request.url.path)
 
 
-async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(_validation_error(exc))
+    return error_response(_validation_error(exc), request.url.path)
 
 
-async def _on_http_exception(_: Request, exc: Exception) -> JSONResponse:
+async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    kind = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+    error = ServiceError(str(exc.detail), headers=getattr(exc, "headers", None))
+    error.status_code = exc.status_code
+    error.error_type = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
         exc.status_code, "http_error"
     )
-    return JSONResponse(
-        error_body(kind, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
-    )
+    return error_response(error, request.url.path)
 
 
-async def _on_redis_down(_: Request, exc: Exception) -> JSONResponse:
+async def _on_redis_down(request: Request, exc: Exception) -> JSONResponse:
     log.warning("redis unavailable: %s", exc)
     return error_response(
-        StoreUnavailableError("job store (Redis) is unavailable; retry later", REDIS_RETRY_AFTER_S)
+        StoreUnavailableError("job store (Redis) is unavailable; retry later", REDIS_RETRY_AFTER_S),
+        request.url.path,
     )
 
 
-async def _on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
-    return error_response(ServiceError("internal server error"))
+    return error_response(ServiceError("internal server error"), request.url.path)
 
 
 def install_error_handlers(app: FastAPI) -> None:

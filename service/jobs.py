@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from m4v_core import JobRecord
 from m4v_core.jobview import JobOut, render_job
-from m4v_core.store import JobNotFoundError as NoStoredJobError
 from m4v_core.store import utcnow
 from m4v_core.throughput import drop_job_flops
 from service.errors import JobNotFoundError
@@ -26,10 +25,18 @@ def load_job(state: ServiceState, job_id: str, owner: str | None) -> JobRecord:
     stream (a Redis type error, once a 500)."""
     if not JOB_ID.fullmatch(job_id):
         raise JobNotFoundError(job_id)
-    try:
-        job = state.store.get(job_id)
-    except NoStoredJobError:
-        raise JobNotFoundError(job_id) from None
+    keys = state.store.keys
+    with state.redis.pipeline(transaction=False) as pipe:  # one round trip, as a plain GET was
+        pipe.get(keys.job(job_id))
+        pipe.exists(keys.deleted(job_id))
+        raw, deleted = pipe.execute()
+    return _owned(job_id, raw, deleted, owner)
+
+
+def _owned(job_id: str, raw: bytes | None, deleted: int, owner: str | None) -> JobRecord:
+    if raw is None or deleted:  # deleted while it ran (service/job_delete.py): gone for clients
+        raise JobNotFoundError(job_id)
+    job = JobRecord.model_validate_json(raw)
     if job.owner != owner:
         raise JobNotFoundError(job_id)
     return job
@@ -39,13 +46,12 @@ async def load_job_async(state: ServiceState, job_id: str, owner: str | None) ->
     """load_job on the event loop (the async ops pool), for routes that should hold no thread."""
     if not JOB_ID.fullmatch(job_id):
         raise JobNotFoundError(job_id)
-    raw = await state.aredis_ops.get(state.store.keys.job(job_id))
-    if raw is None:
-        raise JobNotFoundError(job_id)
-    job = JobRecord.model_validate_json(raw)
-    if job.owner != owner:
-        raise JobNotFoundError(job_id)
-    return job
+    keys = state.store.keys
+    async with state.aredis_ops.pipeline(transaction=False) as pipe:
+        pipe.get(keys.job(job_id))
+        pipe.exists(keys.deleted(job_id))
+        raw, deleted = await pipe.execute()
+    return _owned(job_id, raw, deleted, owner)
 
 
 def public_view(state: ServiceState, job: JobRecord, base_url: str, own_flops: float | None = None) -> JobOut:

@@ -59,7 +59,7 @@ class LimitBody:
             f"request body of {qualifier}{size} bytes exceeds {self.max_bytes} bytes",
             details={"limit": self.max_bytes},
         )
-        await error_response(error)(scope, receive, send)
+        await error_response(error, scope.get("path", ""))(scope, receive, send)
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

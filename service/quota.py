@@ -7,7 +7,7 @@ the key's current use, so the caller knows what to wait for. The global queue li
 Open mode has no tenants and no per-key limits.
 
 Bookkeeping, one Lua script per submission (so concurrent requests of one key cannot both take the last
-slot): `{p}:owner:{owner}:jobs` holds the ids of the key's jobs that may still be in flight. A job is in
+slot): `{p}:owner:{owner}:inflight` holds the ids of the key's jobs that may still be in flight. A job is in
 flight while `{p}:job_flops` holds its remaining FLOPs: the API writes that entry at submit and drops it at a
 queued cancel, the worker lowers it every step and drops it when the job ends, the reaper when it fails a
 lost job. The script drops the ids whose entry is gone, counts and sums the rest, and, if the new job fits,
@@ -73,7 +73,7 @@ def reserve(state: ServiceState, limits: KeyLimits, owner: str | None, job_id: s
     over, jobs, used = state.redis.eval(
         _RESERVE_LUA,
         2,
-        keys.owner_jobs(owner),
+        keys.owner_inflight(owner),
         keys.job_flops(),
         job_id,
         repr(float(flops)),
@@ -102,6 +102,6 @@ def release(state: ServiceState, owner: str | None, job_id: str) -> None:
     if owner is None:
         return
     with state.redis.pipeline(transaction=True) as pipe:
-        pipe.hdel(state.store.keys.owner_jobs(owner), job_id)
+        pipe.hdel(state.store.keys.owner_inflight(owner), job_id)
         pipe.hdel(state.store.keys.job_flops(), job_id)
         pipe.execute()

@@ -10,7 +10,16 @@ from pydantic import BaseModel, Field
 
 from m4v_core.jobview import JobOut, JobResultOut
 
-__all__ = ["ErrorDetail", "ErrorOut", "HealthOut", "JobOut", "JobResultOut", "WorkerOut", "WorkersOut"]
+__all__ = [
+    "ErrorDetail",
+    "ErrorOut",
+    "HealthOut",
+    "JobListOut",
+    "JobOut",
+    "JobResultOut",
+    "WorkerOut",
+    "WorkersOut",
+]
 
 
 class WorkerOut(BaseModel):
@@ -51,3 +60,11 @@ class ErrorDetail(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorDetail
+
+
+class JobListOut(BaseModel):
+    """A page of the caller's jobs."""
+
+    data: list[JobOut]
+    has_more: bool
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page; null on the last")

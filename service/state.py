@@ -16,6 +16,7 @@ from model.config import ModelConfig, get_preset
 from service.auth import Authenticator
 from service.fleet_view import FleetView
 from service.metrics import ApiMetrics
+from service.objects import ObjectStore
 from service.presign import Presigner
 from service.queue import JobQueue
 from service.ratelimit import RateLimiter
@@ -55,6 +56,7 @@ class ServiceState:
     store: JobStore
     queue: JobQueue
     presigner: Presigner
+    objects: ObjectStore  # the API's own reads and deletes of stored videos (/v1/videos)
     metrics: ApiMetrics
     auth: Authenticator  # API keys and the per-caller rate limit
     fleet_view: FleetView  # workers and queued FLOPs, at most settings.fleet_view_ttl_s old
@@ -103,6 +105,7 @@ class ServiceState:
             store=store,
             queue=queue,
             presigner=Presigner(settings),
+            objects=ObjectStore(settings),
             metrics=metrics,
             auth=Authenticator.from_settings(
                 settings,

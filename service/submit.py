@@ -19,6 +19,7 @@ from model.config import ModelConfig
 from service.admission import admit
 from service.auth import owner_key
 from service.errors import IdempotencyConflictError, InvalidRequestError, QueueFullError
+from service.joblist import index_job
 from service.limits import check_prompt_limits, check_webhook_url
 from service.queue import estimate_job_timeout_s
 from service.quota import DEFAULT_CAP_JOBS, KeyLimits, release, reserve
@@ -146,6 +147,7 @@ def _create(
     with state.redis.pipeline(transaction=True) as pipe:
         pipe.multi()  # explicit MULTI first: rq's enqueue with a caller's pipeline expects one
         state.store.create(job, pipe)
+        index_job(pipe, state.store.keys, job, ttl_s)  # GET /jobs, GET /v1/videos
         state.store.queue_event(
             pipe, job_id, "status", {"job_id": job_id, "status": "queued", "at": now.isoformat()}
         )

@@ -14,7 +14,8 @@ from service.deps import BaseUrlDep, OwnerDep, StateDep
 from service.errors import InvalidRequestError
 from service.event_stream import job_events
 from service.jobs import load_job_async, public_view
-from service.schemas import ErrorOut, JobOut
+from service.openapi_errors import AUTHED, errors
+from service.schemas import JobOut
 
 router = APIRouter(prefix="/jobs", tags=["events"])
 
@@ -24,12 +25,7 @@ STREAM_ID = re.compile(r"^\d+(-\d+)?$")
 @router.get(
     "/{id}/events",
     response_class=EventSourceResponse,
-    responses={
-        200: {"content": {"text/event-stream": {}}},
-        404: {"model": ErrorOut},
-        429: {"model": ErrorOut},
-        503: {"model": ErrorOut},
-    },
+    responses={200: {"content": {"text/event-stream": {}}}, **errors(*AUTHED, 404)},
 )
 async def events(
     id: str,  # noqa: A002

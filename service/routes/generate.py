@@ -9,7 +9,8 @@ from fastapi import APIRouter, Header, Response, status
 from m4v_core import GenerateRequest
 from service.deps import BaseUrlDep, OwnerDep, StateDep
 from service.jobs import public_view
-from service.schemas import ErrorOut, JobOut
+from service.openapi_errors import AUTHED, errors
+from service.schemas import JobOut
 from service.submit import submit
 
 router = APIRouter(tags=["generate"])
@@ -23,9 +24,7 @@ IDEMPOTENCY_KEY_MAX = 255
     response_model=JobOut,
     responses={
         200: {"model": JobOut, "description": "Idempotency-Key replay: the job created by the first request"},
-        409: {"model": ErrorOut},
-        422: {"model": ErrorOut},
-        503: {"model": ErrorOut},
+        **errors(*AUTHED, 409, 413),
     },
 )
 def generate(

@@ -11,7 +11,8 @@ from fastapi import APIRouter
 from m4v_core import JobRecord
 from m4v_core.heartbeat import Heartbeat, live_heartbeats
 from service.deps import OwnerDep, StateDep
-from service.schemas import ErrorOut, WorkerOut, WorkersOut
+from service.openapi_errors import errors
+from service.schemas import WorkerOut, WorkersOut
 
 router = APIRouter(tags=["workers"])
 
@@ -27,7 +28,7 @@ def _out(beat: Heartbeat, now: datetime) -> WorkerOut:
 @router.get(
     "/workers",
     response_model=WorkersOut,
-    responses={503: {"model": ErrorOut}},
+    responses=errors(401, 429, 503),
 )
 def workers(state: StateDep, owner: OwnerDep) -> WorkersOut:  # any valid key; fleet details are not public
     now = datetime.now(UTC)

@@ -1,4 +1,4 @@
-"""`m4v generate` client pieces: SSE parsing, Last-Event-ID resume, error mapping, progress labels."""
+"""`m4v generate` client pieces: SSE parsing, Last-Event-ID resume, -i key=value fields, progress labels."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+import typer
 
-from m4v_cli.client import CLIError, check, request_body
+from m4v_cli.inputs import request_fields
 from m4v_cli.progress import describe
-from m4v_cli.sse import follow, parse_sse
+from m4v_client.sse import follow, parse_sse
 
 
 def test_parse_sse_joins_multiline_data_and_skips_comments() -> None:
@@ -72,28 +73,23 @@ def test_follow_resumes_after_a_dropped_stream_with_last_event_id(sse_server: st
     assert _DroppingSSE.seen_last_ids == [None, "1-0"]
 
 
-def test_check_maps_client_errors_to_exit_code_2_with_the_server_message() -> None:
-    body = {"error": {"type": "validation_error", "message": "num_frames must be 4k+1", "details": None}}
-    resp = httpx.Response(422, json=body, request=httpx.Request("POST", "http://x/generate"))
-    with pytest.raises(CLIError) as info:
-        check(resp)
-    assert info.value.exit_code == 2
-    assert "num_frames must be 4k+1" in info.value.message
-
-
-def test_check_maps_server_errors_to_exit_code_1() -> None:
-    resp = httpx.Response(
-        503,
-        json={"error": {"type": "unavailable", "message": "queue full"}},
-        request=httpx.Request("POST", "http://x/generate"),
+def test_inputs_take_json_values_strings_and_size_and_override_flags() -> None:
+    fields = request_fields(
+        {"seed": 1, "size": "128x128", "fps": None},
+        ["seed=7", "first_frame_steps=[1,1,1]", "priority=high", "negative-prompt=blurry, dark"],
     )
-    with pytest.raises(CLIError) as info:
-        check(resp)
-    assert info.value.exit_code == 1
-
-
-def test_request_body_leaves_out_unset_options() -> None:
-    assert request_body("a cat", num_frames=9, seed=None) == {"prompt": "a cat", "num_frames": 9}
+    assert fields == {
+        "seed": 7,
+        "width": 128,
+        "height": 128,
+        "first_frame_steps": [1, 1, 1],
+        "priority": "high",
+        "negative_prompt": "blurry, dark",
+    }
+    with pytest.raises(typer.BadParameter):
+        request_fields({}, ["seed"])
+    with pytest.raises(typer.BadParameter):
+        request_fields({"size": "big"}, [])
 
 
 def test_progress_label_shows_stage_step_and_percent() -> None:
@@ -106,7 +102,7 @@ def test_progress_label_shows_stage_step_and_percent() -> None:
     )
     assert "stage 2 step 2/4" in label
     assert percent == 42.0
-    assert describe({"event": "status", "status": "queued", "queue_position": 3}) == (
-        "queued (position 3)",
+    assert describe({"event": "status", "status": "queued", "queue_position": 3, "eta_s": 12.2}) == (
+        "queued (position 3) · ETA 12s",
         None,
     )

@@ -35,10 +35,13 @@ def test_unknown_job_is_404_with_error_shape(client: TestClient) -> None:
 def test_an_id_that_spells_another_key_is_404_not_500(client: TestClient) -> None:
     """`<id>:events` named the job's event stream (a Redis stream) when spelled into the record key."""
     job = submit(client)
-    for suffix in (":events", ":x", "/..", "%3Aevents"):
+    for suffix in (":events", ":x", "%3Aevents"):
         for method in ("GET", "DELETE"):
             response = client.request(method, f"/jobs/{job['id']}{suffix}")
             assert response.status_code == 404, (method, suffix, response.text)
+    # "<id>/.." is the path /jobs/: the caller's job list (GET /jobs), which has no DELETE
+    assert [j["id"] for j in client.get(f"/jobs/{job['id']}/..").json()["data"]] == [job["id"]]
+    assert client.delete(f"/jobs/{job['id']}/..").status_code == 405
     assert_error_shape(client.get(f"/jobs/{job['id'].upper()}"), 404, "not_found")
     assert client.get(f"/jobs/{job['id']}").status_code == 200
 
@@ -84,9 +87,9 @@ def test_cancel_finished_job_returns_it_unchanged(client: TestClient, store: Job
     assert not store.cancel_requested(job["id"])
 
 
-def test_video_of_unfinished_job_is_404_naming_the_status(client: TestClient) -> None:
+def test_video_of_unfinished_job_is_409_naming_the_status(client: TestClient) -> None:
     job = submit(client)
-    error = assert_error_shape(client.get(f"/jobs/{job['id']}/video"), 404, "video_not_ready")
+    error = assert_error_shape(client.get(f"/jobs/{job['id']}/video"), 409, "video_not_ready")
     assert "queued" in error["message"]
 
 
