@@ -32,6 +32,13 @@ class StoredObject:
     content_type: str
 
 
+def _unavailable(what: str, exc: Exception) -> StorageUnavailableError:
+    """503 for the client without botocore's text, which names the S3 endpoint (an internal address, issue
+    16); the operator's log keeps it."""
+    log.warning("%s: %s", what, exc)
+    return StorageUnavailableError(f"{what}: object storage is unavailable; retry later", RETRY_AFTER_S)
+
+
 class ObjectStore:
     def __init__(self, settings: ApiSettings):
         self.bucket = settings.s3_bucket
@@ -51,7 +58,7 @@ class ObjectStore:
         try:
             obj = self.client.get_object(Bucket=self.bucket, Key=key)
         except (BotoCoreError, ClientError) as exc:
-            raise StorageUnavailableError(f"cannot read the stored object: {exc}", RETRY_AFTER_S) from exc
+            raise _unavailable("cannot read the stored object", exc) from exc
         body = obj["Body"]
         return StoredObject(
             body=body.iter_chunks(CHUNK_BYTES),
@@ -74,7 +81,7 @@ class ObjectStore:
                 chunk = [{"Key": k} for k in unique[start : start + 1000]]
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
         except (BotoCoreError, ClientError) as exc:
-            raise StorageUnavailableError(f"cannot delete the stored objects: {exc}", RETRY_AFTER_S) from exc
+            raise _unavailable("cannot delete the stored objects", exc) from exc
         log.info("job objects deleted", extra={"job_id": job.id, "objects": len(unique)})
         return len(unique)
 

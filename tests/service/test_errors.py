@@ -7,7 +7,9 @@ import logging
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
+from m4v_core import Settings
 from m4v_core.logs import JsonFormatter
 from tests.service.conftest import assert_error_shape
 
@@ -57,3 +59,22 @@ def test_each_request_is_logged_as_one_json_line_with_route_status_duration(
     entry = json.loads(line)
     assert entry["route"] == "/jobs/{id}" and entry["path"] == "/jobs/abc123"
     assert entry["status"] == 404 and entry["method"] == "GET" and entry["duration_ms"] >= 0
+
+
+def test_an_s3_failure_answers_without_the_internal_endpoint(
+    settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore's message names the S3 endpoint (an internal address): the operator's log gets it, the
+    client's 503 does not (issue 16)."""
+    from service.errors import StorageUnavailableError
+    from service.objects import ObjectStore
+
+    monkeypatch.setenv("AWS_RETRY_MODE", "standard")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # one refused connect, no backoff
+    keys = {"s3_access_key": SecretStr("k"), "s3_secret_key": SecretStr("s")}
+    store = ObjectStore(settings.model_copy(update={"s3_endpoint": "http://127.0.0.1:9", **keys}))
+    warnings = caplog.at_level(logging.WARNING, logger="service.objects")
+    with warnings, pytest.raises(StorageUnavailableError) as err:
+        store.open("videos/2026/12/06/x.mp4")
+    assert "127.0.0.1" not in err.value.message and "unavailable" in err.value.message
+    assert "127.0.0.1:9" in caplog.text
