@@ -12,12 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from m4v_core import ApiSettings, JobRecord
 from service.errors import StorageUnavailableError
+from service.presign import s3_client
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +41,8 @@ def _unavailable(what: str, exc: Exception) -> StorageUnavailableError:
 class ObjectStore:
     def __init__(self, settings: ApiSettings):
         self.bucket = settings.s3_bucket
-        self.client: Any = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint,  # the address the API reaches (workers upload there too)
-            region_name=settings.s3_region,
-            aws_access_key_id=settings.s3_access_key.get_secret_value() if settings.s3_access_key else None,
-            aws_secret_access_key=settings.s3_secret_key.get_secret_value()
-            if settings.s3_secret_key
-            else None,
-            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-        )
+        # the address the API reaches (workers upload there too)
+        self.client: Any = s3_client(settings, settings.s3_endpoint)
 
     def open(self, key: str) -> StoredObject:
         """The object's bytes as chunks; 503 storage_unavailable if S3 cannot give it."""

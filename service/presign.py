@@ -16,21 +16,24 @@ from service.errors import StorageUnavailableError
 log = logging.getLogger(__name__)
 
 
+def s3_client(settings: ApiSettings, endpoint: str | None) -> Any:
+    """The API's boto3 S3 client for ``endpoint`` (path-style, SigV4), with the settings' region and keys."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=settings.s3_region,
+        aws_access_key_id=settings.s3_access_key.get_secret_value() if settings.s3_access_key else None,
+        aws_secret_access_key=settings.s3_secret_key.get_secret_value() if settings.s3_secret_key else None,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+
+
 class Presigner:
     def __init__(self, settings: ApiSettings):
         self.bucket = settings.s3_bucket
         self.expiry_s = settings.presign_expiry_s
-        self.client: Any = boto3.client(
-            "s3",
-            # URLs go to clients: sign them for the endpoint clients reach (SigV4 signs the host).
-            endpoint_url=settings.s3_public_endpoint or settings.s3_endpoint,
-            region_name=settings.s3_region,
-            aws_access_key_id=settings.s3_access_key.get_secret_value() if settings.s3_access_key else None,
-            aws_secret_access_key=settings.s3_secret_key.get_secret_value()
-            if settings.s3_secret_key
-            else None,
-            config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-        )
+        # URLs go to clients: sign them for the endpoint clients reach (SigV4 signs the host).
+        self.client: Any = s3_client(settings, settings.s3_public_endpoint or settings.s3_endpoint)
 
     def url(self, key: str) -> str:
         try:
