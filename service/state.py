@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 import redis
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from m4v_core import ApiSettings, JobStore
@@ -35,6 +38,20 @@ async def _close_idle(*pools: aredis.ConnectionPool) -> None:
             await pool.disconnect(inuse_connections=False)
         except (OSError, RedisError) as exc:  # a connection already broken: it is closed either way
             log.debug("closing idle redis connections: %s", exc)
+
+
+def async_pool(url: str, name: str, size: int, read_timeout_s: float) -> aredis.BlockingConnectionPool:
+    """A bounded pool for the event loop. A command on a connection that was closed under it (the last
+    stream's _close_idle racing a new request, a server-side kill) reconnects and is sent once more instead
+    of failing the request with 503; a timeout is not retried."""
+    return aredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=size,
+        timeout=SOCKET_TIMEOUT_S,
+        client_name=name,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        **connection_options(url, read_timeout_s, SOCKET_TIMEOUT_S),
+    )
 
 
 def client_name(settings: ApiSettings) -> str:
@@ -76,24 +93,10 @@ class ServiceState:
         # Short commands on the event loop (the rate limit, every request): a bounded pool whose requests
         # wait for a free connection, instead of redis-py's default pool, which answers a burst of more
         # concurrent requests than its size with MaxConnectionsError (a 503 to the caller).
-        ops = aredis.Redis(
-            connection_pool=aredis.BlockingConnectionPool.from_url(
-                url,
-                max_connections=OPS_POOL_SIZE,
-                timeout=SOCKET_TIMEOUT_S,
-                client_name=name,
-                **connection_options(url, SOCKET_TIMEOUT_S),
-            )
-        )
+        ops = aredis.Redis(connection_pool=async_pool(url, name, OPS_POOL_SIZE, SOCKET_TIMEOUT_S))
         # Every event stream reads through this one bounded pool: a stream holds at most one connection at a
         # time, so sse_max_streams connections serve every stream the slots admit without waiting.
-        streams_pool = aredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=settings.sse_max_streams,
-            timeout=SOCKET_TIMEOUT_S,
-            client_name=name,
-            **connection_options(url, SSE_SOCKET_TIMEOUT_S, SOCKET_TIMEOUT_S),
-        )
+        streams_pool = async_pool(url, name, settings.sse_max_streams, SSE_SOCKET_TIMEOUT_S)
         return cls(
             settings=settings,
             preset=preset,
