@@ -24,7 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from model.ssm_ref import Activation
+from model.ssm_ref import Activation, rmsnorm_gated_ref
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +195,12 @@ def rmsnorm_gated(
     group_size: int | None = None,
     norm_before_gate: bool = False,
 ) -> Tensor:
-    """mamba_ssm's rmsnorm_fn (RMSNormGated); see ssm_ref.rmsnorm_gated_ref for the contract."""
+    """mamba_ssm's rmsnorm_fn (RMSNormGated); see ssm_ref.rmsnorm_gated_ref for the contract.
+
+    Under torch.compile the plain-torch norm is traced instead: inductor fuses it with its neighbours, and
+    dynamo cannot trace mamba_ssm's Triton launch with dynamic shapes (SymNodeVariable has no value)."""
+    if torch.compiler.is_compiling():
+        return rmsnorm_gated_ref(x, weight, z, eps, group_size, norm_before_gate)
     fn = _import("mamba_ssm.ops.triton.layernorm_gated", "rmsnorm_fn")
     return fn(  # type: ignore[no-any-return]
         x, weight, None, z=z, eps=eps, group_size=group_size, norm_before_gate=norm_before_gate
