@@ -209,7 +209,13 @@ class ModelSettings(_M4V):
         description="cached step as a CUDA graph per (unit, stage); auto = on for bf16 M4V presets",
     )
     vae_tile_batch: int = Field(1, ge=1, description="spatial VAE tiles decoded in one batch")
-    overlap_decode: bool = Field(False, description="decode unit k on a side thread while unit k+1 samples")
+    overlap_decode: bool | Literal["auto"] = Field(
+        "auto",
+        description="decode unit k on a side thread and CUDA stream while unit k+1 samples; auto = on CUDA",
+    )
+    graph_lean_capture: bool = Field(
+        True, description="one warm-up step per CUDA-graph capture, its output reused (off: two, discarded)"
+    )
 
 
 class WorkerSettings(CommonSettings, ModelSettings):

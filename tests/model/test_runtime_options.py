@@ -145,6 +145,11 @@ def test_worker_settings_turn_the_options_on(monkeypatch: pytest.MonkeyPatch) ->
     assert runtime_options(Settings(preset="m4v-768p"), torch.float32).cuda_graphs is False
     off = Settings(preset="m4v-768p", cuda_graphs=False)
     assert runtime_options(off, torch.bfloat16).cuda_graphs is False
+    # overlap "auto": on for CUDA devices only (measured there); lean capture on unless turned off
+    assert runtime_options(Settings(), torch.bfloat16, "cuda:0").overlap_decode is True
+    assert runtime_options(Settings(), torch.float32, "cpu").overlap_decode is False
+    assert runtime_options(Settings(overlap_decode=False), torch.bfloat16, "cuda").overlap_decode is False
+    assert runtime_options(Settings(graph_lean_capture=False)).graph_lean_capture is False
     monkeypatch.setenv("M4V_ATTENTION_BACKEND", "sdpa_split")
     monkeypatch.setenv("M4V_COMPILE_BLOCKS", "true")
     monkeypatch.setenv("M4V_CUDA_GRAPHS", "true")
@@ -152,3 +157,11 @@ def test_worker_settings_turn_the_options_on(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("M4V_OVERLAP_DECODE", "true")
     opts = runtime_options(Settings())
     assert opts == RuntimeOptions("sdpa_split", True, "default", True, 4, True)
+
+
+def test_cudnn_benchmark_with_graphs_and_overlapped_decode_is_refused_by_name() -> None:
+    # on an H100 cuDNN's algorithm timing in the decode thread invalidated the sampler's graph capture
+    with pytest.raises(ValueError, match="cudnn_benchmark cannot be combined with cuda_graphs and overlap"):
+        RuntimeOptions(cudnn_benchmark=True, cuda_graphs=True, overlap_decode=True)
+    for two in ({"cuda_graphs": True}, {"overlap_decode": True}):
+        assert RuntimeOptions(cudnn_benchmark=True, **two).cudnn_benchmark  # any two of the three are fine
