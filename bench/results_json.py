@@ -4,7 +4,8 @@ keys the "GPU speed" issue tracks, next to the per-shape estimates of bench/gpu_
     python bench/results_json.py --e2e bench/results/2026-12-06-nvidia-h100-80gb-hbm3-e2e.jsonl \\
         [--estimates bench/results/<date>-<card>.json] --out bench/results/<date>-<card>-e2e.json
 
-For each preset and length the fastest variant whose --check (when it ran) left the video unchanged is taken.
+With --run N only that run's lines count (bench/results lines carry "run" from the third H100 run on): a speed-up
+compares two presets measured on the same machine and software. For each preset and length the fastest variant whose --check (when it ran) left the video unchanged is taken.
 A key whose run is missing is absent: a missing measurement is never filled from an estimate.
 """
 
@@ -63,9 +64,15 @@ def fold(lines: list[dict[str, Any]], estimates: dict[str, Any] | None) -> dict[
             out["cost_per_video_second_ratio_241_121_measured"] = (runs["m4v_241"]["seconds"] / 240) / (
                 runs["m4v_121"]["seconds"] / 120
             )
+    out["runs"] = sorted({r["run"] for r in runs.values() if "run" in r})
     out["mp4_encode_included"] = all(r.get("mp4_bytes") is not None for r in runs.values())
     out["targets_met"] = {k: _met(out.get(k), *TARGETS[k]) for k in TARGETS}
     return out
+
+
+def of_run(lines: list[dict[str, Any]], run: int | None) -> list[dict[str, Any]]:
+    """The lines of one run (None: all); the result says which."""
+    return lines if run is None else [r for r in lines if r.get("run") == run]
 
 
 def _met(value: float | None, op: str, bound: float) -> bool | None:
@@ -78,9 +85,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--e2e", type=Path, required=True)
     p.add_argument("--estimates", type=Path, default=None)
+    p.add_argument("--run", type=int, default=None, help="only lines with this run number")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
-    lines = [json.loads(x) for x in args.e2e.read_text().splitlines() if x.strip()]
+    lines = of_run([json.loads(x) for x in args.e2e.read_text().splitlines() if x.strip()], args.run)
     estimates = json.loads(args.estimates.read_text()) if args.estimates else None
     result = fold(lines, estimates)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.results_json import fold  # noqa: E402
+from bench.results_json import fold, of_run  # noqa: E402
 
 
 def run(preset: str, frames: int, seconds: float, **kw: object) -> dict[str, object]:
@@ -37,3 +37,15 @@ def test_missing_runs_leave_their_keys_out() -> None:
     assert "speedup_121f_measured" not in out and "m4v_e2e_241f_s_measured" not in out
     assert out["targets_met"]["speedup_121f_measured"] is None
     assert out["mp4_encode_included"] is False
+
+
+def test_one_run_is_compared_with_itself_only() -> None:
+    lines = [
+        run("m4v-768p", 121, 40.0, run=3),
+        run("attn-baseline", 121, 48.0, run=3),
+        run("attn-baseline", 121, 44.0, run=2),  # another day's machine: not this run's baseline
+    ]
+    out = fold(of_run(lines, 3), None)
+    assert out["speedup_121f_measured"] == 1.2
+    assert out["runs"] == [3]
+    assert fold(of_run(lines, None), None)["speedup_121f_measured"] == 1.1
