@@ -44,6 +44,7 @@ def options(args: argparse.Namespace) -> RuntimeOptions:
         cuda_graphs=args.graphs,
         graph_lean_capture=args.lean_capture,
         vae_tile_batch=args.tiles,
+        vae_tile_px=args.tile_px,
         overlap_decode=args.overlap,
         vae_channels_last=args.vae_cl,
         cudnn_benchmark=args.cudnn_bench,
@@ -111,6 +112,7 @@ def main() -> None:
     p.add_argument("--lean-capture", action="store_true", help="one warm-up per capture, its output reused")
     p.add_argument("--overlap", action="store_true")
     p.add_argument("--tiles", type=int, default=1)
+    p.add_argument("--tile-px", type=int, default=None, help="VAE decode tile size (default: the VAE's)")
     p.add_argument("--vae-cl", action="store_true", help="VAE in channels_last_3d")
     p.add_argument("--cudnn-bench", action="store_true", help="torch.backends.cudnn.benchmark")
     p.add_argument("--check", type=int, default=0, help="frames of the reference-vs-variant comparison")

@@ -4,8 +4,9 @@ keys the "GPU speed" issue tracks, next to the per-shape estimates of bench/gpu_
     python bench/results_json.py --e2e bench/results/2026-12-06-nvidia-h100-80gb-hbm3-e2e.jsonl \\
         [--estimates bench/results/<date>-<card>.json] --out bench/results/<date>-<card>-e2e.json
 
-With --run N only that run's lines count (bench/results lines carry "run" from the third H100 run on): a speed-up
-compares two presets measured on the same machine and software. For each preset and length the fastest variant whose --check (when it ran) left the video unchanged is taken.
+With --run N only that run's lines count (lines carry "run" from the third H100 run on): a speed-up compares
+two presets measured on the same machine and software. For each preset and length the fastest variant whose
+--check (when it ran) left the video unchanged is taken.
 A key whose run is missing is absent: a missing measurement is never filled from an estimate.
 """
 

@@ -209,6 +209,9 @@ class ModelSettings(_M4V):
         description="cached step as a CUDA graph per (unit, stage); auto = on for bf16 M4V presets",
     )
     vae_tile_batch: int = Field(1, ge=1, description="spatial VAE tiles decoded in one batch")
+    vae_tile_px: int | None = Field(
+        None, ge=8, description="VAE decode tile size in pixels; unset = the VAE's own (768p: 256 px)"
+    )
     overlap_decode: bool | Literal["auto"] = Field(
         "auto",
         description="decode unit k on a side thread and CUDA stream while unit k+1 samples; auto = on CUDA",

@@ -187,7 +187,7 @@ class VideoPipeline:
             prompt = req.prompt + self.cfg.sampler.prompt_suffix
             text = self.text_encoder.encode([prompt, negative])  # rows: [cond; uncond]
             timings.text_s = time.perf_counter() - began
-            decoder = stream_decoder(self.vae, self.runtime.vae_tile_batch)
+            decoder = stream_decoder(self.vae, self.runtime.vae_tile_batch, self.runtime.vae_tile_px)
             sink = _ChunkSink(decoder, self.dtype, timings, on_chunk)
             began = time.perf_counter()
             if self.runtime.overlap_decode:  # decode (on_chunk too) runs on a side thread; see vae_stream

@@ -27,6 +27,7 @@ class RuntimeOptions:
     # one warm-up step per capture instead of two, and its output is that step's result (no wasted replay);
     # measured on an H100 (121 frames, m4v-768p): sampling 38.7 -> 32.3 s, same output as eager (GPU test)
     graph_lean_capture: bool = True
+    vae_tile_px: int | None = None  # decode tile size in pixels (None: the VAE's own; larger = less overlap)
 
     def __post_init__(self) -> None:
         if self.attention_backend not in get_args(AttentionBackend):
@@ -37,6 +38,8 @@ class RuntimeOptions:
             raise ValueError(f"compile_mode {self.compile_mode!r} not in {get_args(CompileMode)}")
         if self.vae_tile_batch < 1:
             raise ValueError(f"vae_tile_batch {self.vae_tile_batch} must be >= 1")
+        if self.vae_tile_px is not None and self.vae_tile_px < 8:
+            raise ValueError(f"vae_tile_px {self.vae_tile_px} must be >= 8 (one latent pixel)")
         if self.cudnn_benchmark and self.cuda_graphs and self.overlap_decode:
             # seen on an H100: cuDNN's timing runs in the decode thread invalidated the sampler's capture
             raise ValueError(
@@ -46,11 +49,12 @@ class RuntimeOptions:
 
     def label(self) -> str:
         """Short name for benchmark tables, e.g. 'sdpa_split+compile+graphs'."""
-        parts = [self.attention_backend]
+        parts: list[str] = [self.attention_backend]
         parts += ["compile" if self.compile_mode == "default" else "compile-max"] if self.compile else []
         parts += ["graphs"] if self.cuda_graphs else []
         parts += ["lean"] if self.cuda_graphs and self.graph_lean_capture else []
         parts += [f"tiles{self.vae_tile_batch}"] if self.vae_tile_batch > 1 else []
+        parts += [f"tile{self.vae_tile_px}px"] if self.vae_tile_px is not None else []
         parts += ["overlap"] if self.overlap_decode else []
         parts += ["vae-cl"] if self.vae_channels_last else []
         parts += ["cudnn-bench"] if self.cudnn_benchmark else []

@@ -87,7 +87,7 @@ class StepGraphs:
             self._pool = torch.cuda.MemPool()
         graph = torch.cuda.CUDAGraph()
         try:
-            # thread_local: the overlapped VAE decode keeps running on its own thread and stream during capture
+            # thread_local: the overlapped VAE decode goes on in its own thread and stream during capture
             with torch.cuda.graph(graph, pool=self._pool.id, capture_error_mode="thread_local"):
                 out = self.step(self._x, self._t, cache)
         except Exception as e:  # noqa: BLE001 - any capture failure: fall back to eager, say why once

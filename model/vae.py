@@ -8,6 +8,7 @@ spatial tiles blend cleanly.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -162,8 +163,8 @@ class CausalVAE(nn.Module):
 
         return decode_in_tiles(self.cfg, self.unscale(latents), whole_clip).clamp(-1.0, 1.0)
 
-    def stream_decoder(self) -> StreamingDecoder:
-        return StreamingDecoder(self)
+    def stream_decoder(self, tile_px: int | None = None) -> StreamingDecoder:
+        return StreamingDecoder(self, tile_px)
 
 
 def tile_starts(size: int, tile: int, stride: int) -> list[int]:
@@ -226,8 +227,11 @@ class StreamingDecoder:
     15 GiB in bf16 for 768x1280 at batch 1). CausalVAE.decode_tiled() keeps one tile's cache at a time.
     """
 
-    def __init__(self, vae: CausalVAE) -> None:
+    def __init__(self, vae: CausalVAE, tile_px: int | None = None) -> None:
         self.vae = vae
+        # tile_px overrides the VAE's tile size (RuntimeOptions.vae_tile_px): fewer, larger tiles redo less of
+        # the overlap (768x1280 in 256 px tiles decodes 1.87x the frame's area) for more activation memory
+        self.cfg = vae.cfg if tile_px is None else dataclasses.replace(vae.cfg, tile_px=tile_px)
         self.caches: dict[tuple[int, int], CausalCache] = {}
         self.frames_done = 0
 
@@ -239,6 +243,6 @@ class StreamingDecoder:
         if latent.ndim != 5 or latent.shape[2] != 1:
             raise ValueError(f"decode_next takes one latent frame (B, C, 1, h, w), got {tuple(latent.shape)}")
         z = self.vae.unscale(latent, first_index=int(self.frames_done > 0))
-        out = decode_in_tiles(self.vae.cfg, z, self._decode_tile)
+        out = decode_in_tiles(self.cfg, z, self._decode_tile)
         self.frames_done += out.shape[2]
         return out.clamp(-1.0, 1.0)

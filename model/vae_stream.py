@@ -10,6 +10,7 @@ so decoding unit k overlaps sampling unit k+1; calls stay in unit order.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -20,16 +21,17 @@ from model.vae_blocks import CausalCache
 
 
 class BatchedStreamingDecoder:
-    def __init__(self, vae: CausalVAE, tile_batch: int) -> None:
+    def __init__(self, vae: CausalVAE, tile_batch: int, tile_px: int | None = None) -> None:
         if tile_batch < 1:
             raise ValueError(f"tile_batch {tile_batch} must be >= 1")
         self.vae = vae
+        self.cfg = vae.cfg if tile_px is None else dataclasses.replace(vae.cfg, tile_px=tile_px)
         self.tile_batch = tile_batch
         self.caches: dict[int, CausalCache] = {}  # one per batch of tiles
         self.frames_done = 0
 
     def _tiles(self, h: int, w: int) -> tuple[list[tuple[int, int]], int, int]:
-        cfg = self.vae.cfg
+        cfg = self.cfg
         tile = max(1, cfg.tile_px // cfg.spatial_factor)
         stride = max(1, tile - int(tile * cfg.tile_overlap))
         ys, xs = tile_starts(h, tile, stride), tile_starts(w, tile, stride)
@@ -48,14 +50,19 @@ class BatchedStreamingDecoder:
             zt = torch.cat([z[..., y : y + th, x : x + tw] for y, x in group], dim=0)  # (g*B, C, 1, th, tw)
             out = self.vae.decoder(zt, self.caches.setdefault(start, CausalCache()))  # (g*B, 3, n, ., .)
             pieces.update(zip(group, out.split(b, dim=0), strict=True))
-        frames = decode_in_tiles(self.vae.cfg, z, lambda _zt, pos: pieces[pos])
+        frames = decode_in_tiles(self.cfg, z, lambda _zt, pos: pieces[pos])
         self.frames_done += frames.shape[2]
         return frames.clamp(-1.0, 1.0)
 
 
-def stream_decoder(vae: CausalVAE, tile_batch: int = 1) -> StreamingDecoder | BatchedStreamingDecoder:
-    """The streaming decoder for RuntimeOptions.vae_tile_batch (1: the reference StreamingDecoder)."""
-    return vae.stream_decoder() if tile_batch == 1 else BatchedStreamingDecoder(vae, tile_batch)
+def stream_decoder(
+    vae: CausalVAE, tile_batch: int = 1, tile_px: int | None = None
+) -> StreamingDecoder | BatchedStreamingDecoder:
+    """The streaming decoder for RuntimeOptions.vae_tile_batch (1: the reference StreamingDecoder) and
+    vae_tile_px (None: the VAE's own tile size)."""
+    if tile_batch == 1:
+        return vae.stream_decoder(tile_px)
+    return BatchedStreamingDecoder(vae, tile_batch, tile_px)
 
 
 Sink = Callable[[int, torch.Tensor], None]

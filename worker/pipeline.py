@@ -91,6 +91,7 @@ def runtime_options(
         vae_tile_batch=settings.vae_tile_batch,
         overlap_decode=overlap,
         graph_lean_capture=settings.graph_lean_capture,
+        vae_tile_px=settings.vae_tile_px,
     )
 
 

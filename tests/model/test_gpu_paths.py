@@ -58,8 +58,9 @@ def test_tiny_generation_with_cuda_graphs_equals_eager(overlap: bool) -> None:
     videos = []
     for graphs in (False, True):
         torch.manual_seed(0)
-        # overlapped: the decode thread runs while the sampler captures (a global-mode capture refused it)
-        opts = RuntimeOptions(cuda_graphs=graphs, overlap_decode=overlap)  # stand-in text: the GPU machine has no MiniLM package
+        # overlapped: the decode thread runs while the sampler captures (a global-mode capture refused it);
+        # stand-in text: the GPU machine has no MiniLM package
+        opts = RuntimeOptions(cuda_graphs=graphs, overlap_decode=overlap)
         pipe = VideoPipeline.from_preset("tiny", device="cuda", runtime=opts, stand_in_text=True)
         req = GenerationRequest(
             prompt="a red circle moving right", width=128, height=128, num_frames=9, seed=3

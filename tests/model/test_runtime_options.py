@@ -17,7 +17,7 @@ from model.runtime import RuntimeOptions
 from model.step_graphs import StepGraphs
 from model.text_encoder import TextEmbeddings
 from model.vae import CausalVAE
-from model.vae_stream import BatchedStreamingDecoder
+from model.vae_stream import BatchedStreamingDecoder, stream_decoder
 
 TINY_VAE = dataclasses.replace(PRESETS["tiny"].vae, tile_px=96, tile_overlap=0.25)  # 2 x 2 tiles at 128 px
 
@@ -150,6 +150,7 @@ def test_worker_settings_turn_the_options_on(monkeypatch: pytest.MonkeyPatch) ->
     assert runtime_options(Settings(), torch.float32, "cpu").overlap_decode is False
     assert runtime_options(Settings(overlap_decode=False), torch.bfloat16, "cuda").overlap_decode is False
     assert runtime_options(Settings(graph_lean_capture=False)).graph_lean_capture is False
+    assert runtime_options(Settings(vae_tile_px=1280)).vae_tile_px == 1280
     monkeypatch.setenv("M4V_ATTENTION_BACKEND", "sdpa_split")
     monkeypatch.setenv("M4V_COMPILE_BLOCKS", "true")
     monkeypatch.setenv("M4V_CUDA_GRAPHS", "true")
@@ -165,3 +166,25 @@ def test_cudnn_benchmark_with_graphs_and_overlapped_decode_is_refused_by_name() 
         RuntimeOptions(cudnn_benchmark=True, cuda_graphs=True, overlap_decode=True)
     for two in ({"cuda_graphs": True}, {"overlap_decode": True}):
         assert RuntimeOptions(cudnn_benchmark=True, **two).cudnn_benchmark  # any two of the three are fine
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("tile_batch", [1, 2])
+def test_a_tile_size_override_decodes_as_a_vae_built_with_that_tile_size(tile_batch: int) -> None:
+    torch.manual_seed(0)
+    vae = CausalVAE(TINY_VAE).eval()  # its own tiles: 96 px, 2 x 2 at 128 px
+    whole = CausalVAE(dataclasses.replace(TINY_VAE, tile_px=128)).eval()
+    whole.load_state_dict(vae.state_dict())
+    got_dec = stream_decoder(vae, tile_batch, tile_px=128)  # one tile: the frame decoded whole
+    want_dec, tiled_dec = whole.stream_decoder(), vae.stream_decoder()
+    for _ in range(2):
+        z = torch.randn(1, 8, 1, 32, 32)  # 128 px: 2 x 2 tiles of 96 px, or one of 128
+        got, want, tiled = got_dec.decode_next(z), want_dec.decode_next(z), tiled_dec.decode_next(z)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        assert (got - tiled).abs().max() > 1e-4  # the override changed the tiling: the test can fail
+    assert len(got_dec.caches) == 1 and len(tiled_dec.caches) == 4
+
+
+def test_a_tile_size_below_one_latent_pixel_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="vae_tile_px 4 must be >= 8"):
+        RuntimeOptions(vae_tile_px=4)
