@@ -3,6 +3,7 @@
 #   run(command="bash bench/gpu_round.sh train", carry=[".gpu"])   # kernels + tests + training-step variants
 #   run(command="bash bench/gpu_round.sh e2e", carry=[".gpu"])     # text -> MP4 variants, one process each
 #   run(command="bash bench/gpu_round.sh steps", carry=[".gpu"])   # cached step per stage x attention backend
+#   run(command="bash bench/gpu_round.sh vae", carry=[".gpu"])     # streaming VAE decode: tile size, layout
 # Each variant runs in its own process (a crash cannot poison the rest), under its own timeout. Results land
 # in $OUT (at most 8 files come back): *.jsonl (one JSON line per variant) and one log per part.
 set -uo pipefail
@@ -35,6 +36,16 @@ train)  # TRAIN_VARIANTS="opts;opts;..." overrides the list below
   for v in "${tlist[@]}"; do
     # shellcheck disable=SC2086
     variant "$OUT/train_step.log" "${TRAIN_S:-150}" bench/train_step_bench.py $v --out "$OUT/train_step.jsonl"
+  done
+  ;;
+vae)  # streaming VAE decode per option set; VAE_VARIANTS="opts;opts;..." overrides the list below
+  if [ -n "${VAE_VARIANTS:-}" ]; then IFS=';' read -ra vlist <<<"$VAE_VARIANTS"; else
+    vlist=("" "--tile-px 512" "--tile-px 768" "--tile-px 1280" "--tile-px 1280 --vae-cl"
+      "--tile-px 1280 --vae-cl --cudnn-bench" "--tile-batch 4" "--vae-cl --cudnn-bench")
+  fi
+  for v in "${vlist[@]}"; do
+    # shellcheck disable=SC2086
+    variant "$OUT/vae.log" "${VAE_S:-120}" bench/vae_decode_bench.py --preset "${PRESET:-m4v-768p}" $v --out "$OUT/vae.jsonl"
   done
   ;;
 steps)  # the cached step per stage x attention backend, eager and graphed
