@@ -5,7 +5,8 @@ python bench/tiny_eval.py [--weights PATH] [--prompts 240] [--batch 60] [--devic
 
 Prompts come from model.train.captions.eval_prompts (colour x shape x motion triples never trained on, written
 with sentence templates never trained on). Clips are sampled in batches with the preset's default steps and
-guidance (seed = prompt index); the analytic detector (model/detector.py) scores each clip. --time-cpu also
+guidance (seed = prompt index); the analytic detector (model/detector.py) scores each clip. The same specs
+rendered by the world and passed through the VAE alone give the ceiling (vae_roundtrip_accuracy). --time-cpu also
 times one clip through VideoPipeline on this machine's CPU (the number the model card reports).
 """
 
@@ -26,6 +27,7 @@ from model.pipeline_types import GenerationRequest
 from model.sampler import sample_video
 from model.text_encoder import TextEmbeddings, TextEncoder
 from model.train.captions import eval_prompts
+from model.train.common import clip_batch
 
 log = logging.getLogger("tiny_eval")
 
@@ -88,6 +90,25 @@ def evaluate(
     return {"prompts": n, "accuracy": {k: v / n for k, v in hits.items()}, "clips": rows}
 
 
+def vae_ceiling(pipe: VideoPipeline, count: int, batch: int, seed: int = 0) -> dict[str, float]:
+    """Accuracy of the held-out specs rendered by the world and passed through the VAE (encode + decode):
+    the most the network can reach, since everything it draws goes through that decoder."""
+    items = eval_prompts(count)
+    g = torch.Generator().manual_seed(seed)
+    hits = {"color": 0, "shape": 0, "motion": 0, "all": 0}
+    for start in range(0, len(items), batch):
+        specs = [spec for spec, _ in items[start : start + batch]]
+        video = clip_batch(specs, pipe.cfg, g, pipe.device).to(pipe.dtype)  # (b, 3, F, H, W)
+        with torch.inference_mode():
+            rec = pipe.vae.decode(pipe.vae.encode(video))
+        for i, spec in enumerate(specs):
+            m = detect(to_uint8_frames(rec[i : i + 1])).matches(spec.color, spec.shape, spec.motion)
+            m["all"] = all(m.values())
+            for k in hits:
+                hits[k] += m[k]
+    return {k: v / len(items) for k, v in hits.items()}
+
+
 def time_cpu(weights: str | None) -> dict:
     torch.set_num_threads(torch.get_num_threads())
     pipe = VideoPipeline.from_preset("tiny", weights=weights, device="cpu")
@@ -137,6 +158,8 @@ def main() -> None:
         else:
             encoder = pipe.text_encoder
         began = time.perf_counter()
+        report["vae_roundtrip_accuracy"] = vae_ceiling(pipe, args.prompts, args.batch)
+        log.info("VAE round trip of the rendered held-out clips: %s", report["vae_roundtrip_accuracy"])
         report.update(evaluate(pipe, encoder, args.prompts, args.batch, tuple(args.guidance)))
         report["guidance"] = list(args.guidance)
         report["eval_seconds"] = time.perf_counter() - began

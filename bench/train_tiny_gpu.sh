@@ -9,7 +9,8 @@
 #   run(command="bash bench/train_tiny_gpu.sh", carry=[".train"], timeout_s=600)
 # Knobs (environment, defaults below): TOTAL_S is the whole script's wall time; TAIL_S is kept back for the net
 # phase's start (loading the set), export and evaluation. NET_IN= (empty) trains from scratch instead of
-# resuming from the shipped checkpoint. The frozen VAE is the shipped one, so the exported file keeps it.
+# resuming from the shipped checkpoint. The frozen VAE is the shipped one, so the exported file keeps it, unless
+# VAE_S > 0: then the VAE is first trained on (foreground-weighted loss) and the network starts anew (NET_IN=).
 # CPU smoke run (seconds of budget, a few clips and steps):
 #   OUT=/tmp/tt CLIPS=4 LATENT_BATCH=4 NET_STEPS=2 NET_BATCH=2 EVAL_PROMPTS=2 EVAL_BATCH=2 \
 #     LATENTS=/tmp/tt-lat/latents.safetensors bash bench/train_tiny_gpu.sh
@@ -34,6 +35,10 @@ LAYOUT=${LAYOUT:-random}                                   # unit layout; all = 
 GRAPH=${GRAPH:-}                                           # non-empty: the whole step as one CUDA graph
 COMPILE=${COMPILE:-}                                       # non-empty: torch.compile the blocks (dynamic)
 SEED=${SEED:-0}
+VAE_S=${VAE_S:-0}                                          # > 0: first train the VAE this long (resumes VAE_IN)
+VAE_BATCH=${VAE_BATCH:-64}
+VAE_LR=${VAE_LR:-5e-4}
+VAE_FG=${VAE_FG:-20}                                       # extra loss weight of shape pixels
 EVAL_PROMPTS=${EVAL_PROMPTS:-240}
 EVAL_BATCH=${EVAL_BATCH:-60}
 
@@ -48,8 +53,17 @@ fi
 python3 -c "import platform, torch; print('python', platform.python_version(), 'torch', torch.__version__, \
 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none (CPU run)')"
 echo "knobs: TOTAL_S=$TOTAL_S TAIL_S=$TAIL_S CLIPS=$CLIPS NET_BATCH=$NET_BATCH LR=$LR LR_WARMUP=$LR_WARMUP" \
-  "SCAN=$SCAN LAYOUT=$LAYOUT GRAPH=${GRAPH:-no} COMPILE=${COMPILE:-no} NET_IN=${NET_IN:-none}"
+  "SCAN=$SCAN LAYOUT=$LAYOUT GRAPH=${GRAPH:-no} COMPILE=${COMPILE:-no} NET_IN=${NET_IN:-none} VAE_S=$VAE_S"
 
+if [ "$VAE_S" -gt 0 ]; then  # a new VAE: new latents, and a network trained for them from scratch
+  [ -z "$NET_IN" ] || { echo "VAE_S > 0 changes the latent space: set NET_IN= (the network starts anew)"; exit 2; }
+  rm -rf /tmp/m4v-vae
+  python3 -m model.train.run vae --preset tiny --seed "$SEED" --out /tmp/m4v-vae --vae-in "$VAE_IN" \
+    --vae-seconds "$VAE_S" --vae-steps 1000000 --vae-batch "$VAE_BATCH" --vae-lr "$VAE_LR" --vae-fg-weight "$VAE_FG"
+  cat /tmp/m4v-vae/losses.jsonl >>"$OUT/losses.jsonl"
+  VAE_IN=/tmp/m4v-vae/vae.safetensors
+  echo "VAE trained after ${SECONDS}s"
+fi
 common=(--preset tiny --seed "$SEED" --out "$OUT" --vae-in "$VAE_IN" --latents "$LATENTS")
 python3 -m model.train.run latents "${common[@]}" --latent-clips "$CLIPS" --latent-batch "$LATENT_BATCH" \
   --latent-seconds "$LATENT_S"

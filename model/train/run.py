@@ -83,7 +83,13 @@ def phase_text(args: argparse.Namespace, cfg: ModelConfig) -> None:
 
 
 def phase_vae(args: argparse.Namespace, cfg: ModelConfig, vae: CausalVAE, device: torch.device) -> None:
-    tc = VAETrainConfig(steps=args.vae_steps, max_seconds=args.vae_seconds, batch=args.vae_batch)
+    tc = VAETrainConfig(
+        steps=args.vae_steps,
+        max_seconds=args.vae_seconds,
+        batch=args.vae_batch,
+        lr=args.vae_lr,
+        fg_weight=args.vae_fg_weight,
+    )
     steps = train_vae(vae, cfg, tc, device, args.seed, LossLog(args.out / "losses.jsonl", "vae"))
     log_std = normalise_latents(vae, cfg, device, args.seed + 7)
     _save(vae, args.out / "vae.safetensors")
@@ -156,6 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vae-steps", type=int, default=2000)
     p.add_argument("--vae-seconds", type=float, default=1e9)
     p.add_argument("--vae-batch", type=int, default=16)
+    p.add_argument("--vae-lr", type=float, default=1e-3)
+    p.add_argument(
+        "--vae-fg-weight", type=float, default=20.0, help="extra loss weight of shape pixels (0: plain mean)"
+    )
     p.add_argument("--net-steps", type=int, default=4000)
     p.add_argument("--net-seconds", type=float, default=1e9)
     p.add_argument("--net-batch", type=int, default=32)

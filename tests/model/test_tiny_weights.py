@@ -38,3 +38,14 @@ def test_tiny_weights_follow_the_prompt(
     req = GenerationRequest(prompt=prompt, width=w, height=h, num_frames=cfg.default_frames, seed=0)
     det = detect(pipeline.generate(req).frames)
     assert (det.color, det.shape, det.motion) == want
+
+
+# What the network can reach at most: held-out clips rendered by the world, through the VAE alone. The shipped
+# VAE loses the shapes' colours (about 20% right on 240 clips; green comes back nearly black), so no amount
+# of network training can pass the check above with it. strict=True: once a retrained VAE passes, remove.
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="shipped tiny VAE loses shape colours (MODEL_CARD)")
+def test_tiny_vae_round_trip_keeps_what_the_detector_reads(pipeline: VideoPipeline) -> None:
+    from bench.tiny_eval import vae_ceiling
+
+    accuracy = vae_ceiling(pipeline, count=8, batch=8)
+    assert accuracy["color"] >= 0.95 and accuracy["all"] >= 0.9, accuracy

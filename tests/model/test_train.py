@@ -119,3 +119,17 @@ def test_a_cuda_graph_step_needs_static_shapes_and_the_latent_set(tmp_path: Path
         train_network(net, vae, _RandomRows(), cfg, tc, CPU, 0, LossLog(None, "net"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unit_layout"):
         NetTrainConfig(unit_layout="sometimes")  # type: ignore[arg-type]
+
+
+def test_shape_pixels_weigh_more_in_the_vae_loss_and_the_weights_average_to_one() -> None:
+    from model.train.train_vae import foreground_weights
+    from model.train.world import ClipSpec, render_clips
+
+    spec = ClipSpec("green", "circle", "still", "black")
+    video = render_clips([spec], torch.Generator().manual_seed(0), frames=3, size=64)  # (1, 3, 3, 64, 64)
+    w = foreground_weights(video, 20.0)  # (1, 1, 3, 64, 64)
+    shape = (video - video[..., :1, :1]).abs().amax(dim=1, keepdim=True) > 0.1
+    assert 0 < shape.float().mean() < 0.5
+    torch.testing.assert_close(w.mean(dim=(2, 3, 4)), torch.ones(1, 1))
+    assert torch.allclose(w[shape] / w[~shape].max(), torch.tensor(21.0))  # 1 + fg_weight against 1
+    assert torch.equal(foreground_weights(video, 0.0), torch.ones_like(w))  # fg_weight 0: the plain mean
