@@ -5,9 +5,9 @@ python bench/tiny_eval.py [--weights PATH] [--prompts 240] [--batch 60] [--devic
 
 Prompts come from model.train.captions.eval_prompts (colour x shape x motion triples never trained on, written
 with sentence templates never trained on). Clips are sampled in batches with the preset's default steps and
-guidance (seed = prompt index); the analytic detector (model/detector.py) scores each clip. The same specs
-rendered by the world and passed through the VAE alone give the ceiling (vae_roundtrip_accuracy). --time-cpu also
-times one clip through VideoPipeline on this machine's CPU (the number the model card reports).
+guidance (seed = prompt index); the analytic detector (model/detector.py) scores each clip. The same
+specs rendered by the world and passed through the VAE alone give the ceiling (vae_roundtrip_accuracy).
+--time-cpu also times one clip through VideoPipeline on this machine's CPU (the model card's number).
 """
 
 from __future__ import annotations
