@@ -36,9 +36,10 @@ GRAPH=${GRAPH:-}                                           # non-empty: the whol
 COMPILE=${COMPILE:-}                                       # non-empty: torch.compile the blocks (dynamic)
 SEED=${SEED:-0}
 VAE_S=${VAE_S:-0}                                          # > 0: first train the VAE this long (resumes VAE_IN)
-VAE_BATCH=${VAE_BATCH:-64}
+VAE_BATCH=${VAE_BATCH:-32}                                 # 8 clips took 10 GB in fp32 on a CPU
 VAE_LR=${VAE_LR:-5e-4}
 VAE_FG=${VAE_FG:-20}                                       # extra loss weight of shape pixels
+VAE_ONLY=${VAE_ONLY:-}                                     # non-empty: stop after the VAE (vae.safetensors, vae_eval.json)
 EVAL_PROMPTS=${EVAL_PROMPTS:-240}
 EVAL_BATCH=${EVAL_BATCH:-60}
 
@@ -63,6 +64,13 @@ if [ "$VAE_S" -gt 0 ]; then  # a new VAE: new latents, and a network trained for
   cat /tmp/m4v-vae/losses.jsonl >>"$OUT/losses.jsonl"
   VAE_IN=/tmp/m4v-vae/vae.safetensors
   echo "VAE trained after ${SECONDS}s"
+  if [ -n "$VAE_ONLY" ]; then  # keep the VAE (fp32, to carry into the next call as VAE_IN) and its ceiling
+    cp "$VAE_IN" /tmp/m4v-vae/vae_meta.json "$OUT/"
+    python3 bench/tiny_eval.py --weights /tmp/m4v-vae/tiny.safetensors --ceiling-only --prompts "$EVAL_PROMPTS" \
+      --batch "$EVAL_BATCH" --out "$OUT/vae_eval.json"
+    echo "done after ${SECONDS}s"
+    exit 0
+  fi
 fi
 common=(--preset tiny --seed "$SEED" --out "$OUT" --vae-in "$VAE_IN" --latents "$LATENTS")
 python3 -m model.train.run latents "${common[@]}" --latent-clips "$CLIPS" --latent-batch "$LATENT_BATCH" \
