@@ -32,11 +32,20 @@ from model.train.common import clip_batch
 log = logging.getLogger("tiny_eval")
 
 
+Steps = tuple[tuple[int, ...], tuple[int, ...]]  # (first frame per stage, later frames per stage)
+
+
 def generate_batch(
-    pipe: VideoPipeline, encoder: TextEncoder, prompts: list[str], seed: int, guidance: tuple[float, float]
+    pipe: VideoPipeline,
+    encoder: TextEncoder,
+    prompts: list[str],
+    seed: int,
+    guidance: tuple[float, float],
+    steps: Steps | None = None,
 ) -> list:
-    """Frames (n, H, W, 3) uint8 for each prompt, sampled together as one batch."""
+    """Frames (n, H, W, 3) uint8 for each prompt, sampled together as one batch (steps: the preset's)."""
     cfg = pipe.cfg
+    first, later = steps or (cfg.sampler.first_frame_steps, cfg.sampler.later_frame_steps)
     text = TextEmbeddings.cat(
         [encoder.encode(prompts), encoder.encode([cfg.sampler.negative_prompt] * len(prompts))]
     )
@@ -48,8 +57,8 @@ def generate_batch(
             cfg,
             num_latent_frames=cfg.latent_frames(cfg.default_frames),
             full_hw=cfg.latent_grid(w, h),
-            steps_first=cfg.sampler.first_frame_steps,
-            steps_later=cfg.sampler.later_frame_steps,
+            steps_first=first,
+            steps_later=later,
             guidance_first=guidance[0],
             guidance_later=guidance[1],
             generator=torch.Generator("cpu").manual_seed(seed),
@@ -66,13 +75,14 @@ def evaluate(
     count: int,
     batch: int,
     guidance: tuple[float, float] = (7.0, 5.0),
+    steps: Steps | None = None,
 ) -> dict:
     items = eval_prompts(count)
     hits = {"color": 0, "shape": 0, "motion": 0, "all": 0}
     rows = []
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
-        clips = generate_batch(pipe, encoder, [p for _, p in chunk], seed=start, guidance=guidance)
+        clips = generate_batch(pipe, encoder, [p for _, p in chunk], start, guidance, steps)
         for (spec, prompt), frames in zip(chunk, clips, strict=True):
             det = detect(frames)
             m = det.matches(spec.color, spec.shape, spec.motion)
