@@ -19,6 +19,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,6 +104,36 @@ def check(args: argparse.Namespace, runtime: RuntimeOptions) -> dict[str, float]
     }
 
 
+class PhaseTimers:
+    """--phases: wall time of the context passes and of the graph captures (each with its warm-up step),
+    CUDA-synchronised before and after, so the rest of sampling_s is the steps. Bench-only: wraps the
+    pipeline's own methods on this instance; costs two synchronisations per (unit, stage)."""
+
+    def __init__(self, pipe: VideoPipeline, cuda: bool) -> None:
+        self.seconds = {"context_s": 0.0, "capture_s": 0.0}
+        self.cuda = cuda
+        net = pipe.network
+        net.prepare_context = self._timed(net.prepare_context, "context_s")  # type: ignore[method-assign]
+        net._graphs._capture = self._timed(net._graphs._capture, "capture_s")  # type: ignore[method-assign]
+
+    def _timed(self, fn: Any, key: str) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            if self.cuda:
+                torch.cuda.synchronize()
+            began = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if self.cuda:
+                    torch.cuda.synchronize()
+                self.seconds[key] += time.perf_counter() - began
+
+        return wrapped
+
+    def reset(self) -> None:
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="m4v-768p")
@@ -121,6 +152,7 @@ def main() -> None:
     p.add_argument(
         "--warmup", type=int, default=0, help="frames generated first in this process (Triton JIT, autotune)"
     )
+    p.add_argument("--phases", action="store_true", help="time context passes and captures (synchronised)")
     p.add_argument("--label", default="")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
@@ -130,9 +162,13 @@ def main() -> None:
     if args.check:
         result.update(check(args, runtime))
     pipe = pipeline(args, runtime, args.frames)
+    timers = PhaseTimers(pipe, args.device == "cuda") if args.phases else None
     if args.warmup:
         pipe.generate(request(pipe, args.warmup))
         result["warmup_frames"] = args.warmup
+    if timers is not None:
+        timers.reset()
+        captures_before = pipe.network._graphs.captures
     cuda = args.device == "cuda"
     if cuda:
         torch.cuda.synchronize()
@@ -155,6 +191,9 @@ def main() -> None:
             "torch": torch.__version__,
         }
     )
+    if timers is not None:
+        result.update({k: round(v, 2) for k, v in timers.seconds.items()})
+        result["captures"] = pipe.network._graphs.captures - captures_before
     print(json.dumps(result), flush=True)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
