@@ -4,7 +4,8 @@ Families (p = Settings.key_prefix, "m4v" by default):
   {p}:job:{id}              string: JSON JobRecord, the truth about a job (m4v_core/store.py)
   {p}:job:{id}:events       stream of {type, data}; the stream id is the SSE event id
   {p}:job:{id}:cancel       string: a client asked to stop a running job; the worker stops at its next step
-  {p}:idem:{owner}:{key}    string: "<body sha256> <job id>" for Idempotency-Key (service/submit.py)
+  {p}:idem:{owner}:{key}    string: "<body sha256> <job id>" for Idempotency-Key, "pending <sha256> <id>"
+                            while a request stores that job (10 s TTL; service/idempotency.py)
   {p}:owner:{owner}:jobs    zset (all scores 0): "<created µs, 16 digits>:<job id>" of an owner's jobs, for
                             listing in creation order with exclusive cursors (service/joblist.py)
   {p}:job:{id}:deleted      string: a client deleted this job while it ran; reads answer 404 (service/jobs.py)

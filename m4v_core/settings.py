@@ -232,6 +232,11 @@ class WorkerSettings(CommonSettings, ModelSettings):
         None, description="where videos that could not be uploaded are kept; default <tmp>/m4v-spool"
     )
     spool_retry_s: float = Field(60.0, gt=0, description="how often a worker retries spooled uploads")
+    drain_spool_flush_s: float = Field(
+        60.0,
+        ge=0,
+        description="on SIGTERM, after the job stopped: seconds to upload the spool before exit; 0 = none",
+    )
 
     # --- worker ---
     worker_name: str | None = Field(None, description="unique worker name; default host:pid")

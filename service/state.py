@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import redis
 import redis.asyncio as aredis
@@ -79,6 +81,7 @@ class ServiceState:
     fleet_view: FleetView  # workers and queued FLOPs, at most settings.fleet_view_ttl_s old
     webhooks: WebhookSender  # queues the deliveries the API makes (a job canceled while queued)
     streams: StreamSlots  # caps on open event streams (service/stream_slots.py)
+    clock: Callable[[], float] = field(default=time.monotonic)  # waits' deadlines (tests inject one)
 
     @classmethod
     def open(cls, settings: ApiSettings, metrics: ApiMetrics) -> ServiceState:

@@ -1,4 +1,5 @@
-"""POST /generate's work: preset checks, default resolution, idempotency, admission, record + enqueue."""
+"""POST /generate's work: preset checks, default resolution, idempotency (service/idempotency.py),
+admission, record + enqueue."""
 
 from __future__ import annotations
 
@@ -6,19 +7,22 @@ import functools
 import hashlib
 import logging
 import secrets
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+import redis
+from starlette.concurrency import run_in_threadpool
+
 from m4v_core import GenerateRequest, JobRecord, JobSpec
 from m4v_core.models import MAX_SEED, check_against_preset, resolve_frames
-from m4v_core.store import JobNotFoundError, utcnow
+from m4v_core.store import utcnow
 from m4v_core.throughput import queue_job_flops, spec_flops
 from model.config import ModelConfig
 from service.admission import admit
 from service.auth import owner_key
 from service.errors import IdempotencyConflictError, InvalidRequestError, QueueFullError
+from service.idempotency import IdemKey, await_job
 from service.joblist import index_job
 from service.limits import check_prompt_limits, check_webhook_url
 from service.queue import estimate_job_timeout_s
@@ -28,7 +32,7 @@ from service.state import ServiceState
 log = logging.getLogger(__name__)
 
 QUEUE_FULL_RETRY_AFTER_S = 30
-IDEMPOTENCY_WAIT_S = 2.0  # how long a replay waits for a concurrent first request to store its job
+TAKEOVERS = 3  # an Idempotency-Key changing hands more often than this in one request: 409, retry
 
 
 @dataclass(frozen=True)
@@ -68,37 +72,69 @@ def body_hash(req: GenerateRequest) -> str:
     return hashlib.sha256(req.model_dump_json().encode()).hexdigest()
 
 
-def submit(
+async def submit(
     state: ServiceState,
     req: GenerateRequest,
     owner: str | None,
     idempotency_key: str | None,
     base_url: str | None = None,
 ) -> Submission:
-    """Validate, admit, store and queue a job; ``base_url`` is where its links (events, webhooks) point."""
+    """Validate, admit, store and queue a job; ``base_url`` is where its links (events, webhooks) point.
+
+    The Redis work runs in the threadpool; a replay of an Idempotency-Key another request is still using
+    waits on the event loop (service/idempotency.py), and takes the key over if that request dies."""
+    idem = None
+    if idempotency_key:
+        idem = IdemKey(state.store.keys.idempotency(owner_key(owner), idempotency_key), body_hash(req))
+    for _ in range(TAKEOVERS):
+        outcome = await run_in_threadpool(submit_sync, state, req, owner, idem, base_url)
+        if isinstance(outcome, Submission):
+            return outcome
+        assert idem is not None  # only a held key sends a request to wait
+        job = await await_job(state, idem, owner)
+        if job is not None:
+            return Submission(job, created=False)
+    raise IdempotencyConflictError("this Idempotency-Key keeps changing hands; retry")
+
+
+def submit_sync(
+    state: ServiceState,
+    req: GenerateRequest,
+    owner: str | None,
+    idem: IdemKey | None,
+    base_url: str | None = None,
+) -> Submission | None:
+    """The job created, or None when another request holds `idem` (the caller waits for its job)."""
     check_prompt_limits(req, state.settings)
     check_webhook_url(req, state.settings)
     spec = build_spec(req, state.preset)
     job_id = uuid.uuid4().hex
-    idem_key = state.store.keys.idempotency(owner_key(owner), idempotency_key) if idempotency_key else None
-    if idem_key is not None:
-        digest = body_hash(req)
-        if not state.redis.set(idem_key, f"{digest} {job_id}", nx=True, ex=state.settings.job_ttl_s):
-            return Submission(_replay(state, idem_key, digest, owner), created=False)
+    if idem is not None and (entry := idem.reserve(state.redis, job_id)) is not None:
+        idem.check_body(entry)
+        return None
     try:
         _admit(state)
         admission = admit(state, spec)  # FLOP / GPU-memory limits (service/admission.py)
         limits = key_limits(state.settings.key_max_jobs, state.settings.key_max_flops, state.preset)
         reserve(state, limits, owner, job_id, admission.flops)  # per-key limits (service/quota.py)
-        try:
-            job = _create(state, req, spec, job_id, owner, admission.flops, base_url)
-        except BaseException:
-            release(state, owner, job_id)
-            raise
     except BaseException:
-        if idem_key is not None:  # nothing was created: let the client retry with the same key
-            state.redis.delete(idem_key)
+        if idem is not None:  # nothing was created: let the client retry with the same key
+            idem.release(state.redis, job_id)
         raise
+    job = _new_record(req, spec, job_id, owner, base_url)
+    try:
+        stored = _store(state, job, admission.flops, idem)
+    except NotStoredError as exc:  # known not to be in Redis: undo the reservations, report the cause
+        release(state, owner, job_id)
+        if idem is not None:
+            idem.release(state.redis, job_id)
+        raise exc.cause from None
+    if not stored:
+        release(state, owner, job_id)
+        return None
+    state.fleet_view.note_enqueued(job_id, req.priority, admission.flops)
+    state.metrics.jobs.labels(status="submitted").inc()
+    log.info("job submitted", extra={"job_id": job_id, "priority": req.priority, "preset": spec.preset})
     return Submission(job, created=True, flops=admission.flops)
 
 
@@ -120,19 +156,11 @@ def _admit(state: ServiceState) -> None:
         )
 
 
-def _create(
-    state: ServiceState,
-    req: GenerateRequest,
-    spec: JobSpec,
-    job_id: str,
-    owner: str | None,
-    flops: float,
-    base_url: str | None,
+def _new_record(
+    req: GenerateRequest, spec: JobSpec, job_id: str, owner: str | None, base_url: str | None
 ) -> JobRecord:
-    """Record, first event, FLOP estimate and rq entry in ONE transaction: a job is stored and queued
-    together or not at all, in one Redis round trip."""
     now = utcnow()
-    job = JobRecord(
+    return JobRecord(
         id=job_id,
         created_at=now,
         request=req,
@@ -142,51 +170,57 @@ def _create(
         deadline=now + timedelta(seconds=req.timeout_s) if req.timeout_s else None,
         links_base=base_url,
     )
-    timeout_s = estimate_job_timeout_s(spec, state.preset, req.timeout_s)
-    ttl_s = state.settings.job_ttl_s
-    with state.redis.pipeline(transaction=True) as pipe:
-        pipe.multi()  # explicit MULTI first: rq's enqueue with a caller's pipeline expects one
-        state.store.create(job, pipe)
-        index_job(pipe, state.store.keys, job, ttl_s)  # GET /jobs, GET /v1/videos
-        state.store.queue_event(
-            pipe, job_id, "status", {"job_id": job_id, "status": "queued", "at": now.isoformat()}
-        )
-        queue_job_flops(pipe, state.settings.key_prefix, job_id, flops, ttl_s)
-        state.queue.enqueue(job_id, req.priority, timeout_s, pipe)
-        pipe.execute()
-    state.fleet_view.note_enqueued(job_id, req.priority, flops)
-    state.metrics.jobs.labels(status="submitted").inc()
-    log.info("job submitted", extra={"job_id": job_id, "priority": req.priority, "preset": spec.preset})
-    return job
 
 
-def _text(raw: object) -> str:
-    if isinstance(raw, bytes):
-        return raw.decode()
-    return raw if isinstance(raw, str) else ""
+class NotStoredError(Exception):
+    """The store failed before its transaction could have committed."""
+
+    def __init__(self, cause: BaseException):
+        super().__init__(str(cause))
+        self.cause = cause
 
 
-def _replay(state: ServiceState, idem_key: str, digest: str, owner: str | None) -> JobRecord:
-    """Same key: the same body gets the original job back, a different body is a conflict."""
-    raw = state.redis.get(idem_key)
-    stored_digest, _, job_id = _text(raw).partition(" ")
-    if stored_digest != digest:
-        raise IdempotencyConflictError(
-            "this Idempotency-Key was already used with a different request body",
-            details={"job_id": job_id or None},
-        )
-    deadline = time.monotonic() + IDEMPOTENCY_WAIT_S
-    while True:  # the first request may still be between reserving the key and storing its job
+def _store(state: ServiceState, job: JobRecord, flops: float, idem: IdemKey | None) -> bool:
+    """Record, first event, FLOP estimate, rq entry and the Idempotency-Key's final value in ONE
+    transaction: a job is stored, queued and named by its key together or not at all. False: another request
+    holds the key (nothing stored).
+
+    A connection lost at EXEC leaves unknown whether the job committed. The transaction WATCHes the job's
+    key (and the Idempotency-Key), so redis-py raises WatchError then (it never sends a watched transaction
+    again), and the job is read back: stored means success. If that read fails too, the error propagates
+    (503) and nothing is undone: the key names the job (committed) or a reservation that expires in
+    RESERVE_S (not), so a retry with the key gets that job or creates it, never a second one."""
+    keys = state.store.keys
+    watched = [keys.job(job.id)] + ([idem.key] if idem is not None else [])
+    for _ in range(TAKEOVERS):
         try:
-            job = state.store.get(job_id)
-        except JobNotFoundError:
-            if time.monotonic() > deadline:
-                raise IdempotencyConflictError(
-                    "a request with this Idempotency-Key is still being processed; retry",
-                    details={"job_id": job_id},
-                ) from None
-            time.sleep(0.05)
-            continue
-        if job.owner != owner:
-            raise IdempotencyConflictError("this Idempotency-Key belongs to another job")
-        return job
+            with state.redis.pipeline(transaction=True) as pipe:
+                pipe.watch(*watched)
+                if idem is not None and not idem.held_by(pipe, job.id):
+                    return False
+                pipe.multi()
+                _queue_writes(state, pipe, job, flops, idem)
+                pipe.execute()
+                return True
+        except redis.WatchError:
+            if state.redis.exists(keys.job(job.id)):
+                return True  # committed; only the reply was lost
+        except redis.RedisError as exc:  # before EXEC, or EXEC refused: nothing was written
+            raise NotStoredError(exc) from exc
+    cut = redis.ConnectionError(f"the job's transaction was cut off {TAKEOVERS} times, none committed")
+    raise NotStoredError(cut)
+
+
+def _queue_writes(
+    state: ServiceState, pipe: redis.client.Pipeline, job: JobRecord, flops: float, idem: IdemKey | None
+) -> None:
+    timeout_s = estimate_job_timeout_s(job.spec, state.preset, job.request.timeout_s)
+    ttl_s = state.settings.job_ttl_s
+    state.store.create(job, pipe)
+    index_job(pipe, state.store.keys, job, ttl_s)  # GET /jobs, GET /v1/videos
+    event = {"job_id": job.id, "status": "queued", "at": job.created_at.isoformat()}
+    state.store.queue_event(pipe, job.id, "status", event)
+    queue_job_flops(pipe, state.settings.key_prefix, job.id, flops, ttl_s)
+    state.queue.enqueue(job.id, job.priority, timeout_s, pipe)
+    if idem is not None:
+        pipe.set(idem.key, idem.final_value(job.id), ex=ttl_s)

@@ -34,6 +34,7 @@ from worker.metrics import WorkerMetrics
 from worker.pipeline import load_pipeline
 from worker.recovery import Reaper, Recovery
 from worker.rqworker import M4VWorker
+from worker.shutdown import flush_spool
 from worker.spool import Spool
 from worker.storage import Storage
 
@@ -177,6 +178,9 @@ def run(settings: WorkerSettings | None = None) -> None:
     log.info("worker ready", extra={"worker": process.context.state.name, "preset": settings.preset})
     try:
         serve_until_stopped(process, settings)
+        ctx = process.context
+        if ctx.drain.is_set() and ctx.spool is not None and settings.drain_spool_flush_s > 0:
+            flush_spool(ctx.spool, ctx.storage, ctx.store, settings.drain_spool_flush_s)
     finally:
         process.stop()
 

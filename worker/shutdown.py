@@ -9,12 +9,16 @@ Then rq finishes its copy of the job and M4VWorker puts a fresh rq job (same id)
 (enqueue_again). A SIGKILL between those two leaves a `queued` record in no queue: so the record's move also
 notes the job in {prefix}:draining, the enqueue removes it, and the reaper (worker/recovery.py) enqueues
 what is still noted after DRAIN_GRACE_S.
+
+Last, before the process exits, flush_spool() uploads what the spool holds (worker/spool.py), within
+drain_spool_flush_s: a pod's spool is an emptyDir unless worker.spool.existingClaim is set.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +35,8 @@ if TYPE_CHECKING:
 
     from model.pipeline_types import StepProgress
     from worker.leases import ActiveLeases
+    from worker.spool import Spool
+    from worker.storage import Storage
 
 DRAIN_GRACE_S = 30.0  # the worker re-enqueues within milliseconds of rq finishing its copy
 
@@ -97,3 +103,38 @@ def enqueue_again(store: JobStore, queue: Queue, job: Job) -> None:
     )
     store.r.persist(job.key)
     store.r.zrem(store.keys.draining(), job.id)
+
+
+def flush_spool(
+    spool: Spool,
+    storage: Storage,
+    store: JobStore,
+    budget_s: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, str]:
+    """Upload the spool's entries one by one until `budget_s` has passed by `clock`; entry -> outcome as in
+    Spool.retry_all (entries not tried are absent). It runs on a thread of its own, joined for at most
+    budget_s: the LeaseRenewer and the dispatcher keep running meanwhile, and an upload still hanging at the
+    deadline is left behind (the process exits; its entry stays for any worker's next spool pass)."""
+    from worker.storage import StorageError
+
+    deadline = clock() + budget_s
+    done: list[tuple[str, str]] = []
+
+    def work() -> None:
+        for entry in spool.pending():
+            if clock() >= deadline:
+                return
+            try:
+                done.append((entry, spool.reupload(entry, storage, store)))
+            except StorageError as exc:
+                done.append((entry, f"error: {exc}"))
+            except OSError as exc:  # another worker's spool pass took the entry meanwhile (a shared PVC)
+                done.append((entry, f"gone: {exc}"))
+
+    thread = threading.Thread(target=work, name="m4v-spool-flush", daemon=True)
+    thread.start()
+    thread.join(budget_s)
+    left = spool.pending()
+    log.info("spool flushed before exit", extra={"uploaded": len(done), "left": len(left)})
+    return dict(list(done))

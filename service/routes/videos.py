@@ -18,7 +18,7 @@ from service.job_delete import delete_job
 from service.joblist import list_jobs, member
 from service.jobs import load_job
 from service.openapi_errors import AUTHED, errors
-from service.routes.generate import IDEMPOTENCY_KEY_MAX
+from service.routes.generate import IDEMPOTENCY_KEY_DOC, IDEMPOTENCY_KEY_MAX
 from service.submit import submit
 from service.video_convert import form_to_dict, parse_create, renamed, to_generate_request, to_video
 from service.video_schemas import OpenAIErrorOut, VideoCreate, VideoDeletedOut, VideoListOut, VideoOut
@@ -59,19 +59,26 @@ async def create_body(request: Request) -> VideoCreate:
     openapi_extra={"requestBody": CREATE_BODY},
     responses=errors(409, 413, model=OpenAIErrorOut),
 )
-def create_video(
+async def create_video(
     state: StateDep,
     owner: OwnerDep,  # before the body: a caller without a key gets 401, whatever it sent
     body: Annotated[VideoCreate, Depends(create_body)],
     base_url: BaseUrlDep,
     idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=IDEMPOTENCY_KEY_MAX)
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=IDEMPOTENCY_KEY_MAX,
+            description=IDEMPOTENCY_KEY_DOC,
+        ),
     ] = None,
 ) -> VideoOut:
-    """Start a video; the same job as POST /generate makes (GET /jobs/{id} shows it too)."""
+    """Start a video; the same job as POST /generate makes (GET /jobs/{id} shows it too). Idempotency-Key
+    works as on POST /generate."""
     req, names = to_generate_request(body, state.preset)
     try:
-        submission = submit(state, req, owner, idempotency_key, base_url)
+        submission = await submit(state, req, owner, idempotency_key, base_url)
     except InvalidRequestError as exc:
         raise renamed(exc, names) from None
     return to_video(submission.job, state.settings.job_ttl_s)

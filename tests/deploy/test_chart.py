@@ -226,10 +226,10 @@ def test_keda_scales_workers_to_zero_on_every_rq_queue() -> None:
     assert spec["minReplicaCount"] == 0
     assert "replicas" not in rendered.one("Deployment", "worker")["spec"]  # KEDA owns the count
     lists = sorted(t["metadata"]["listName"] for t in spec["triggers"])
-    assert lists == ["rq:queue:m4v-high", "rq:queue:m4v-low", "rq:queue:m4v-normal"]
+    assert lists == ["m4v:active", "rq:queue:m4v-high", "rq:queue:m4v-low", "rq:queue:m4v-normal"]
+    assert spec["advanced"]["scalingModifiers"]["activationTarget"] == "0"
     for trigger in spec["triggers"]:
         assert trigger["type"] == "redis"
-        assert trigger["metadata"]["activationListLength"] == "0"
         auth = trigger["authenticationRef"]["name"]
     assert rendered.one("TriggerAuthentication", "worker")["metadata"]["name"] == auth
 
@@ -246,8 +246,8 @@ def test_keda_list_names_are_the_queues_rq_fills(redis_url: str, key_prefix: str
     for i, queue_name in enumerate(Keys(key_prefix).queues()):
         for _ in range(i + 1):
             Queue(queue_name, connection=client).enqueue("builtins.print", "x")
-    lengths = [client.llen(t["metadata"]["listName"]) for t in spec["triggers"]]
-    assert sorted(lengths) == [1, 2, 3]
+    queues = [t for t in spec["triggers"] if t["name"].startswith("queue_")]
+    assert sorted(client.llen(t["metadata"]["listName"]) for t in queues) == [1, 2, 3]
 
 
 def test_external_redis_keeps_the_url_out_of_plain_env_and_points_keda_at_it() -> None:

@@ -16,7 +16,7 @@ def test_queue_flops_trigger_is_off_by_default() -> None:
 def test_queue_flops_trigger_scales_on_the_api_metric_per_namespace() -> None:
     triggers = _triggers(VARIANTS["keda-prometheus"])
     flops = [t for t in triggers if t["type"] == "prometheus"]
-    assert len(flops) == 1 and len(triggers) == 4  # the three queue-length triggers stay (wake from zero)
+    assert len(flops) == 1 and len(triggers) == 5  # the three queues and the running jobs stay
     meta = flops[0]["metadata"]
     assert meta["query"] == 'max(m4v_queue_flops{namespace="m4v"})'
     assert meta["serverAddress"] == "http://prometheus.monitoring.svc:9090"

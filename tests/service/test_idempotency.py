@@ -57,3 +57,11 @@ def test_a_refused_request_frees_its_key_for_a_retry(settings: Settings) -> None
 def test_empty_idempotency_key_is_422(client: TestClient) -> None:
     error = assert_error_shape(post(client, "", {"prompt": "a cat"}), 422)
     assert "Idempotency-Key" in error["message"]
+
+
+def test_openapi_describes_what_the_idempotency_key_guarantees(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/generate", "/v1/videos"):
+        header = next(p for p in paths[path]["post"]["parameters"] if p["name"] == "Idempotency-Key")
+        text = header["description"]
+        assert "same key and body" in text and "409" in text and "10 s" in text, (path, text)
