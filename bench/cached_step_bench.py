@@ -4,9 +4,11 @@
 
 Stage 2 of the last unit is where sampling spends most of its time; stages 0 and 1 are two thirds of all
 steps. For each (preset, attention backend, stage): prepare the context once, then the median of CUDA-event
-timings of one cached step, eager and through StepGraphs (the sampler's CUDA graphs), and how far each is from
-the eager sdpa_mask output (max abs diff relative to its max abs). CFG batch 2 with the conditional prompt
-40 tokens long and the unconditional one empty, as the sampler meets them. One JSON line per case.
+timings of one cached step, eager and through StepGraphs (the sampler's CUDA graphs), how far each is from
+the eager sdpa_mask output (max abs diff relative to its max abs), and the graphed step's share of the
+measured bf16 matmul rate (mfu_graph; FLOPs from model/flops.py: the issue's "stage-2 step / matmul ceiling").
+CFG batch 2 with the conditional prompt 40 tokens long and the unconditional one empty, as the sampler meets
+them. One JSON line per case.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_common import Clock, build_network, shape_inputs, with_single  # noqa: E402
+from bench.gpu_bench import matmul_tflops  # noqa: E402
+from model import flops  # noqa: E402
 from model.config import get_preset  # noqa: E402
 from model.runtime import RuntimeOptions  # noqa: E402
 from model.ssm_kernels import resolve_backend  # noqa: E402
@@ -77,6 +81,8 @@ def main() -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     scan = resolve_backend("auto", device)
     clock = Clock(device, warmup=3, reps=10)
+    ceiling = matmul_tflops(device, dtype, 8192 if device.type == "cuda" else 512, clock)  # TFLOP/s
+    print(json.dumps({"matmul_tflops": round(ceiling, 1), "dtype": str(dtype)}), flush=True)
     for name in args.presets.split(","):
         base = get_preset("m4v-768p")
         cfg = with_single(base, "attention") if name == "attn-baseline" else get_preset(name)
@@ -99,6 +105,12 @@ def main() -> None:
                 row, out = case(net, clock, x, t, text, history, full_hw, ref)
                 ref = out if ref is None else ref
                 row.update({"preset": name, "attention": backend, "stage": stage, "unit": unit})
+                w, h = cfg.default_resolution
+                work = flops.step_flops(cfg, cached=True, width=w, height=h, unit=unit, stage=stage, batch=2)
+                row["step_tflop"] = round(work.total / 1e12, 4)
+                rate = work.total / (row["graph_ms"] / 1e3) / 1e12  # TFLOP/s
+                row["graph_tflops"] = round(rate, 1)
+                row["mfu_graph"] = round(rate / ceiling, 3)  # of the measured matmul rate
                 print(json.dumps(row), flush=True)
                 if args.out is not None:
                     with args.out.open("a") as f:
