@@ -10,8 +10,12 @@ import torch
 
 from model.config import MambaConfig
 from model.mamba2 import Mamba2
+from model.parallel.cfg import CfgParallelDenoiser
 from model.parallel.relay import ProcessRelay
 from model.parallel.scan_split import mixer_forward_shard
+from model.pipeline import VideoPipeline
+from model.pipeline_types import GenerationRequest
+from model.sampler import sample_video
 
 SMALL = MambaConfig(d_state=16, d_conv=4, expand=2, headdim=16, ngroups=2, chunk_size=32)
 D_MODEL = 32
@@ -42,3 +46,69 @@ def scan_rank(rank: int, world: int, m: Mamba2, x: torch.Tensor, lengths: list[i
         y, end = mixer_forward_shard(m, seg, relay, None)
         ssm = relay.from_last(end.ssm)
     torch.save({"y": y, "ssm": ssm}, out / f"rank{rank}.pt")
+
+
+# ---- the tiny pipeline, in one process or on each rank -------------------------------------------------
+
+TINY_REQUEST = GenerationRequest(
+    prompt="a red fox in snow",
+    width=128,
+    height=128,
+    num_frames=5,  # 2 latent frames: the second has history, so a context cache
+    seed=7,
+    first_frame_steps=(2, 1, 1),
+    later_frame_steps=(1, 1, 1),
+)
+
+
+def tiny_pipe() -> VideoPipeline:
+    torch.manual_seed(0)  # the same network on every rank (random parts, if any, too)
+    return VideoPipeline.from_preset("tiny")
+
+
+def tiny_latents(pipe: VideoPipeline, use_cache: bool) -> torch.Tensor:
+    """Clean float latents (1, C, 2, h, w) of TINY_REQUEST through pipe.denoiser."""
+    req, sp = TINY_REQUEST, pipe.cfg.sampler
+    with torch.inference_mode():
+        text = pipe.text_encoder.encode([req.prompt + sp.prompt_suffix, sp.negative_prompt])
+        return sample_video(
+            pipe.denoiser,
+            text,
+            pipe.cfg,
+            num_latent_frames=pipe.cfg.latent_frames(req.num_frames),
+            full_hw=pipe.cfg.latent_grid(req.width, req.height),
+            steps_first=req.first_frame_steps or sp.first_frame_steps,
+            steps_later=req.later_frame_steps or sp.later_frame_steps,
+            guidance_first=req.guidance_scale,
+            guidance_later=req.video_guidance_scale,
+            generator=torch.Generator().manual_seed(req.seed),
+            device="cpu",
+            dtype=torch.float32,
+            use_cache=use_cache,
+        )
+
+
+def tiny_outputs(pipe: VideoPipeline) -> dict[str, torch.Tensor]:
+    """Latents cached and uncached, and the decoded uint8 frames of pipe.generate (cached)."""
+    frames = torch.from_numpy(pipe.generate(TINY_REQUEST).frames)
+    return {"cached": tiny_latents(pipe, True), "uncached": tiny_latents(pipe, False), "frames": frames}
+
+
+class SwappedCfg(CfgParallelDenoiser):
+    """A wrong exchange: the gathered halves in the wrong order (guidance pushes away from the prompt)."""
+
+    def gather(self, v: torch.Tensor) -> list[torch.Tensor]:
+        return super().gather(v)[::-1]
+
+
+def cfg_rank(rank: int, world: int, out: Path, swapped: bool = False) -> None:
+    """The tiny pipeline with CFG-parallel on this rank; saves tiny_outputs (only the cached latents when
+    swapped)."""
+    torch.set_num_threads(1)
+    pipe = tiny_pipe()
+    if swapped:
+        pipe.denoiser = SwappedCfg(pipe.network)
+        torch.save({"cached": tiny_latents(pipe, True)}, out / f"rank{rank}.pt")
+        return
+    pipe.parallel_cfg()
+    torch.save(tiny_outputs(pipe), out / f"rank{rank}.pt")
