@@ -61,9 +61,10 @@ TINY_REQUEST = GenerationRequest(
 )
 
 
-def tiny_pipe() -> VideoPipeline:
+def tiny_pipe(device: str = "cpu") -> VideoPipeline:
     torch.manual_seed(0)  # the same network on every rank (random parts, if any, too)
-    return VideoPipeline.from_preset("tiny")
+    torch.set_num_threads(1)
+    return VideoPipeline.from_preset("tiny", device=device)
 
 
 def tiny_latents(pipe: VideoPipeline, use_cache: bool) -> torch.Tensor:
