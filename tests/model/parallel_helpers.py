@@ -11,8 +11,9 @@ import torch
 from model.config import MambaConfig
 from model.mamba2 import Mamba2
 from model.parallel.cfg import CfgParallelDenoiser
-from model.parallel.relay import ProcessRelay
+from model.parallel.relay import ProcessRelay, Step
 from model.parallel.scan_split import mixer_forward_shard
+from model.parallel.seq import SeqParallelDenoiser
 from model.pipeline import VideoPipeline
 from model.pipeline_types import GenerationRequest
 from model.sampler import sample_video
@@ -113,3 +114,22 @@ def cfg_rank(rank: int, world: int, out: Path, swapped: bool = False) -> None:
         return
     pipe.parallel_cfg()
     torch.save(tiny_outputs(pipe), out / f"rank{rank}.pt")
+
+
+class StartOverRelay(ProcessRelay):
+    """A wrong hand-off: the messages still flow, but every rank scans from the caller's state."""
+
+    def relay(self, start: torch.Tensor, step: Step) -> tuple[torch.Tensor, torch.Tensor]:
+        super().relay(start, step)
+        return start, step(start)
+
+
+def seq_rank(rank: int, world: int, out: Path, start_over: bool = False) -> None:
+    """The tiny pipeline with the cached step sequence-parallel over `world` ranks; saves the cached
+    latents."""
+    pipe = tiny_pipe()
+    denoiser = SeqParallelDenoiser(pipe.network)
+    if start_over:
+        denoiser.relay = StartOverRelay()
+    pipe.denoiser = denoiser
+    torch.save({"cached": tiny_latents(pipe, True)}, out / f"rank{rank}.pt")
