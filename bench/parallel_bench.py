@@ -4,12 +4,13 @@ process group started in its own fresh process.
     python bench/parallel_bench.py --out bench/results/parallel.jsonl   # m4v-768p, 121 frames, NCCL
     python bench/parallel_bench.py --dry-run --out /tmp/parallel.jsonl  # CPU, tiny preset, gloo
 
-Variants: 1 rank = the plain pipeline; 2 ranks = CFG-parallel (model/parallel/cfg.py); 4 ranks needs
-CFG-parallel x sequence-parallel, which is not built yet: its line says "unsupported" rather than timing
-something else. Weights are random and the text encoder a stand-in (a step's time does not depend on the
-values). Each rank generates the same request after one short warm-up generation (Triton JIT, graphs);
-rank 0 appends one JSON line per variant to --out, and the 1-rank video is kept so the others report how
-far their frames are from it (max absolute 8-bit difference). The driver prints a markdown table at the end.
+Variants: 1 rank = the plain pipeline; 2 ranks = CFG-parallel (model/parallel/cfg.py); 4 (8) ranks = CFG x
+sequence-parallel on a 2 x 2 (2 x 4) mesh (model/parallel/mesh.py), whose cached steps run eagerly: the
+split step has no CUDA-graph capture yet, so "graphs" in its line is false. Weights are random and the text
+encoder a stand-in (a step's time does not depend on the values). Each rank generates the same request
+after one short warm-up generation (Triton JIT, graphs); rank 0 appends one JSON line per variant to --out,
+and the 1-rank video is kept so the others report how far their frames are from it (max absolute 8-bit
+difference). The driver prints a markdown table at the end.
 NVLink multicast stays off in every child (NCCL_NVLS_ENABLE=0, TORCH_SYMM_MEM_DISABLE_MULTICAST=1).
 """
 
@@ -32,11 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.config import get_preset  # noqa: E402
 from model.parallel.group import child_env, run_ranks  # noqa: E402
+from model.parallel.mesh import cfg_seq_denoiser  # noqa: E402
 from model.pipeline import VideoPipeline  # noqa: E402
 from model.pipeline_types import GenerationRequest  # noqa: E402
 from model.runtime import RuntimeOptions  # noqa: E402
 
-SUPPORTED = {1: "single", 2: "cfg"}
+SUPPORTED = {1: "single", 2: "cfg", 4: "cfg+seq2", 8: "cfg+seq4"}
 
 
 def card(device: str) -> str:
@@ -85,6 +87,7 @@ def record(args: argparse.Namespace, ranks: int, seconds: float, result: Any, pe
         "frames": args.frames,
         "ranks": ranks,
         "mode": SUPPORTED[ranks],
+        "graphs": args.graphs and args.device == "cuda" and ranks <= 2,
         "seconds": round(seconds, 3),
         "sampling_s": round(result.timings.sampling_s, 3),
         "peak_mem_gb_per_rank": [round(p / 2**30, 2) for p in peaks],
@@ -98,12 +101,15 @@ def record(args: argparse.Namespace, ranks: int, seconds: float, result: Any, pe
         f.write(json.dumps(line) + "\n")
 
 
-def cfg_rank(rank: int, world: int, args: argparse.Namespace) -> None:
+def parallel_rank(rank: int, world: int, args: argparse.Namespace) -> None:
     device = f"cuda:{rank}" if args.device == "cuda" else "cpu"
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
     pipe = build(args, device, args.frames)
-    pipe.parallel_cfg()
+    if world == 2:
+        pipe.parallel_cfg()
+    else:
+        pipe.denoiser = cfg_seq_denoiser(pipe.network, world // 2)
     seconds, result = timed(pipe, args)
     peak = torch.cuda.max_memory_allocated(device) if device.startswith("cuda") else 0
     peaks: list[Any] = [None] * world
@@ -115,18 +121,14 @@ def cfg_rank(rank: int, world: int, args: argparse.Namespace) -> None:
 def run_variant(args: argparse.Namespace) -> None:
     ranks = args.variant
     if ranks not in SUPPORTED:
-        line = {"card": card(args.device), "preset": args.preset, "frames": args.frames, "ranks": ranks}
-        line["status"] = "unsupported: needs sequence-parallel (not built yet, docs/PARALLEL.md)"
-        with open(args.out, "a") as f:
-            f.write(json.dumps(line) + "\n")
-        return
+        raise SystemExit(f"--ranks: {ranks} is not one of {sorted(SUPPORTED)}")
     if ranks == 1:
         pipe = build(args, args.device, args.frames)
         seconds, result = timed(pipe, args)
         peak = torch.cuda.max_memory_allocated(pipe.device) if pipe.device.type == "cuda" else 0
         record(args, 1, seconds, result, [peak])
         return
-    run_ranks(cfg_rank, ranks, (args,), backend="nccl" if args.device == "cuda" else "gloo")
+    run_ranks(parallel_rank, ranks, (args,), backend="nccl" if args.device == "cuda" else "gloo")
 
 
 def table(out: Path, preset: str, frames: int) -> str:
@@ -138,9 +140,6 @@ def table(out: Path, preset: str, frames: int) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in lines:
-        if "seconds" not in r:
-            rows.append(f"| {r['ranks']} | {r['status']} | | | | |")
-            continue
         speedup = f"{base / r['seconds']:.2f}x" if base else "?"
         peaks = ", ".join(str(p) for p in r["peak_mem_gb_per_rank"])
         diff = r.get("max_abs_diff_vs_1", "")

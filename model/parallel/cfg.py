@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from model.network import ContextCache, M4VNetwork
+from model.sampler import Denoiser
 from model.text_encoder import TextEmbeddings
 
 
@@ -33,9 +33,10 @@ def text_half(text: TextEmbeddings, rank: int) -> TextEmbeddings:
 
 
 class CfgParallelDenoiser:
-    """The sampler's Denoiser on one of two ranks of `group` (the default group when None)."""
+    """The sampler's Denoiser on one of two ranks of `group` (the default group when None). `net` is the
+    network, or a sequence-parallel denoiser over the ranks that share this rank's CFG half (mesh.py)."""
 
-    def __init__(self, net: M4VNetwork, group: dist.ProcessGroup | None = None) -> None:
+    def __init__(self, net: Denoiser, group: dist.ProcessGroup | None = None) -> None:
         world = dist.get_world_size(group)
         if world != 2:
             raise ValueError(f"CFG-parallel runs on exactly 2 ranks, the group has {world}")
@@ -45,7 +46,7 @@ class CfgParallelDenoiser:
 
     def prepare_context(
         self, *, text: TextEmbeddings, history: list[Tensor], full_hw: tuple[int, int]
-    ) -> ContextCache:
+    ) -> Any:
         """The context cache of this rank's rows only."""
         mine = [half(h, self.rank) for h in history]
         return self.net.prepare_context(text=text_half(text, self.rank), history=mine, full_hw=full_hw)

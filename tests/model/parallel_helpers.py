@@ -11,6 +11,7 @@ import torch
 from model.config import MambaConfig
 from model.mamba2 import Mamba2
 from model.parallel.cfg import CfgParallelDenoiser
+from model.parallel.mesh import cfg_seq_denoiser
 from model.parallel.relay import ProcessRelay, Step
 from model.parallel.scan_split import mixer_forward_shard
 from model.parallel.seq import SeqParallelDenoiser
@@ -133,3 +134,11 @@ def seq_rank(rank: int, world: int, out: Path, start_over: bool = False) -> None
         denoiser.relay = StartOverRelay()
     pipe.denoiser = denoiser
     torch.save({"cached": tiny_latents(pipe, True)}, out / f"rank{rank}.pt")
+
+
+def mesh_rank(rank: int, world: int, out: Path) -> None:
+    """The tiny pipeline on a 2 x (world / 2) CFG x sequence mesh; saves cached and uncached latents."""
+    pipe = tiny_pipe()
+    pipe.denoiser = cfg_seq_denoiser(pipe.network, world // 2)
+    result = {"cached": tiny_latents(pipe, True), "uncached": tiny_latents(pipe, False)}
+    torch.save(result, out / f"rank{rank}.pt")

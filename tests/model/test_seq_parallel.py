@@ -1,5 +1,6 @@
-"""Sequence-parallel cached steps (model/parallel/seq.py) on 2 and 4 gloo processes: the tiny preset's
-latents equal one process's; a scan hand-off that restarts every rank from the cached state is caught."""
+"""Sequence-parallel cached steps (model/parallel/seq.py) on 2 and 4 gloo processes, and CFG x sequence on a
+2 x 2 mesh (model/parallel/mesh.py): the tiny preset's latents equal one process's; a scan hand-off that
+restarts every rank from the cached state is caught."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ import pytest
 import torch
 
 from model.parallel.group import run_ranks
-from tests.model.parallel_helpers import relative, seq_rank, tiny_latents, tiny_pipe
+from tests.model.parallel_helpers import mesh_rank, relative, seq_rank, tiny_latents, tiny_pipe
 
 
 @pytest.fixture(scope="module")
 def one_process() -> torch.Tensor:
     return tiny_latents(tiny_pipe(), True)
+
+
+@pytest.fixture(scope="module")
+def one_process_uncached() -> torch.Tensor:
+    return tiny_latents(tiny_pipe(), False)
 
 
 @pytest.mark.timeout(240)
@@ -34,3 +40,14 @@ def test_restarting_each_rank_from_the_cached_state_is_caught(
 ) -> None:
     run_ranks(seq_rank, 2, (tmp_path, True))
     assert relative(torch.load(tmp_path / "rank0.pt")["cached"], one_process) > 1e-3
+
+
+@pytest.mark.timeout(240)
+def test_cfg_times_seq_mesh_gives_the_one_process_latents(
+    one_process: torch.Tensor, one_process_uncached: torch.Tensor, tmp_path: Path
+) -> None:
+    run_ranks(mesh_rank, 4, (tmp_path,))
+    for rank in range(4):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert relative(got["cached"], one_process) <= 1e-5
+        assert relative(got["uncached"], one_process_uncached) <= 1e-5
