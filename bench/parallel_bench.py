@@ -86,7 +86,7 @@ def record(args: argparse.Namespace, ranks: int, seconds: float, result: Any, pe
         "preset": args.preset,
         "frames": args.frames,
         "ranks": ranks,
-        "mode": SUPPORTED[ranks],
+        "mode": SUPPORTED[ranks] + (f"/{args.seq_attention}" if ranks > 2 else ""),
         "graphs": args.graphs and args.device == "cuda" and ranks <= 2,
         "seconds": round(seconds, 3),
         "sampling_s": round(result.timings.sampling_s, 3),
@@ -109,7 +109,7 @@ def parallel_rank(rank: int, world: int, args: argparse.Namespace) -> None:
     if world == 2:
         pipe.parallel_cfg()
     else:
-        pipe.denoiser = cfg_seq_denoiser(pipe.network, world // 2)
+        pipe.denoiser = cfg_seq_denoiser(pipe.network, world // 2, args.seq_attention)
     seconds, result = timed(pipe, args)
     peak = torch.cuda.max_memory_allocated(device) if device.startswith("cuda") else 0
     peaks: list[Any] = [None] * world
@@ -154,6 +154,12 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=121)
     p.add_argument("--ranks", default="1,2,4", help="variants, comma-separated")
     p.add_argument("--warmup", type=int, default=9, help="frames generated first in every rank (0: none)")
+    p.add_argument(
+        "--seq-attention",
+        choices=["gather_kv", "ulysses"],
+        default="gather_kv",
+        help="MM-DiT attention of the 4- and 8-rank variants (ulysses: heads must divide by ranks / 2)",
+    )
     p.add_argument("--no-graphs", dest="graphs", action="store_false", help="CUDA graphs off")
     p.add_argument("--device", default="cuda")
     p.add_argument("--workdir", default="", help="where the 1-rank video is kept (default: next to --out)")

@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 from model.network import M4VNetwork
 from model.parallel.cfg import CfgParallelDenoiser
-from model.parallel.seq import SeqParallelDenoiser
+from model.parallel.seq import SeqAttention, SeqParallelDenoiser
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ def mesh_groups(seq: int) -> MeshGroups:
     return MeshGroups(cfg=cfg_groups[rank % seq], seq=seq_groups[rank // seq])
 
 
-def cfg_seq_denoiser(net: M4VNetwork, seq: int) -> CfgParallelDenoiser:
+def cfg_seq_denoiser(net: M4VNetwork, seq: int, attention: SeqAttention = "gather_kv") -> CfgParallelDenoiser:
     """The sampler's Denoiser on this rank of the 2 x seq mesh over the default group."""
     groups = mesh_groups(seq)
-    return CfgParallelDenoiser(SeqParallelDenoiser(net, groups.seq), groups.cfg)
+    return CfgParallelDenoiser(SeqParallelDenoiser(net, groups.seq, attention), groups.cfg)

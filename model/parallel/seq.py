@@ -2,9 +2,11 @@
 raster order, R dividing the token count), every block run on the rank's run only.
 
 Per block, what crosses ranks:
-- MM-DiT (and attention) blocks: the current frame's keys/values are all-gathered, so each rank's queries
-  attend to the cached context and the whole frame (all-gather K/V; Ulysses all-to-all over heads is the
-  planned alternative, docs/PARALLEL.md). The cached context K/V is whole on every rank.
+- MM-DiT (and attention) blocks, attention="gather_kv": the current frame's keys/values are all-gathered, so
+  each rank's queries attend to the cached context and the whole frame. attention="ulysses" (heads divisible
+  by R): one all-to-all turns the rank's tokens x all heads into all tokens x its heads, each rank attends
+  for its heads, and a second all-to-all turns the result back; it moves about half the bytes at R = 2.
+  The cached context K/V is whole on every rank either way.
 - MM-DiM blocks: the Mamba2 scan over [register ; frame tokens] is split as in model/parallel/scan_split.py
   (rank 0 holds the register; conv tail and scan state relayed rank to rank from the cached state). The
   temporal branch pools the whole frame to its coarse grid, so the modulated tokens are all-gathered first;
@@ -17,7 +19,7 @@ The context pass (prepare_context) and uncached steps are not split: every rank 
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.distributed as dist
@@ -35,16 +37,25 @@ from model.parallel.scan_split import mixer_forward_shard
 from model.rope import frame_positions, rope_table
 from model.text_encoder import TextEmbeddings
 
+SeqAttention = Literal["gather_kv", "ulysses"]
+
 
 class SeqParallelDenoiser:
     """The sampler's Denoiser on every rank of `group` (the default group when None)."""
 
-    def __init__(self, net: M4VNetwork, group: dist.ProcessGroup | None = None) -> None:
+    def __init__(
+        self, net: M4VNetwork, group: dist.ProcessGroup | None = None, attention: SeqAttention = "gather_kv"
+    ) -> None:
         self.net = net
         self.group = group
         self.rank = dist.get_rank(group)
         self.world = dist.get_world_size(group)
         self.relay = ProcessRelay(group)
+        if attention not in get_args(SeqAttention):
+            raise ValueError(f"attention {attention!r} not in {get_args(SeqAttention)}")
+        if attention == "ulysses" and net.cfg.heads % self.world:
+            raise ValueError(f"ulysses splits {net.cfg.heads} heads over {self.world} ranks: not evenly")
+        self.attention = attention
 
     def prepare_context(
         self, *, text: TextEmbeddings, history: list[Tensor], full_hw: tuple[int, int]
@@ -79,7 +90,7 @@ class SeqParallelDenoiser:
             frame_positions(k, grid, cache.full_grid, x.device), net.cfg.rope_axes, net.cfg.rope_theta
         )
         pe = pe[mine]
-        attend = partial(self._attend, cache.key_mask)
+        attend = partial(self._ulysses if self.attention == "ulysses" else self._attend, cache.key_mask)
         for blk, kv in zip(net.double_blocks, cache.dual, strict=True):
             assert isinstance(blk, MMDiTBlock)
             tok = blk.forward_cached(tok, cond, pe, attend, kv)
@@ -101,6 +112,24 @@ class SeqParallelDenoiser:
         kk, vv = torch.cat([ck.to(q.dtype), k], dim=2), torch.cat([cv.to(q.dtype), v], dim=2)
         out = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)  # (B, H, n/R, Dh)
         return rearrange(out, "b h n d -> b n (h d)")
+
+    def _ulysses(self, key_mask: Tensor, q: Tensor, k: Tensor, v: Tensor, ck: Tensor, cv: Tensor) -> Tensor:
+        """q, k, v (B, H, n/R, Dh): all-to-all to (B, H/R, n, Dh), attend with this rank's heads of the
+        context, all-to-all back -> (B, n/R, H*Dh)."""
+        heads = slice(self.rank * q.shape[1] // self.world, (self.rank + 1) * q.shape[1] // self.world)
+        q, k, v = (self._swap(t.to(q.dtype), split=1, join=2) for t in (q, k, v))  # (B, H/R, n, Dh)
+        mask = torch.cat([key_mask, key_mask.new_ones(q.shape[0], k.shape[2])], dim=1)[:, None, None]
+        kk = torch.cat([ck[:, heads].to(q.dtype), k], dim=2)  # (B, H/R, Lc+n, Dh)
+        vv = torch.cat([cv[:, heads].to(q.dtype), v], dim=2)
+        out = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)  # (B, H/R, n, Dh)
+        return rearrange(self._swap(out, split=2, join=1), "b h n d -> b n (h d)")  # (B, n/R, H*Dh)
+
+    def _swap(self, t: Tensor, split: int, join: int) -> Tensor:
+        """Chunk j of `t` along `split` goes to rank j; what arrives from the ranks is joined along `join`."""
+        sent = [c.contiguous() for c in t.chunk(self.world, dim=split)]
+        got = [torch.empty_like(sent[0]) for _ in range(self.world)]
+        dist.all_to_all(got, sent, group=self.group)
+        return torch.cat(got, dim=join)
 
     def _mmdim(
         self,

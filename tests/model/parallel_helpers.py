@@ -14,7 +14,7 @@ from model.parallel.cfg import CfgParallelDenoiser
 from model.parallel.mesh import cfg_seq_denoiser
 from model.parallel.relay import ProcessRelay, Step
 from model.parallel.scan_split import mixer_forward_shard
-from model.parallel.seq import SeqParallelDenoiser
+from model.parallel.seq import SeqAttention, SeqParallelDenoiser
 from model.pipeline import VideoPipeline
 from model.pipeline_types import GenerationRequest
 from model.sampler import sample_video
@@ -125,20 +125,22 @@ class StartOverRelay(ProcessRelay):
         return start, step(start)
 
 
-def seq_rank(rank: int, world: int, out: Path, start_over: bool = False) -> None:
+def seq_rank(
+    rank: int, world: int, out: Path, attention: SeqAttention = "gather_kv", start_over: bool = False
+) -> None:
     """The tiny pipeline with the cached step sequence-parallel over `world` ranks; saves the cached
     latents."""
     pipe = tiny_pipe()
-    denoiser = SeqParallelDenoiser(pipe.network)
+    denoiser = SeqParallelDenoiser(pipe.network, attention=attention)
     if start_over:
         denoiser.relay = StartOverRelay()
     pipe.denoiser = denoiser
     torch.save({"cached": tiny_latents(pipe, True)}, out / f"rank{rank}.pt")
 
 
-def mesh_rank(rank: int, world: int, out: Path) -> None:
+def mesh_rank(rank: int, world: int, out: Path, attention: SeqAttention = "gather_kv") -> None:
     """The tiny pipeline on a 2 x (world / 2) CFG x sequence mesh; saves cached and uncached latents."""
     pipe = tiny_pipe()
-    pipe.denoiser = cfg_seq_denoiser(pipe.network, world // 2)
+    pipe.denoiser = cfg_seq_denoiser(pipe.network, world // 2, attention)
     result = {"cached": tiny_latents(pipe, True), "uncached": tiny_latents(pipe, False)}
     torch.save(result, out / f"rank{rank}.pt")

@@ -24,11 +24,12 @@ def one_process_uncached() -> torch.Tensor:
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("attention", ["gather_kv", "ulysses"])
 @pytest.mark.parametrize("world", [2, 4])
 def test_split_frame_gives_the_one_process_latents(
-    one_process: torch.Tensor, world: int, tmp_path: Path
+    one_process: torch.Tensor, world: int, attention: str, tmp_path: Path
 ) -> None:
-    run_ranks(seq_rank, world, (tmp_path,))
+    run_ranks(seq_rank, world, (tmp_path, attention))
     for rank in range(world):
         got = torch.load(tmp_path / f"rank{rank}.pt")["cached"]
         assert relative(got, one_process) <= 1e-5
@@ -38,15 +39,16 @@ def test_split_frame_gives_the_one_process_latents(
 def test_restarting_each_rank_from_the_cached_state_is_caught(
     one_process: torch.Tensor, tmp_path: Path
 ) -> None:
-    run_ranks(seq_rank, 2, (tmp_path, True))
+    run_ranks(seq_rank, 2, (tmp_path, "gather_kv", True))
     assert relative(torch.load(tmp_path / "rank0.pt")["cached"], one_process) > 1e-3
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("attention", ["gather_kv", "ulysses"])
 def test_cfg_times_seq_mesh_gives_the_one_process_latents(
-    one_process: torch.Tensor, one_process_uncached: torch.Tensor, tmp_path: Path
+    one_process: torch.Tensor, one_process_uncached: torch.Tensor, attention: str, tmp_path: Path
 ) -> None:
-    run_ranks(mesh_rank, 4, (tmp_path,))
+    run_ranks(mesh_rank, 4, (tmp_path, attention))
     for rank in range(4):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         assert relative(got["cached"], one_process) <= 1e-5
