@@ -187,6 +187,13 @@ class ModelSettings(_M4V):
         "auto", description="Mamba2 scan: kernels or PyTorch"
     )
     context_cache: bool = Field(True, description="reuse text/history context within a (unit, stage)")
+    parallel: Literal["none", "cfg"] = Field(
+        "none",
+        description="one job on several devices. cfg: the cond and uncond halves of every step on two "
+        "devices (this process on the first, a follower process on the second; CUDA needs 2 visible GPUs, "
+        "chart worker.gpu.count: 2). Same video as one device (proven on CPU processes); the speed-up on "
+        "GPUs is not measured yet, so off by default (docs/PARALLEL.md)",
+    )
     t5_path: str | None = Field(
         None,
         description="local T5 encoder: transformers dir with its tokenizer, or a diffusers/PyramidFlow "

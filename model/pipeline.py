@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from model.checkpoint_source import RANDOM_WEIGHTS, load_model_weights, refuse_random_weights
 from model.config import ModelConfig, get_preset
 from model.flops import estimate_flops
 from model.network import M4VNetwork
+from model.parallel.cfg import CfgParallelDenoiser
 from model.pipeline_types import (
     ChunkCallback,
     DecodedChunk,
@@ -28,7 +30,7 @@ from model.pipeline_types import (
     ProgressCallback,
 )
 from model.runtime import RuntimeOptions
-from model.sampler import sample_video
+from model.sampler import Denoiser, sample_video
 from model.text_encoder import TextEmbeddings, TextEncoder, build_text_encoder, with_text_dirs_from
 from model.vae import CausalVAE, StreamingDecoder
 from model.vae_stream import BatchedStreamingDecoder, OverlappedSink, stream_decoder
@@ -116,6 +118,7 @@ class VideoPipeline:
         self.device = torch.device(device)
         self.dtype = dtype
         self.use_cache = use_cache
+        self.denoiser: Denoiser = self.network  # what the sampler calls; see parallel_cfg
         self.weights_source = RANDOM_WEIGHTS  # from_preset: the checkpoint path it loaded
         self.weights_sha256: str | None = None  # worker/pipeline.py fills it in (hashing is not free)
 
@@ -163,6 +166,11 @@ class VideoPipeline:
         if path is not None and random_parts:
             pipe.weights_source = f"{path} (RANDOM {', '.join(random_parts)})"
         return pipe
+
+    def parallel_cfg(self, group: dist.ProcessGroup | None = None) -> None:
+        """Split every step's CFG halves over the 2 ranks of `group` (model/parallel/cfg.py). Every rank
+        builds the same pipeline and calls generate() with the same request; all get the same video."""
+        self.denoiser = CfgParallelDenoiser(self.network, group)
 
     @property
     def cached(self) -> bool:
@@ -221,7 +229,7 @@ class VideoPipeline:
     ) -> None:
         steps_first, steps_later = self._steps(req)
         sample_video(
-            self.network,
+            self.denoiser,
             text,
             self.cfg,
             num_latent_frames=self.cfg.latent_frames(req.num_frames),

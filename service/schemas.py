@@ -38,6 +38,7 @@ class WorkerOut(BaseModel):
     random_weights: bool = Field(
         default=False, description="serving random weights, all or part (M4V_ALLOW_RANDOM_WEIGHTS)"
     )
+    gpu_count: int = Field(default=0, description="CUDA devices the worker holds (0 on CPU)")
 
 
 class WorkersOut(BaseModel):

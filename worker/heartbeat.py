@@ -32,6 +32,7 @@ class WorkerState:
     busy_job: str | None = None
     flops_per_s: float | None = None  # measured throughput (worker/eta.py), for fleet ETAs
     device_memory_bytes: int | None = None  # total device memory, for admission (None on CPU)
+    gpu_count: int = 0  # CUDA devices this worker holds (0 on CPU)
     weights: str | None = None  # checkpoint path the model was loaded from, or "random"
     weights_sha256: str | None = None  # None with random weights
 
@@ -50,6 +51,7 @@ class WorkerState:
             busy_job=self.busy_job,
             flops_per_s=self.flops_per_s,
             device_memory_bytes=self.device_memory_bytes,
+            gpu_count=self.gpu_count,
             weights=self.weights,
             weights_sha256=self.weights_sha256,
             random_weights=self.random_weights,

@@ -26,7 +26,7 @@ from m4v_core import JobStore, WorkerSettings
 from m4v_core.logs import configure_logging
 from m4v_core.redis_client import connection_options
 from m4v_core.webhooks import WebhookDispatcher, WebhookSender
-from worker.capacity import device_memory_bytes
+from worker.capacity import device_memory_bytes, gpu_count
 from worker.context import JobContext
 from worker.heartbeat import HeartbeatWriter, WorkerState
 from worker.leases import ActiveLeases, LeaseRenewer
@@ -124,6 +124,7 @@ def build_worker(
     device = device or str(getattr(pipeline, "device", "cpu"))
     state = WorkerState(name=name, preset=settings.preset, device=device, loaded_at=datetime.now(UTC))
     state.device_memory_bytes = device_memory_bytes(device)
+    state.gpu_count = gpu_count(device)
     state.weights = getattr(pipeline, "weights_source", None)
     state.weights_sha256 = getattr(pipeline, "weights_sha256", None)
     store = JobStore(

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 
     from m4v_core import WorkerSettings
     from model.config import ModelConfig
+    from model.parallel.cfg_pair import CfgPair
     from model.pipeline import VideoPipeline
     from model.runtime import RuntimeOptions
 
@@ -97,8 +99,22 @@ def runtime_options(
 
 def load_pipeline(
     settings: WorkerSettings, device: str, dtype: torch.dtype, cache_dir: Path | None = None
+) -> VideoPipeline | CfgPair:
+    """Build the preset's pipeline once for this process (M4V_PARALLEL=cfg: with a follower process)."""
+    if settings.parallel == "cfg":  # both ranks load the same weights (an s3:// checkpoint fetched once)
+        from worker.parallel import load_cfg_pair
+
+        one = settings.model_copy(
+            update={"parallel": "none", "weights": resolve_weights(settings, cache_dir)}
+        )
+        return load_cfg_pair(partial(load_one_pipeline, one, dtype=dtype, cache_dir=cache_dir), device)
+    return load_one_pipeline(settings, device, dtype, cache_dir)
+
+
+def load_one_pipeline(
+    settings: WorkerSettings, device: str, dtype: torch.dtype, cache_dir: Path | None = None
 ) -> VideoPipeline:
-    """Build the preset's pipeline once for this process."""
+    """The preset's pipeline on one device."""
     from model.checkpoint_source import RANDOM_WEIGHTS
     from model.pipeline import VideoPipeline  # torch and the model load here, not at import
 

@@ -41,6 +41,7 @@ def test_workers_lists_heartbeats_with_their_age(
             "name": "gpu0",
             "preset": "tiny",
             "device": "cuda:0",
+            "gpu_count": 2,
             "model_loaded": True,
             "busy_job": "abc",
             "loaded_at": (now - timedelta(minutes=5)).isoformat(),
@@ -67,4 +68,6 @@ def test_workers_lists_heartbeats_with_their_age(
     assert (fleet["count"], fleet["ready"], fleet["busy"]) == (2, 1, 1)
     gpu0 = next(w for w in fleet["workers"] if w["name"] == "gpu0")
     assert gpu0["device"] == "cuda:0" and gpu0["busy_job"] == "abc" and gpu0["model_loaded"] is True
+    assert gpu0["gpu_count"] == 2  # one worker spanning two GPUs
+    assert next(w for w in fleet["workers"] if w["name"] == "gpu1")["gpu_count"] == 0  # older workers: unset
     assert 2.5 <= gpu0["heartbeat_age_s"] < 30

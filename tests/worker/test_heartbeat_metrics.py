@@ -19,7 +19,7 @@ from worker.metrics import WorkerMetrics
 def test_heartbeat_key_has_worker_fields_and_a_ttl_then_is_removed(redis_url: str, key_prefix: str) -> None:
     client = redis.Redis.from_url(redis_url)
     key = Keys(key_prefix).worker("gpu-0")
-    state = WorkerState(name="gpu-0", preset="tiny", device="cpu", model_loaded=True)
+    state = WorkerState(name="gpu-0", preset="tiny", device="cpu", model_loaded=True, gpu_count=2)
     beat = HeartbeatWriter(client, Keys(key_prefix), state, period_s=0.1).start()
     try:
         first = json.loads(client.get(key))  # type: ignore[arg-type]
@@ -32,8 +32,9 @@ def test_heartbeat_key_has_worker_fields_and_a_ttl_then_is_removed(redis_url: st
             "busy_job",
             "heartbeat_at",
             "pid",
+            "gpu_count",
         } <= set(first)
-        assert first["model_loaded"] is True and first["busy_job"] is None
+        assert first["model_loaded"] is True and first["busy_job"] is None and first["gpu_count"] == 2
         assert 0 < client.pttl(key) <= 300
         assert live_worker_keys(client, Keys(key_prefix)) == [key]  # the fleet index lists it
         state.busy_job = "job-1"

@@ -158,6 +158,9 @@ across upgrades), else a new random one (URL-safe: it goes into M4V_REDIS_URL).
 {{- if and .Values.keda.enabled (not .Values.redis.internal.enabled) (not .Values.keda.redis.address) }}
 {{- fail "keda: set keda.redis.address (host:port of the external Redis, as KEDA reaches it)" }}
 {{- end }}
+{{- if and (eq (toString .Values.settings.parallel) "cfg") (lt (int .Values.worker.gpu.count) 2) }}
+{{- fail (printf "settings.parallel=cfg runs one job on 2 GPUs: set worker.gpu.count to 2 (got %v)" .Values.worker.gpu.count) }}
+{{- end }}
 {{- range $k, $v := .Values.settings }}
 {{- if has $k (list "redis_url" "s3_access_key" "s3_secret_key" "webhook_secret" "api_keys") }}
 {{- fail (printf "settings.%s is a secret or chart-managed value: use secrets.* / redis.url" $k) }}
