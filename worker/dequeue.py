@@ -22,6 +22,8 @@ from rq import Queue
 from rq.exceptions import DequeueTimeout
 from rq.intermediate_queue import IntermediateQueue
 
+from m4v_core import failpoints
+
 POLL_S = 0.2  # while every queue is empty: one script call per worker per POLL_S
 
 # KEYS: queue, its intermediate list, queue, its intermediate list, ... in priority order.
@@ -52,9 +54,11 @@ class M4VQueue(Queue):
         assert connection is not None
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            hit = pop_into_intermediate(connection, queue_keys)
-            if hit is not None or deadline is None:
-                return hit
+            popped = pop_into_intermediate(connection, queue_keys)
+            if popped is not None:
+                failpoints.hit("after_pop")  # tests: die holding a job no registry knows yet
+            if popped is not None or deadline is None:
+                return popped
             if time.monotonic() >= deadline:
                 raise DequeueTimeout(timeout, queue_keys)
             time.sleep(POLL_S)
