@@ -8,7 +8,7 @@ M4VQueue.lpop instead runs one Lua script that LMOVEs the first job of the first
 given priority order) into that queue's intermediate list, and polls every POLL_S while all are empty (no
 command blocks on the server, so the client's socket timeout can stay short). M4VWorker removes the job from
 the intermediate list in the same transaction that registers it as started; the reaper
-(worker/recovery.py) requeues one that stays there, unstarted, past INTERMEDIATE_STUCK_S.
+(worker/recovery.py) requeues one that stays there, unstarted, for two leases (2 x job_lease_s).
 """
 
 from __future__ import annotations

@@ -47,9 +47,8 @@ from tests.worker.jobs_helpers import SECRET, make_job, submit
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = 100
-# The failpoints each slot dies at, in order, each at a random pass 1..3 (seeded): early in the run, so the
-# job after_pop strands (requeued by the reaper once it sat INTERMEDIATE_STUCK_S, 60 s, unstarted) is redone
-# while the other jobs still run.
+# The failpoints each slot dies at, in order, each at a random pass 1..3 (seeded). after_pop comes first: the
+# job it strands is requeued by the reaper after two leases (4 s here, 60 s with the default lease).
 AIMED = (("after_pop", "mid_upload", "after_terminal_write"), ("before_start", "before_terminal_write"))
 # Plus one kill at a random moment (by progress), mostly mid-sampling, a phase no failpoint aims at. One, not
 # more: a kill while the worker's dispatcher holds a claimed webhook delays that webhook by the 60 s claim
