@@ -46,12 +46,12 @@ def test_parse_refuses_an_unknown_point_or_a_count_below_one() -> None:
 def test_unarmed_points_do_nothing() -> None:
     out = run_hits(None, "after_pop", "mid_upload", "after_pop")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[:3] == ["passed after_pop", "passed mid_upload", "passed after_pop"]
+    assert out.stdout.splitlines() == ["passed after_pop", "passed mid_upload", "passed after_pop"]
     assert failpoints.MARKER not in out.stderr
 
 
 def test_an_armed_point_kills_its_process_at_the_counted_pass_with_a_marker() -> None:
     out = run_hits("mid_upload=2", "after_pop", "mid_upload", "before_start", "mid_upload", "after_pop")
     assert out.returncode == -signal.SIGKILL
-    assert out.stdout.split() == "passed after_pop passed mid_upload passed before_start".split()
+    assert out.stdout.splitlines() == ["passed after_pop", "passed mid_upload", "passed before_start"]
     assert f"{failpoints.MARKER} mid_upload #2" in out.stderr
