@@ -8,7 +8,7 @@ M4VQueue.lpop instead runs one Lua script that LMOVEs the first job of the first
 given priority order) into that queue's intermediate list, and polls every POLL_S while all are empty (no
 command blocks on the server, so the client's socket timeout can stay short). M4VWorker removes the job from
 the intermediate list in the same transaction that registers it as started; the reaper
-(worker/recovery.py) requeues one that stays there, unstarted, past INTERMEDIATE_STUCK_S.
+(worker/recovery.py) requeues one that stays there, unstarted, for two leases (2 x job_lease_s).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from redis import Redis
 from rq import Queue
 from rq.exceptions import DequeueTimeout
 from rq.intermediate_queue import IntermediateQueue
+
+from m4v_core import failpoints
 
 POLL_S = 0.2  # while every queue is empty: one script call per worker per POLL_S
 
@@ -52,9 +54,11 @@ class M4VQueue(Queue):
         assert connection is not None
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            hit = pop_into_intermediate(connection, queue_keys)
-            if hit is not None or deadline is None:
-                return hit
+            popped = pop_into_intermediate(connection, queue_keys)
+            if popped is not None:
+                failpoints.hit("after_pop")  # tests: die holding a job no registry knows yet
+            if popped is not None or deadline is None:
+                return popped
             if time.monotonic() >= deadline:
                 raise DequeueTimeout(timeout, queue_keys)
             time.sleep(POLL_S)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from m4v_core import JobMetrics, JobRecord, JobResult
+from m4v_core import JobMetrics, JobRecord, JobResult, failpoints
 from model.pipeline_types import GenerationResult
 from worker.encode import encode_mp4, encode_thumbnail
 from worker.spool import SpooledObject
@@ -64,6 +64,8 @@ class JobResults:
         try:
             for obj in objects:
                 self.ctx.storage.upload(obj.key, obj.data, obj.content_type)
+                if obj is objects[0]:
+                    failpoints.hit("mid_upload")  # tests: die with the MP4 in S3 and its thumbnail not
         except StorageError:
             if self.ctx.spool is not None:
                 self.ctx.spool.keep(job.id, objects, result, job.attempt_id)

@@ -33,7 +33,7 @@ import redis
 import torch
 from rq.timeouts import JobTimeoutException
 
-from m4v_core import JobError, JobMetrics, JobRecord, JobResult, JobStore
+from m4v_core import JobError, JobMetrics, JobRecord, JobResult, JobStore, failpoints
 from m4v_core.store import JobNotFoundError
 from m4v_core.throughput import drop_job_flops
 from model.pipeline_types import DecodedChunk, GenerationRequest, GenerationResult
@@ -153,6 +153,7 @@ class JobRun:
             if self.ctx.leases is not None:
                 self.ctx.leases.enter(pipe, job.id, attempt_id)
 
+        failpoints.hit("before_start")  # tests: die with the job registered by rq and the record queued
         try:
             job = self.store.update(self.job_id, change, also=also)
         except JobNotFoundError:
@@ -261,12 +262,14 @@ class JobRun:
             drop_job_flops(pipe, prefix, rec.id)
             if self.ctx.leases is not None:
                 self.ctx.leases.leave(pipe, rec.id, rec.attempt_id)
+            failpoints.hit("before_terminal_write")  # tests: die with the MULTI queued, never sent
 
         assert self.attempt is not None, "_end before start"
         try:
             final = self.attempt.write(change, outbox)
         except AttemptLostError as exc:
             return self._superseded(job, exc)
+        failpoints.hit("after_terminal_write")  # tests: die with the terminal status committed
         self.results.observe(final, gen)
         log.info(
             "job finished", extra={"job_id": job.id, "status": status, "error": error.type if error else None}

@@ -32,7 +32,7 @@ from worker.heartbeat import HeartbeatWriter, WorkerState
 from worker.leases import ActiveLeases, LeaseRenewer
 from worker.metrics import WorkerMetrics
 from worker.pipeline import load_pipeline
-from worker.recovery import Reaper, Recovery
+from worker.recovery import INTERMEDIATE_STUCK_LEASES, Reaper, Recovery
 from worker.rqworker import M4VWorker
 from worker.shutdown import flush_spool
 from worker.spool import Spool
@@ -147,7 +147,10 @@ def build_worker(
     # a container restarted in the same pod keeps M4V_WORKER_NAME, so rq gets a per-process suffix.
     rq_name = f"{name}.{secrets.token_hex(3)}"
     worker = M4VWorker(queues, context=context, name=rq_name, connection=client, lease_s=settings.job_lease_s)
-    reaper = Reaper(client, store, settings.max_attempts, webhooks, leases=leases)
+    stuck_s = INTERMEDIATE_STUCK_LEASES * settings.job_lease_s
+    reaper = Reaper(
+        client, store, settings.max_attempts, webhooks, leases=leases, intermediate_stuck_s=stuck_s
+    )
     worker.reaper = reaper  # rq's own registry maintenance settles lapsed leases through it too
     lease_period_s = min(settings.heartbeat_s, settings.job_lease_s / 3)
     recovery = Recovery(

@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INTERMEDIATE_STUCK_S = 60  # rq's own threshold for a job dequeued but never registered as started
+# worker/main.py gives its Reaper two leases instead (60 s with the default 30 s lease): a live worker
+# registers a popped job within milliseconds, so one that has not within two leases is as lost as one whose
+# lease lapsed.
+INTERMEDIATE_STUCK_LEASES = 2
 
 
 @dataclass
@@ -62,6 +66,7 @@ class Reaper:
     webhooks: WebhookSender | None = None
     lock_timeout_s: float = 60.0
     leases: ActiveLeases | None = None  # {prefix}:active; None: rq's registries only
+    intermediate_stuck_s: float = INTERMEDIATE_STUCK_S  # popped, unstarted this long after first sight: lost
     settled: list[Settlement] = field(default_factory=list)
 
     @property
@@ -105,7 +110,7 @@ class Reaper:
 
     def _requeue_stuck_intermediate(self, queue: Queue, now: float | None = None) -> None:
         """A job popped (worker/dequeue.py) by a worker that died before registering it: rq would fail it; we
-        requeue it once it has sat there, unstarted, INTERMEDIATE_STUCK_S since a reaper first saw it."""
+        requeue it once it has sat there, unstarted, intermediate_stuck_s since a reaper first saw it."""
         inter = queue.intermediate_queue
         now = time.time() if now is None else now
         for job_id in inter.get_job_ids():
@@ -114,7 +119,7 @@ class Reaper:
             if inter.set_first_seen(job_id):
                 continue
             first_seen = inter.get_first_seen(job_id)
-            if first_seen is None or now - first_seen.timestamp() <= INTERMEDIATE_STUCK_S:
+            if first_seen is None or now - first_seen.timestamp() <= self.intermediate_stuck_s:
                 continue
             inter.remove(job_id)
             self.client.delete(inter.get_first_seen_key(job_id))  # a later pop starts a fresh clock

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from m4v_cli.seaweed import SeaweedS3
+from m4v_core import failpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,7 +42,8 @@ def worker_env(redis_url: str, key_prefix: str, s3: SeaweedS3, bucket: str, spoo
 
 
 class WorkerSlot:
-    """One worker process slot; kill() SIGKILLs it, start() brings up a fresh process."""
+    """One worker process slot; kill() SIGKILLs it, start() brings up a fresh process, armed with the given
+    failpoints (m4v_core/failpoints.py) if any; fired() names the one its process died at."""
 
     def __init__(self, index: int, env: dict[str, str], logs: Path) -> None:
         self.index = index
@@ -50,15 +52,29 @@ class WorkerSlot:
         self.starts = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    @property
+    def log_path(self) -> Path:
+        return self.logs / f"worker-{self.index}-{self.starts}.log"
+
+    def start(self, armed: str = "") -> None:
         self.starts += 1
         # The same name on every restart, like a container restarted inside its pod (the chart sets the pod
         # name): the new process must come up although the killed one never deregistered from rq.
         env = dict(self.env, M4V_WORKER_NAME=f"slot-{self.index}")
-        log = (self.logs / f"worker-{self.index}-{self.starts}.log").open("wb")
+        env.pop(failpoints.ENV, None)
+        if armed:
+            env[failpoints.ENV] = armed
+        log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "worker.main"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
+
+    def fired(self) -> str | None:
+        """The failpoint whose marker the current process wrote (its log holds stdout and stderr), or None."""
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith(failpoints.MARKER):
+                return line.removeprefix(failpoints.MARKER).split()[0]
+        return None
 
     def kill(self) -> None:
         assert self.proc is not None

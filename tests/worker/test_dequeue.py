@@ -13,6 +13,7 @@ from rq import Queue
 
 from m4v_core import JobStore, Settings
 from tests.worker.jobs_helpers import SINGLE_FRAME, make_job, queue, submit, work
+from worker.main import build_worker
 from worker.recovery import INTERMEDIATE_STUCK_S, Reaper
 from worker.rqworker import M4VWorker
 
@@ -45,6 +46,17 @@ def test_a_job_popped_by_a_worker_that_died_before_starting_it_goes_back_to_its_
     assert [(s.job_id, s.outcome) for s in settled] == [(job.id, "requeued")]
     assert normal.job_ids == [job.id] and store.get(job.id).status == "queued"
     assert normal.intermediate_queue.get_job_ids() == []
+
+
+def test_the_worker_reaper_waits_two_leases_for_a_popped_job_to_start(
+    store: JobStore, settings: Settings, tiny_pipeline: Any
+) -> None:
+    """60 s with the default 30 s lease, as rq; 4 s with the 2 s lease of the e2e tests, so the chaos test's
+    job stranded by its `after_pop` kill is not its slowest."""
+    for lease_s, stuck_s in ((2, 4), (30, INTERMEDIATE_STUCK_S)):
+        leased = settings.model_copy(update={"job_lease_s": lease_s})
+        reaper = build_worker(leased, pipeline=tiny_pipeline).worker.reaper
+        assert reaper is not None and reaper.intermediate_stuck_s == stuck_s
 
 
 def test_the_pop_keeps_priority_order(store: JobStore) -> None:
