@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Header, Response, status
+from fastapi import APIRouter, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from m4v_core import GenerateRequest
-from service.deps import BaseUrlDep, OwnerDep, StateDep
+from service.deps import BaseUrlDep, IdempotencyKeyHeader, OwnerDep, StateDep
 from service.jobs import public_view
 from service.openapi_errors import AUTHED, errors
 from service.schemas import JobOut
 from service.submit import submit
 
 router = APIRouter(tags=["generate"])
-
-IDEMPOTENCY_KEY_MAX = 255
-IDEMPOTENCY_KEY_DOC = (
-    "Makes retries safe: the same key and body return the job the first request created (200), for as long"
-    " as the job exists; another body under the key is 409. A retry while the first request is still"
-    " storing its job waits for it; a key whose first request died before storing a job is free again"
-    " within 10 s. A request that failed after its job was stored (timeout, 503) still stored it: retry"
-    " with the same key to get it rather than a second job."
-)
 
 
 @router.post(
@@ -41,15 +30,7 @@ async def generate(
     state: StateDep,
     owner: OwnerDep,
     base_url: BaseUrlDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=IDEMPOTENCY_KEY_MAX,
-            description=IDEMPOTENCY_KEY_DOC,
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobOut:
     """Queue a job (202). Idempotency-Key: see the header (service/idempotency.py)."""
     submission = await submit(state, req, owner, idempotency_key, base_url)

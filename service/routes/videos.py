@@ -9,16 +9,15 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from service.deps import BaseUrlDep, OwnerDep, StateDep
+from service.deps import BaseUrlDep, IdempotencyKeyHeader, OwnerDep, StateDep
 from service.errors import InvalidRequestError, JobNotFoundError, VideoNotReadyError
 from service.job_delete import delete_job
 from service.joblist import list_jobs, member
 from service.jobs import load_job
 from service.openapi_errors import AUTHED, errors
-from service.routes.generate import IDEMPOTENCY_KEY_DOC, IDEMPOTENCY_KEY_MAX
 from service.submit import submit
 from service.video_convert import form_to_dict, parse_create, renamed, to_generate_request, to_video
 from service.video_schemas import OpenAIErrorOut, VideoCreate, VideoDeletedOut, VideoListOut, VideoOut
@@ -64,15 +63,7 @@ async def create_video(
     owner: OwnerDep,  # before the body: a caller without a key gets 401, whatever it sent
     body: Annotated[VideoCreate, Depends(create_body)],
     base_url: BaseUrlDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=IDEMPOTENCY_KEY_MAX,
-            description=IDEMPOTENCY_KEY_DOC,
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> VideoOut:
     """Start a video; the same job as POST /generate makes (GET /jobs/{id} shows it too). Idempotency-Key
     works as on POST /generate."""
