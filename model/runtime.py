@@ -1,4 +1,5 @@
-"""Runtime (speed) options of the network, VAE decode and pipeline; none changes the function computed.
+"""Runtime (speed) options of the network, VAE decode and pipeline; none changes the function computed, except
+vae_tile_px: tiles blend an approximation of the untiled decode, and a tile as large as the frame is exact.
 
 Defaults are the reference behaviour (dense-mask SDPA, eager, no graphs, one tile at a time, inline decode);
 the worker turns on what was measured correct and faster on a GPU (worker/pipeline.py runtime_options).
