@@ -16,7 +16,7 @@ import torch
 from rq import Queue
 
 from m4v_cli.seaweed import SeaweedS3
-from m4v_core import JobError, JobResult, JobStore
+from m4v_core import JobError, JobStore
 from m4v_core.keys import Keys
 from m4v_core.throughput import job_flops, set_job_flops, spec_flops
 from m4v_core.webhooks import WebhookSender
@@ -28,7 +28,7 @@ from worker.shutdown import DRAIN_GRACE_S, DrainRequestedError, StepGate, requeu
 from worker.spool import Spool, SpooledObject
 from worker.storage import Storage, StorageError
 
-from .jobs_helpers import make_job, submit
+from .jobs_helpers import make_job, result_for, submit
 
 
 def abandon(client: redis.Redis, store: JobStore, attempts: int) -> tuple[str, Queue]:
@@ -201,20 +201,6 @@ def test_upload_to_a_dead_endpoint_fails_after_bounded_backoff() -> None:
     with pytest.raises(StorageError, match="after 3 tries"):
         storage.upload("videos/x.mp4", b"x", "video/mp4")
     assert 0.15 <= time.monotonic() - began < 30
-
-
-def result_for(key: str, data: bytes) -> JobResult:
-    return JobResult(
-        video_key=key,
-        bytes=len(data),
-        width=16,
-        height=16,
-        frames=1,
-        fps=8,
-        seed=1,
-        sha256="0",
-        frames_done=1,
-    )
 
 
 def test_a_spooled_video_uploaded_later_is_a_new_fact_not_a_second_terminal_status(

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from m4v_cli.seaweed import SeaweedS3
-from m4v_core import JobError, JobResult, JobStore
+from m4v_core import JobError, JobStore
 from worker.shutdown import flush_spool
 from worker.spool import Spool, SpooledObject
 from worker.storage import Storage
 
-from .jobs_helpers import make_job
+from .jobs_helpers import make_job, result_for
 
 DATA = b"\x00mp4" * 64
 
@@ -29,18 +29,7 @@ def spool_failed_jobs(store: JobStore, spool: Spool, n: int) -> list[str]:
         job.status, job.error = "failed", JobError(type="upload_failed", message="S3 down")
         store.create(job)
         key = f"videos/{job.id}.mp4"
-        result = JobResult(
-            video_key=key,
-            bytes=len(DATA),
-            width=16,
-            height=16,
-            frames=1,
-            fps=8,
-            seed=1,
-            sha256="0",
-            frames_done=1,
-        )
-        spool.keep(job.id, [SpooledObject(key, DATA, "video/mp4")], result)
+        spool.keep(job.id, [SpooledObject(key, DATA, "video/mp4")], result_for(key, DATA))
         ids.append(job.id)
     return ids
 
