@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import RedirectResponse
 
+from m4v_core import JobRecord
 from m4v_core.models import JobStatus
 from service.deps import BaseUrlDep, OwnerDep, StateDep
 from service.errors import InvalidRequestError, VideoNotReadyError
@@ -14,6 +15,7 @@ from service.joblist import MEMBER, Order, list_jobs
 from service.jobs import cancel_job, load_job, public_view
 from service.openapi_errors import AUTHED, errors
 from service.schemas import JobListOut, JobOut
+from service.state import ServiceState
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=errors(*AUTHED))
 
@@ -69,11 +71,7 @@ def cancel(id: str, response: Response, state: StateDep, owner: OwnerDep, base_u
 def video(id: str, state: StateDep, owner: OwnerDep) -> RedirectResponse:  # noqa: A002
     """A 302 to a fresh presigned URL of the MP4; 409 while the job has none."""
     job = load_job(state, id, owner)
-    if job.result is None:
-        raise VideoNotReadyError(
-            f"job {id} has no video: status is {job.status}", details={"status": job.status}
-        )
-    return RedirectResponse(state.presigner.url(job.result.video_key), status_code=status.HTTP_302_FOUND)
+    return _presigned_redirect(state, job, job.result.video_key if job.result else None, "video")
 
 
 @router.get(
@@ -86,8 +84,13 @@ def video(id: str, state: StateDep, owner: OwnerDep) -> RedirectResponse:  # noq
 def thumbnail(id: str, state: StateDep, owner: OwnerDep) -> RedirectResponse:  # noqa: A002
     """A 302 to a fresh presigned URL of the JPEG thumbnail; 409 while the job has none."""
     job = load_job(state, id, owner)
-    if job.result is None or job.result.thumbnail_key is None:
+    return _presigned_redirect(state, job, job.result.thumbnail_key if job.result else None, "thumbnail")
+
+
+def _presigned_redirect(state: ServiceState, job: JobRecord, key: str | None, what: str) -> RedirectResponse:
+    """A 302 to a fresh presigned URL of `key`; 409 naming `what` while the job has none."""
+    if key is None:
         raise VideoNotReadyError(
-            f"job {id} has no thumbnail: status is {job.status}", details={"status": job.status}
+            f"job {job.id} has no {what}: status is {job.status}", details={"status": job.status}
         )
-    return RedirectResponse(state.presigner.url(job.result.thumbnail_key), status_code=status.HTTP_302_FOUND)
+    return RedirectResponse(state.presigner.url(key), status_code=status.HTTP_302_FOUND)
