@@ -81,7 +81,7 @@ def main() -> None:
     data = torch.randn(2048, cfg.vae.latent_channels, frames, h, w, generator=g).to(device, torch.float16)
     text = RandomTextCache(64, cfg.text.max_tokens, cfg.text.token_dim, device)
     if tc.compile:
-        net.compile_blocks(dynamic=tc.unit_layout != "all")  # as model/train/train_network.py
+        net.compile_blocks(dynamic=tc.compile_dynamic)
     g_dev = step_generator(device, 1, args.graph)
     source = RandomLatents(data, 64, g_dev)
     train_step = TrainStep(net, source, text, cfg, tc, device, g_dev, torch.Generator().manual_seed(2))  # type: ignore[arg-type]

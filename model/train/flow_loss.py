@@ -39,12 +39,18 @@ class NetTrainConfig:
     ema_decay: float = 0.998
     log_every: int = 50
     captions_per_spec: int = 3
-    compile: bool = False  # torch.compile each block with dynamic shapes (CUDA training)
+    compile: bool = False  # torch.compile each block (CUDA training); shapes: compile_dynamic
     cuda_graph: bool = False  # capture the whole step once and replay it (CUDA, unit_layout "all")
 
     def __post_init__(self) -> None:
         if self.unit_layout not in ("random", "all"):
             raise ValueError(f"unit_layout must be 'random' or 'all', got {self.unit_layout!r}")
+
+    @property
+    def compile_dynamic(self) -> bool:
+        """Layout "all" has a few static shapes (one per stage): compiled per shape (inductor's dynamic-shape
+        lowering of the temporal pooling failed on the GPU); the random layout meets every shape: dynamic."""
+        return self.unit_layout != "all"
 
 
 def group_sizes(batch: int, groups: int) -> list[int]:

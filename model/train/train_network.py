@@ -118,9 +118,7 @@ def train_network(
         g_src = g_dev if tc.cuda_graph else torch.Generator(device).manual_seed(seed + 2)
         source = LatentBatches(data, captions, device, g_src)
     if tc.compile:
-        # layout "all" has a few static shapes (one per stage): compiled per shape, inductor's dynamic-shape
-        # lowering of the temporal pooling fails on the GPU; the random layout meets every shape: dynamic
-        net.compile_blocks(dynamic=tc.unit_layout != "all")
+        net.compile_blocks(dynamic=tc.compile_dynamic)
     take_step = TrainStep(net, source, cache, cfg, tc, device, g_dev, g_unit)
     budget, step = Budget(tc.steps, tc.max_seconds), 0
     last_step, last_t = 0, time.perf_counter()
