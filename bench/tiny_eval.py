@@ -21,13 +21,14 @@ from pathlib import Path
 
 import torch
 
-from model.detector import detect
+from model.detector import Detection, detect
 from model.pipeline import VideoPipeline, to_uint8_frames
 from model.pipeline_types import GenerationRequest
 from model.sampler import sample_video
 from model.text_encoder import TextEmbeddings, TextEncoder
 from model.train.captions import eval_prompts
 from model.train.common import clip_batch
+from model.train.world import ClipSpec
 
 log = logging.getLogger("tiny_eval")
 
@@ -69,6 +70,24 @@ def generate_batch(
     return [to_uint8_frames(video[i : i + 1]) for i in range(video.shape[0])]
 
 
+class Tally:
+    """Hits per attribute ("all": the three together) over scored clips."""
+
+    def __init__(self) -> None:
+        self.hits = {"color": 0, "shape": 0, "motion": 0, "all": 0}
+        self.n = 0
+
+    def add(self, spec: ClipSpec, det: Detection) -> None:
+        m = det.matches(spec.color, spec.shape, spec.motion)
+        m["all"] = all(m.values())
+        for k in self.hits:
+            self.hits[k] += m[k]
+        self.n += 1
+
+    def accuracy(self) -> dict[str, float]:
+        return {k: v / self.n for k, v in self.hits.items()}
+
+
 def evaluate(
     pipe: VideoPipeline,
     encoder: TextEncoder,
@@ -78,17 +97,13 @@ def evaluate(
     steps: Steps | None = None,
 ) -> dict:
     items = eval_prompts(count)
-    hits = {"color": 0, "shape": 0, "motion": 0, "all": 0}
-    rows = []
+    tally, rows = Tally(), []
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
         clips = generate_batch(pipe, encoder, [p for _, p in chunk], start, guidance, steps)
         for (spec, prompt), frames in zip(chunk, clips, strict=True):
             det = detect(frames)
-            m = det.matches(spec.color, spec.shape, spec.motion)
-            m["all"] = all(m.values())
-            for k in hits:
-                hits[k] += m[k]
+            tally.add(spec, det)
             rows.append(
                 {
                     "prompt": prompt,
@@ -96,27 +111,22 @@ def evaluate(
                     "got": [det.color, det.shape, det.motion],
                 }
             )
-    n = len(items)
-    return {"prompts": n, "accuracy": {k: v / n for k, v in hits.items()}, "clips": rows}
+    return {"prompts": len(items), "accuracy": tally.accuracy(), "clips": rows}
 
 
 def vae_ceiling(pipe: VideoPipeline, count: int, batch: int, seed: int = 0) -> dict[str, float]:
     """Accuracy of the held-out specs rendered by the world and passed through the VAE (encode + decode):
     the most the network can reach, since everything it draws goes through that decoder."""
     items = eval_prompts(count)
-    g = torch.Generator().manual_seed(seed)
-    hits = {"color": 0, "shape": 0, "motion": 0, "all": 0}
+    g, tally = torch.Generator().manual_seed(seed), Tally()
     for start in range(0, len(items), batch):
         specs = [spec for spec, _ in items[start : start + batch]]
         video = clip_batch(specs, pipe.cfg, g, pipe.device).to(pipe.dtype)  # (b, 3, F, H, W)
         with torch.inference_mode():
             rec = pipe.vae.decode(pipe.vae.encode(video))
         for i, spec in enumerate(specs):
-            m = detect(to_uint8_frames(rec[i : i + 1])).matches(spec.color, spec.shape, spec.motion)
-            m["all"] = all(m.values())
-            for k in hits:
-                hits[k] += m[k]
-    return {k: v / len(items) for k, v in hits.items()}
+            tally.add(spec, detect(to_uint8_frames(rec[i : i + 1])))
+    return tally.accuracy()
 
 
 def time_cpu(weights: str | None) -> dict:
