@@ -61,7 +61,7 @@ def webhook_secret_cmd(
     the workers compute them. The tenant verifies its webhooks with them
     (it can also read them with GET /webhook-secret)."""
     from m4v_core.settings import CommonSettings
-    from m4v_core.webhooks import SigningSecrets
+    from m4v_core.webhook_signing import SigningSecrets
 
     secrets = SigningSecrets.from_settings(CommonSettings()).for_owner(key_id)
     if not secrets:

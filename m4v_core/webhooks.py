@@ -32,9 +32,6 @@ connected to, so a DNS answer that changes between check and connect (rebinding)
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import logging
 import random
@@ -54,16 +51,15 @@ from m4v_core.jobview import render_job_json
 from m4v_core.models import JobRecord, WebhookAttempt
 from m4v_core.ssrf import PinnedTransport, Resolver, WebhookRefusedError, system_resolver
 from m4v_core.store import JobNotFoundError, JobStore
+from m4v_core.webhook_signing import SigningSecrets, signed_headers
 
 if TYPE_CHECKING:
     from prometheus_client import Counter
-    from pydantic import SecretStr
 
     from m4v_core.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
-SECRET_PREFIX = "whsec_"
 CLAIM_LEASE_S = 60.0  # a claimed delivery becomes due again if its worker dies mid-attempt
 TERMINAL_EVENTS = ("completed", "failed", "canceled")  # retried by default; others are sent once
 # Backoff before each retry of a terminal event: 13 tries over about 40 h (32 h at the -20 % jitter), so a
@@ -122,81 +118,6 @@ class Delivery:
     @staticmethod
     def from_json(raw: str | bytes) -> Delivery:
         return Delivery(**json.loads(raw))
-
-
-def decode_secret(secret: str) -> bytes:
-    """whsec_<base64> -> key bytes (the Standard Webhooks secret format)."""
-    raw = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
-    key = base64.b64decode(raw + "=" * (-len(raw) % 4))
-    if not key:
-        raise ValueError("webhook secret is empty")
-    return key
-
-
-def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
-    """webhook-signature header value: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>."""
-    mac = hmac.new(decode_secret(secret), f"{msg_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode()
-
-
-def signed_headers(
-    secret: str | Sequence[str], msg_id: str, body: str, now: float | None = None
-) -> dict[str, str]:
-    """Standard Webhooks headers. Several secrets (rotation) give one space-separated signature each, current
-    first; a receiver accepts the message if any of them verifies with the secret it holds."""
-    timestamp = int(now if now is not None else time.time())
-    secrets = [secret] if isinstance(secret, str) else list(secret)
-    return {
-        "content-type": "application/json",
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": " ".join(sign(s, msg_id, timestamp, body) for s in secrets),
-    }
-
-
-def derive_key_secret(master: str, key_id: str) -> str:
-    """The signing secret of API key `key_id`: whsec_ + base64 HMAC-SHA256(master key, label + key id).
-
-    Each tenant gets its own secret without any state to store: one who can verify its webhooks learns
-    nothing that signs another tenant's (HMAC is a PRF; the master key never leaves the servers).
-    """
-    mac = hmac.new(decode_secret(master), f"m4v-webhook-signing-v1\0{key_id}".encode(), hashlib.sha256)
-    return SECRET_PREFIX + base64.b64encode(mac.digest()).decode()
-
-
-@dataclass(frozen=True)
-class SigningSecrets:
-    """Which secrets sign a job's webhooks.
-
-    master     M4V_WEBHOOK_SECRET: signs open-mode jobs (owner None) itself; per-key secrets derive from it
-    previous   M4V_WEBHOOK_SECRET_PREVIOUS: during a rotation, webhooks are signed with the secrets derived
-               from both (two signatures in one header), so receivers can switch at their own pace
-    per_key    M4V_WEBHOOK_KEY_SECRETS: a configured secret for some key ids, instead of the derived one
-    """
-
-    master: str | None
-    previous: str | None = None
-    per_key: dict[str, str] | None = None
-
-    def for_owner(self, owner: str | None) -> list[str]:
-        """The secrets a job of `owner` is signed with, current first; [] when none is configured."""
-        if owner is not None and self.per_key and owner in self.per_key:
-            return [self.per_key[owner]]
-        masters = [m for m in (self.master, self.previous) if m]
-        if owner is None:
-            return masters
-        return [derive_key_secret(m, owner) for m in masters]
-
-    @classmethod
-    def from_settings(cls, settings: CommonSettings) -> SigningSecrets:
-        def value(secret: SecretStr | None) -> str | None:
-            return secret.get_secret_value() if secret else None
-
-        return cls(
-            master=value(settings.webhook_secret),
-            previous=value(settings.webhook_secret_previous),
-            per_key={k: v.get_secret_value() for k, v in settings.webhook_key_secrets.items()},
-        )
 
 
 def webhook_id_for(job_id: str, event: str) -> str:

@@ -10,7 +10,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from m4v_client import WebhookVerificationError, verify_webhook
-from m4v_core.webhooks import signed_headers
+from m4v_core.webhook_signing import signed_headers
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 BODY = json.dumps({"type": "job.completed", "timestamp": "2026-01-01T00:00:00Z", "data": {"id": "j1"}})

@@ -70,7 +70,7 @@ def test_readme_configuration_table_matches_every_settings_field() -> None:
 def test_readme_webhook_snippet_accepts_our_signature_and_rejects_a_forgery() -> None:
     from standardwebhooks import WebhookVerificationError
 
-    from m4v_core.webhooks import signed_headers
+    from m4v_core.webhook_signing import signed_headers
 
     snippet = next(b for b in code_blocks("python") if "def verify_m4v_webhook" in b)
     namespace: dict[str, object] = {}

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from m4v_cli.main import app as cli
 from m4v_core import Settings
-from m4v_core.webhooks import WebhookSender, derive_key_secret
+from m4v_core.webhook_signing import derive_key_secret
+from m4v_core.webhooks import WebhookSender
 from service.app import create_app
 from service.auth import key_entry, new_api_key
 from tests.service.conftest import assert_error_shape

@@ -20,7 +20,8 @@ import redis
 from standardwebhooks import Webhook
 
 from m4v_core import JobStore
-from m4v_core.webhooks import WebhookDispatcher, WebhookSender, sign
+from m4v_core.webhook_signing import sign
+from m4v_core.webhooks import WebhookDispatcher, WebhookSender
 from tests.webhook_receiver import Receiver
 from tests.worker.jobs_helpers import make_job
 from worker.metrics import WorkerMetrics
