@@ -50,7 +50,8 @@ exec > >(tee -a "$OUT/train.log") 2>&1
 if [ -f .train/mamba-triton-py.tgz ]; then
   mkdir -p /tmp/mamba-py && tar xzf .train/mamba-triton-py.tgz -C /tmp/mamba-py && export PYTHONPATH=/tmp/mamba-py:$PYTHONPATH
 fi
-[ -f "$TEXT_CACHE" ] || { echo "no text cache at $TEXT_CACHE: build it on a CPU box (run text), carry .train"; exit 2; }
+[ -n "$VAE_ONLY" ] || [ -f "$TEXT_CACHE" ] || {  # the VAE alone needs no captions
+  echo "no text cache at $TEXT_CACHE: build it on a CPU box (run text), carry .train"; exit 2; }
 python3 -c "import platform, torch; print('python', platform.python_version(), 'torch', torch.__version__, \
 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none (CPU run)')"
 echo "knobs: TOTAL_S=$TOTAL_S TAIL_S=$TAIL_S CLIPS=$CLIPS NET_BATCH=$NET_BATCH LR=$LR LR_WARMUP=$LR_WARMUP" \

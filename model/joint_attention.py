@@ -220,6 +220,7 @@ class ContextAttention:
     groups: list[RowGroup] = field(init=False)
     buffers: dict[int, _Buffers] = field(default_factory=dict)
     block_masks: dict[int, Any] = field(default_factory=dict)
+    masks: dict[int, Tensor] = field(default_factory=dict)  # sdpa_mask: key mask per current-frame length
 
     def __post_init__(self) -> None:
         self.groups = row_groups(self.key_mask) if self.backend == "sdpa_split" else []
@@ -228,11 +229,11 @@ class ContextAttention:
         """q/k/v (B, H, n, Dh) current frame; ck/cv (B, H, Lc, Dh) context -> (B, n, H*Dh)."""
         k, v, ck, cv = k.to(q.dtype), v.to(q.dtype), ck.to(q.dtype), cv.to(q.dtype)
         n = q.shape[2]
-        if self.backend == "sdpa_mask":
-            mask = torch.cat([self.key_mask, self.key_mask.new_ones(q.shape[0], n)], dim=1)[:, None, None]
-            kk, vv = torch.cat([ck, k], dim=2), torch.cat([cv, v], dim=2)  # (B, H, Lc+n, Dh)
-            return _heads_last(F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask))
         buf = self._buffers(slot, ck, cv, n)
+        if self.backend == "sdpa_mask":  # context keys copied once per cache; a step writes only its own n
+            buf.k[0][:, :, -n:].copy_(k)
+            buf.v[0][:, :, -n:].copy_(v)
+            return _heads_last(F.scaled_dot_product_attention(q, buf.k[0], buf.v[0], attn_mask=self._mask(n)))
         if self.backend == "flex":
             buf.k[0][:, :, -n:].copy_(k)
             buf.v[0][:, :, -n:].copy_(v)
@@ -254,7 +255,7 @@ class ContextAttention:
         buf = self.buffers.get(slot)
         if buf is not None and buf.n == n:
             return buf
-        if self.backend == "flex":
+        if self.backend in ("flex", "sdpa_mask"):
             ks, vs = [ck], [cv]
         else:  # pack: the group's valid context keys (valid text, all history), in order
             ks = [_rows(ck, g).index_select(2, g.text_idx) for g in self.groups]
@@ -268,6 +269,13 @@ class ContextAttention:
         out = x.new_empty(x.shape[0], x.shape[1], x.shape[2] + n, x.shape[3])
         out[:, :, : x.shape[2]].copy_(x)
         return out
+
+    def _mask(self, n: int) -> Tensor:
+        """(B, 1, 1, Lc+n) bool: the context's key mask, then the current frame's n keys (all valid)."""
+        if n not in self.masks:
+            b = self.key_mask.shape[0]
+            self.masks[n] = torch.cat([self.key_mask, self.key_mask.new_ones(b, n)], dim=1)[:, None, None]
+        return self.masks[n]
 
     def _block_mask(self, b: int, n: int) -> Any:
         if n not in self.block_masks:

@@ -86,6 +86,20 @@ def test_cached_steps_equal_the_dense_mask_reference(
             assert rel(uncached, want) < 1e-4
 
 
+def test_dense_mask_cached_steps_rewrite_only_the_current_frame_in_their_buffers() -> None:
+    """sdpa_mask copies the context keys into [context | current] once per cache; every later step must see
+    its own current-frame keys (a stale tail from the step before would fail the uncached comparison)."""
+    net = nets(TINY, "sdpa_mask")[1]
+    tx, hist = text(), history(3)
+    with torch.no_grad():
+        cache = net.prepare_context(text=tx, history=hist, full_hw=FULL_HW)
+        for step in range(3):
+            x, t = torch.randn(2, C, 32, 32), torch.full((2,), 900.0 - 100 * step)
+            got = net(x, t, cache=cache)
+            assert rel(got, net(x, t, text=tx, history=hist, full_hw=FULL_HW)) < 1e-4
+    assert cache.attention is not None and len(cache.attention.buffers) == len(net.double_blocks)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_paper_mode_text_attending_to_video_matches_the_reference(backend: str) -> None:
     ref, new = nets(dataclasses.replace(TINY, context_mode="paper", single_block="attention"), backend)
