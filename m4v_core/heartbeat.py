@@ -34,7 +34,7 @@ class Heartbeat(BaseModel):
     busy_job: str | None = None
     flops_per_s: float | None = None  # measured throughput (worker/eta.py), for fleet ETAs
     device_memory_bytes: int | None = None  # total device memory, for admission (None on CPU)
-    gpu_count: int = 0  # CUDA devices this worker holds (0 on CPU); >1 when one job spans several
+    gpu_count: int = 0  # GPUs one job runs on (0 on CPU, 2 for a CFG pair); admission and ETAs key on it
     weights: str | None = None  # checkpoint path the model was loaded from, or "random"
     weights_sha256: str | None = None  # None with random weights
     random_weights: bool = False  # serving random weights, all or part (M4V_ALLOW_RANDOM_WEIGHTS)

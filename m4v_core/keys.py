@@ -13,7 +13,7 @@ Families (p = Settings.key_prefix, "m4v" by default):
   {p}:workers               zset: worker name -> unix time its heartbeat expires (no SCAN on hot paths)
   {p}:active                zset: "<job id>:<attempt id>" -> lease deadline, server clock (worker/leases.py)
   {p}:draining              zset: job id -> when a SIGTERM drain put it back to `queued` (worker/shutdown.py)
-  {p}:throughput:{preset}   hash: decayed FLOP/seconds sums of a preset (m4v_core/throughput.py)
+  {p}:throughput:{preset}   hash: decayed FLOP/seconds sums of a preset per GPU count (m4v_core/throughput.py)
   {p}:job_flops             hash: job id -> FLOPs it still has to spend (ETAs, admission)
   {p}:webhooks:due          zset: webhook id -> when its next attempt is due (m4v_core/webhooks.py)
   {p}:webhooks:payload      hash: webhook id -> Delivery JSON

@@ -1,15 +1,18 @@
 """FLOP bookkeeping in Redis that the workers write and the API reads (ETAs, admission, m4v_queue_flops).
 
 Keys (prefix p):
-  {p}:throughput:{preset}  hash of exponentially decayed sums per preset, surviving worker restarts and
-                           scale-to-zero: flops, seconds (rate = flops / seconds, a FLOP-weighted moving
-                           average) and n, sf, st, sff, sft (per-step count, FLOPs, seconds and their
+  {p}:throughput:{preset}  hash of exponentially decayed sums per preset and GPU count, surviving worker
+                           restarts and scale-to-zero: flops, seconds (rate = flops / seconds, a FLOP-weighted
+                           moving average) and n, sf, st, sff, sft (per-step count, FLOPs, seconds and their
                            products) for the affine step-cost fit seconds = a + b * flops, plus tail_s, a
-                           moving average of the time after sampling (encode + upload)
+                           moving average of the time after sampling (encode + upload). Workers whose jobs
+                           run on one device (one GPU, or CPU) use these plain field names (as before GPU
+                           counts were kept apart), workers whose jobs span n >= 2 GPUs (M4V_PARALLEL=cfg:
+                           2) the same names prefixed "gpus{n}.", so their rates never blend
   {p}:job_flops            hash job id -> FLOPs the job still has to spend: the whole-request estimate at
                            submission, the remaining FLOPs after every sampler step, deleted when it ends
-Each worker's own rate also travels in its heartbeat (flops_per_s), so the fleet's throughput is the sum
-over live workers.
+Each worker's own rate also travels in its heartbeat (flops_per_s), with its GPU count, so the fleet's
+throughput is the sum over live workers.
 """
 
 from __future__ import annotations
@@ -31,12 +34,40 @@ TAIL_WEIGHT = 0.3  # moving average of the encode + upload time over the last fe
 _FIELDS = ("flops", "seconds", "n", "sf", "st", "sff", "sft", "tail_s")
 
 
+def meter_gpus(gpu_count: int) -> int:
+    """The GPU count a worker's measurements are kept under: its heartbeat's gpu_count (the GPUs one job
+    runs on), with CPU workers (0) counted as one device."""
+    return max(1, gpu_count)
+
+
+def _rate(flops: float, seconds: float) -> float | None:
+    return flops / seconds if flops > 0 and seconds > 0 else None
+
+
+def _field(name: str, gpus: int) -> str:
+    return name if gpus == 1 else f"gpus{gpus}.{name}"
+
+
+def _parse_field(field: str) -> tuple[int, str] | None:
+    """(gpus, sum name) of a hash field; None for a field this reader does not know."""
+    head, _, name = field.rpartition(".")
+    if not head:
+        gpus = 1
+    elif head.startswith("gpus") and head[4:].isdigit():
+        gpus = int(head[4:])
+    else:
+        return None
+    return (gpus, name) if name in _FIELDS else None
+
+
 @dataclass
 class ThroughputMeter:
-    """Decayed (FLOPs, seconds) sums of one preset, loaded from and written back to Redis."""
+    """Decayed (FLOPs, seconds) sums of one preset on workers of one GPU count (meter_gpus), loaded from and
+    written back to Redis."""
 
     r: redis.Redis
     key: str
+    gpus: int = 1
     flops: float = 0.0
     seconds: float = 0.0
     n: float = 0.0
@@ -47,15 +78,16 @@ class ThroughputMeter:
     tail_s: float = 0.0
 
     @classmethod
-    def load(cls, r: redis.Redis, prefix: str, preset: str) -> ThroughputMeter:
-        key = Keys(prefix).throughput(preset)
-        raw = r.hmget(key, list(_FIELDS))
-        return cls(r, key, *(float(v) if v is not None else 0.0 for v in raw))
+    def load(cls, r: redis.Redis, prefix: str, preset: str, gpu_count: int = 1) -> ThroughputMeter:
+        """The meter of `preset` on workers with this heartbeat gpu_count."""
+        key, gpus = Keys(prefix).throughput(preset), meter_gpus(gpu_count)
+        raw = r.hmget(key, [_field(name, gpus) for name in _FIELDS])
+        return cls(r, key, gpus, *(float(v) if v is not None else 0.0 for v in raw))
 
     @property
     def rate(self) -> float | None:
         """FLOP/s, or None before anything was measured."""
-        return self.flops / self.seconds if self.flops > 0 and self.seconds > 0 else None
+        return _rate(self.flops, self.seconds)
 
     def add(self, flops: float, seconds: float, steps: int = 1) -> None:
         """One observation: `steps` sampler steps that spent `flops` in `seconds`."""
@@ -76,7 +108,7 @@ class ThroughputMeter:
         self._save()
 
     def _save(self) -> None:
-        self.r.hset(self.key, mapping={name: getattr(self, name) for name in _FIELDS})
+        self.r.hset(self.key, mapping={_field(name, self.gpus): getattr(self, name) for name in _FIELDS})
 
     def step_cost(self) -> tuple[float, float] | None:
         """(a seconds per step, b seconds per FLOP) of the fit seconds = a + b * flops, or None.
@@ -107,8 +139,20 @@ class ThroughputMeter:
         return a * steps_left + b * flops_left + self.tail_s
 
 
-def preset_rate(r: redis.Redis, prefix: str, preset: str) -> float | None:
-    return ThroughputMeter.load(r, prefix, preset).rate
+def preset_rate(r: redis.Redis, prefix: str, preset: str, gpu_count: int = 1) -> float | None:
+    return ThroughputMeter.load(r, prefix, preset, gpu_count).rate
+
+
+def preset_rates(r: redis.Redis, prefix: str, preset: str) -> dict[int, float]:
+    """The measured FLOP/s of a preset per GPU count (meter_gpus), from one read of its hash."""
+    sums: dict[int, dict[str, float]] = {}
+    for raw_field, raw_value in r.hgetall(Keys(prefix).throughput(preset)).items():
+        field = raw_field.decode() if isinstance(raw_field, bytes) else str(raw_field)
+        parsed = _parse_field(field)
+        if parsed is not None:
+            sums.setdefault(parsed[0], {})[parsed[1]] = float(raw_value)
+    rates = {gpus: _rate(s.get("flops", 0.0), s.get("seconds", 0.0)) for gpus, s in sums.items()}
+    return {gpus: rate for gpus, rate in rates.items() if rate is not None}
 
 
 def spec_flops(spec: JobSpec, cfg: ModelConfig | None = None) -> float:
@@ -160,6 +204,7 @@ class FleetWorker:
     busy_job: str | None
     flops_per_s: float | None
     device_memory_bytes: int | None
+    gpu_count: int = 0  # GPUs one job of this worker runs on (0 on CPU)
 
 
 def fleet(r: redis.Redis, prefix: str) -> list[FleetWorker]:
@@ -172,14 +217,19 @@ def fleet(r: redis.Redis, prefix: str) -> list[FleetWorker]:
             busy_job=hb.busy_job,
             flops_per_s=hb.flops_per_s,
             device_memory_bytes=hb.device_memory_bytes,
+            gpu_count=hb.gpu_count,
         )
         for hb in live_heartbeats(r, Keys(prefix))
     ]
 
 
-def fleet_rate(workers: Iterable[FleetWorker], preset: str, shared: float | None) -> float | None:
-    """The fleet's FLOP/s for a preset: each ready worker's own rate (or the preset's shared one); with no
-    worker up (scale to zero), the shared rate: one worker will start for the queue."""
-    rates = [w.flops_per_s or shared for w in workers if w.ready and w.preset == preset]
-    known = [x for x in rates if x]
-    return sum(known) if known else shared
+def fleet_rate(workers: Iterable[FleetWorker], preset: str, measured: dict[int, float]) -> float | None:
+    """The fleet's FLOP/s for a preset: each ready worker's own rate, or else the preset's measured rate on
+    workers of its GPU count (`measured`, from preset_rates). With no worker up (scale to zero), or none
+    with a rate, the slowest measured rate of any GPU count: one worker will start for the queue, and which
+    kind is not known here, so the ETA errs long."""
+    up = [w for w in workers if w.ready and w.preset == preset]
+    known = [x for w in up if (x := w.flops_per_s or measured.get(meter_gpus(w.gpu_count)))]
+    if known:
+        return sum(known)
+    return min(measured.values()) if measured else None

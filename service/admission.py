@@ -1,10 +1,13 @@
 """Admission by cost: refuse up front what no worker could run, instead of failing it on the GPU later.
 
-  estimated peak GPU memory (model/memory.py) > the largest device memory a live worker of the preset
-      publishes in its heartbeat (fallback M4V_ADMISSION_GPU_MEMORY_BYTES)  -> 413 exceeds_gpu_memory
+  estimated peak memory per GPU (model/memory.py) > the device memory of every live worker of the preset
+      (heartbeat; fallback M4V_ADMISSION_GPU_MEMORY_BYTES)                -> 413 exceeds_gpu_memory
   estimated FLOPs (model/flops.py) > M4V_ADMISSION_MAX_FLOPS                -> 422 exceeds_flop_limit
-Both errors name the limit, its value and the request's estimate. An admitted request's FLOP estimate is
-recorded with the job (service/submit.py) for ETAs and m4v_queue_flops (m4v_core/throughput.py).
+Both errors name the limit, its value and the request's estimate. The memory per GPU depends on the GPUs one
+job of the worker runs on (its heartbeat's gpu_count): on a CFG-parallel pair (2) each GPU holds the whole
+weights but only one CFG half's context cache and activations, so a request too large for one GPU may fit a
+pair of the same cards. An admitted request's FLOP estimate is recorded with the job (service/submit.py) for
+ETAs and m4v_queue_flops (m4v_core/throughput.py).
 """
 
 from __future__ import annotations
@@ -43,22 +46,39 @@ class Admission:
 
 
 @functools.lru_cache(maxsize=256)
-def _peak_memory(cfg: ModelConfig, width: int, height: int, frames: int) -> int:
+def _peak_memory(cfg: ModelConfig, width: int, height: int, frames: int, cfg_batch: int) -> int:
     return estimate_peak_memory(
-        cfg, width=width, height=height, num_frames=frames, dtype_bytes=GPU_DTYPE_BYTES
+        cfg, width=width, height=height, num_frames=frames, dtype_bytes=GPU_DTYPE_BYTES, cfg_batch=cfg_batch
     ).total
 
 
-def available_gpu_memory(state: ServiceState, preset: str) -> tuple[int | None, str]:
-    """(bytes, where that limit comes from): the largest device a live worker of the preset has."""
-    sizes = [
-        w.device_memory_bytes
-        for w in state.fleet_view.get().workers
-        if w.preset == preset and w.device_memory_bytes
-    ]
-    if sizes:
-        return max(sizes), "the largest worker GPU"
-    return state.settings.admission_gpu_memory_bytes, "M4V_ADMISSION_GPU_MEMORY_BYTES"
+def gpu_peak(cfg: ModelConfig, spec: JobSpec, gpu_count: int) -> int:
+    """Estimated peak memory of each GPU of a worker whose jobs run on gpu_count GPUs: 2 or more split the
+    CFG batch (M4V_PARALLEL=cfg), one half per GPU."""
+    return _peak_memory(cfg, spec.width, spec.height, spec.num_frames, 1 if gpu_count >= 2 else 2)
+
+
+@dataclass(frozen=True)
+class GpuFit:
+    """A request against the GPUs of the live worker with the most memory to spare for it."""
+
+    estimate: int  # bytes per GPU on that worker
+    limit: int | None  # bytes per GPU it has (None: no worker publishes memory and no setting)
+    source: str  # where the limit comes from, for the error message
+    gpu_count: int
+
+
+def best_gpu_fit(state: ServiceState, cfg: ModelConfig, spec: JobSpec) -> GpuFit:
+    """The live worker of the preset with the most room for the request; without one that publishes its
+    memory, one GPU of M4V_ADMISSION_GPU_MEMORY_BYTES."""
+    workers = [w for w in state.fleet_view.get().workers if w.preset == spec.preset and w.device_memory_bytes]
+    if not workers:
+        limit = state.settings.admission_gpu_memory_bytes
+        return GpuFit(gpu_peak(cfg, spec, 1), limit, "M4V_ADMISSION_GPU_MEMORY_BYTES", 1)
+    fits = [(w.device_memory_bytes or 0, gpu_peak(cfg, spec, w.gpu_count), w.gpu_count) for w in workers]
+    limit, estimate, gpus = max(fits, key=lambda fit: fit[0] - fit[1])
+    source = "the largest worker GPU" if gpus < 2 else f"each GPU of the roomiest {gpus}-GPU worker"
+    return GpuFit(estimate, limit, source, max(gpus, 1))
 
 
 def admit(state: ServiceState, spec: JobSpec) -> Admission:
@@ -72,12 +92,17 @@ def admit(state: ServiceState, spec: JobSpec) -> Admission:
             f"{cap:.3e}; use fewer frames, steps or a smaller resolution",
             details={"limit": "M4V_ADMISSION_MAX_FLOPS", "limit_value": cap, "estimate": flops},
         )
-    peak = _peak_memory(cfg, spec.width, spec.height, spec.num_frames)
-    available, source = available_gpu_memory(state, spec.preset)
-    if available is not None and peak > available:
+    fit = best_gpu_fit(state, cfg, spec)
+    if fit.limit is not None and fit.estimate > fit.limit:
+        per_gpu = " per GPU" if fit.gpu_count > 1 else ""
         raise ExceedsGpuMemoryError(
-            f"request needs an estimated {peak / GIB:.1f} GiB of GPU memory, more than {source} "
-            f"({available / GIB:.1f} GiB); use fewer frames or a smaller resolution",
-            details={"limit": source, "limit_value": available, "estimate": peak},
+            f"request needs an estimated {fit.estimate / GIB:.1f} GiB of GPU memory{per_gpu}, more than "
+            f"{fit.source} ({fit.limit / GIB:.1f} GiB); use fewer frames or a smaller resolution",
+            details={
+                "limit": fit.source,
+                "limit_value": fit.limit,
+                "estimate": fit.estimate,
+                "gpu_count": fit.gpu_count,
+            },
         )
-    return Admission(flops=flops, peak_memory_bytes=peak)
+    return Admission(flops=flops, peak_memory_bytes=fit.estimate)

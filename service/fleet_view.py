@@ -2,11 +2,11 @@
 
 POST /generate must not cost O(queued jobs): the exact ETA of a queued job sums the FLOPs of everything
 ahead of it, which means reading every queue and every job's estimate. One snapshot holds, per priority, the
-queued ids with running sums of their FLOPs, plus the live workers and the preset's measured rate; requests
-within ttl_s of it reuse it (Settings.fleet_view_ttl_s, default 1 s; 0 reads Redis every time). A job the
-snapshot has not seen yet counts as the last of its queue, which is where a new job is, after the jobs this
-process enqueued since the snapshot (noted with FleetView.note_enqueued, so a burst of submissions gets rising
-ETAs; another API replica's submissions are seen with the next snapshot).
+queued ids with running sums of their FLOPs, plus the live workers and the preset's measured rates per GPU
+count; requests within ttl_s of it reuse it (Settings.fleet_view_ttl_s, default 1 s; 0 reads Redis every
+time). A job the snapshot has not seen yet counts as the last of its queue, which is where a new job is, after
+the jobs this process enqueued since the snapshot (noted with FleetView.note_enqueued, so a burst of
+submissions gets rising ETAs; another API replica's submissions are seen with the next snapshot).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import redis
 
 from m4v_core import JobRecord
 from m4v_core.models import PRIORITIES, Priority
-from m4v_core.throughput import FleetWorker, fleet, fleet_rate, job_flops, preset_rate
+from m4v_core.throughput import FleetWorker, fleet, fleet_rate, job_flops, preset_rates
 from service.queue import JobQueue
 
 log = logging.getLogger(__name__)
@@ -67,12 +67,12 @@ class FleetSnapshot:
     workers: list[FleetWorker]
     running_flops: float  # FLOPs the busy workers still have to spend
     queues: dict[Priority, QueueSums]
-    preset_rates: dict[str, float | None]
+    preset_rates: dict[str, dict[int, float]]  # preset -> GPU count -> measured FLOP/s
     taken_at: float
     since: dict[Priority, list[tuple[str, float]]]  # (job id, FLOPs) this process enqueued after taken_at
 
     def rate(self, preset: str) -> float | None:
-        return fleet_rate(self.workers, preset, self.preset_rates.get(preset))
+        return fleet_rate(self.workers, preset, self.preset_rates.get(preset, {}))
 
     def own_flops(self, job: JobRecord) -> float | None:
         """The job's FLOP estimate if the snapshot saw it queued."""
@@ -163,6 +163,6 @@ class FleetView:
                 index={job_id: i for i, job_id in enumerate(queued)},
                 before=[0.0, *itertools.accumulate(own)],
             )
-        rates = {p: preset_rate(self.client, self.prefix, p) for p in self.presets}
+        rates = {p: preset_rates(self.client, self.prefix, p) for p in self.presets}
         since: dict[Priority, list[tuple[str, float]]] = {p: [] for p in self.queue.queues}
         return FleetSnapshot(workers, running_flops, queues, rates, taken_at=self.clock(), since=since)

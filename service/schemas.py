@@ -38,7 +38,9 @@ class WorkerOut(BaseModel):
     random_weights: bool = Field(
         default=False, description="serving random weights, all or part (M4V_ALLOW_RANDOM_WEIGHTS)"
     )
-    gpu_count: int = Field(default=0, description="CUDA devices the worker holds (0 on CPU)")
+    gpu_count: int = Field(
+        default=0, description="GPUs one job of this worker runs on (0 on CPU, 2 for a CFG-parallel pair)"
+    )
 
 
 class WorkersOut(BaseModel):

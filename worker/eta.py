@@ -1,6 +1,7 @@
-"""ETA of a running job from the FLOPs and steps it still has (model/flops.py step schedule) and this
-preset's measured step cost (m4v_core/throughput.py: seconds = a + b * FLOPs per step, fitted on a
-moving window, plus the measured encode + upload tail).
+"""ETA of a running job from the FLOPs and steps it still has (model/flops.py step schedule) and the
+measured step cost of this preset on workers with this worker's GPU count (m4v_core/throughput.py: seconds =
+a + b * FLOPs per step, fitted on a moving window, plus the measured encode + upload tail; a CFG-parallel
+pair learns its own, it does not blend with one-GPU workers).
 
 Every sampler step feeds the meter with (FLOPs of the steps since the last call, wall time since then), so
 text encoding, the streamed decodes, preview uploads and Redis writes are all part of the measured rate,
@@ -81,8 +82,10 @@ class JobEta:
         state: WorkerState | None = None,
         ttl_s: int = 7 * 24 * 3600,
         clock: Callable[[], float] = time.perf_counter,
+        gpu_count: int = 0,
     ) -> JobEta:
-        meter = ThroughputMeter.load(r, prefix, preset)
+        """gpu_count: the GPUs one job of this worker runs on (its heartbeat's), which picks the meter."""
+        meter = ThroughputMeter.load(r, prefix, preset, gpu_count)
         return cls(r, prefix, job_id, schedule, meter, state, ttl_s, clock)
 
     @classmethod
@@ -90,7 +93,16 @@ class JobEta:
         pipe = ctx.pipeline
         schedule = job_schedule(pipe.cfg, job.spec, cached=bool(getattr(pipe, "cached", True)))
         s = ctx.settings
-        return cls.start(ctx.store.r, s.key_prefix, job.id, schedule, job.spec.preset, ctx.state, s.job_ttl_s)
+        return cls.start(
+            ctx.store.r,
+            s.key_prefix,
+            job.id,
+            schedule,
+            job.spec.preset,
+            ctx.state,
+            s.job_ttl_s,
+            gpu_count=ctx.state.gpu_count,
+        )
 
     def __call__(self, p: StepProgress) -> float | None:
         now = self.clock()

@@ -32,7 +32,7 @@ class WorkerState:
     busy_job: str | None = None
     flops_per_s: float | None = None  # measured throughput (worker/eta.py), for fleet ETAs
     device_memory_bytes: int | None = None  # total device memory, for admission (None on CPU)
-    gpu_count: int = 0  # CUDA devices this worker holds (0 on CPU)
+    gpu_count: int = 0  # GPUs one job runs on (0 on CPU, 2 for a CFG pair; worker/capacity.py)
     weights: str | None = None  # checkpoint path the model was loaded from, or "random"
     weights_sha256: str | None = None  # None with random weights
 

@@ -124,7 +124,7 @@ def build_worker(
     device = device or str(getattr(pipeline, "device", "cpu"))
     state = WorkerState(name=name, preset=settings.preset, device=device, loaded_at=datetime.now(UTC))
     state.device_memory_bytes = device_memory_bytes(device)
-    state.gpu_count = gpu_count(device)
+    state.gpu_count = gpu_count(device, settings.parallel)
     state.weights = getattr(pipeline, "weights_source", None)
     state.weights_sha256 = getattr(pipeline, "weights_sha256", None)
     store = JobStore(

@@ -1,23 +1,28 @@
-"""Shared by the parallel tests (tests only): a small Mamba2, the relative error, and the rank entry points
-of the multi-process tests. Each rank function runs in its own spawned process, joined to a gloo group by
-model.parallel.group.run_ranks, and saves what the parent compares into `out` (a directory)."""
+"""Shared by the parallel tests (tests only): a small Mamba2, the tiny VAE, the relative error, and the rank
+entry points of the multi-process tests. Each rank function runs in its own spawned process, joined to a gloo
+group by model.parallel.group.run_ranks, and saves what the parent compares into `out` (a directory)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
 
-from model.config import MambaConfig
+from model.config import MambaConfig, get_preset
 from model.mamba2 import Mamba2
 from model.parallel.cfg import CfgParallelDenoiser
 from model.parallel.mesh import cfg_seq_denoiser
 from model.parallel.relay import ProcessRelay, Step
 from model.parallel.scan_split import mixer_forward_shard
 from model.parallel.seq import SeqAttention, SeqParallelDenoiser
-from model.pipeline import VideoPipeline
+from model.parallel.vae_tiles import ParallelStreamingDecoder
+from model.pipeline import VideoPipeline, find_packaged_weights
 from model.pipeline_types import GenerationRequest
 from model.sampler import sample_video
+from model.vae import CausalVAE, StreamingDecoder
+from model.vae_stream import BatchedStreamingDecoder
 
 SMALL = MambaConfig(d_state=16, d_conv=4, expand=2, headdim=16, ngroups=2, chunk_size=32)
 D_MODEL = 32
@@ -143,4 +148,52 @@ def mesh_rank(rank: int, world: int, out: Path, attention: SeqAttention = "gathe
     pipe = tiny_pipe()
     pipe.denoiser = cfg_seq_denoiser(pipe.network, world // 2, attention)
     result = {"cached": tiny_latents(pipe, True), "uncached": tiny_latents(pipe, False)}
+    torch.save(result, out / f"rank{rank}.pt")
+
+
+# ---- the tiny VAE, decoded in one process or with its tiles over the ranks -------------------------------
+
+
+def tiny_vae() -> CausalVAE:
+    """The tiny preset's VAE with its packaged (trained) weights."""
+    vae = CausalVAE(get_preset("tiny").vae).eval()
+    weights = find_packaged_weights("tiny")
+    assert weights is not None
+    vae.load_state_dict({k[4:]: v for k, v in load_file(str(weights)).items() if k.startswith("vae.")})
+    return vae
+
+
+def stream(
+    decoder: StreamingDecoder | BatchedStreamingDecoder | ParallelStreamingDecoder, latents: torch.Tensor
+) -> torch.Tensor:
+    """Every latent frame through decoder.decode_next, the frames joined: (B, 3, F, H, W)."""
+    frames = [decoder.decode_next(latents[:, :, t : t + 1]) for t in range(latents.shape[2])]
+    return torch.cat(frames, dim=2)
+
+
+class SwappedTiles(ParallelStreamingDecoder):
+    """A wrong gather: the first two tiles of the frame trade places."""
+
+    def gather(self, mine: list[torch.Tensor], blank: torch.Tensor, count: int) -> list[torch.Tensor]:
+        got = super().gather(mine, blank, count)
+        got[0], got[1] = got[1], got[0]
+        return got
+
+
+VaeCase = tuple[str, torch.Tensor, int | None, int]  # name, latents, tile_px, tile_batch
+
+
+def vae_rank(rank: int, world: int, cases: list[VaeCase], out: Path, swapped: bool = False) -> None:
+    """Each case's latents through the parallel decoder on a process group of its own (as beside an
+    overlapped sampler); saves per case the frames and the tile rows this rank's VAE decoder ran (a
+    forward hook counts them: tiles x latent frames at batch 1)."""
+    torch.set_num_threads(1)
+    vae, group = tiny_vae(), dist.new_group(list(range(world)))
+    rows: list[int] = []
+    vae.decoder.register_forward_hook(lambda _m, args, _out: rows.append(args[0].shape[0]))
+    result = {}
+    for name, latents, tile_px, tile_batch in cases:
+        rows.clear()
+        decoder = (SwappedTiles if swapped else ParallelStreamingDecoder)(vae, group, tile_px, tile_batch)
+        result[name] = {"frames": stream(decoder, latents), "rows": sum(rows)}
     torch.save(result, out / f"rank{rank}.pt")

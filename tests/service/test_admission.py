@@ -15,8 +15,8 @@ from tests.service.conftest import assert_error_shape, submit
 from tests.service.fleet_helpers import TINY, publish_worker, tiny_flops
 
 
-def tiny_peak(num_frames: int) -> int:
-    return estimate_peak_memory(TINY, width=128, height=128, num_frames=num_frames).total
+def tiny_peak(num_frames: int, cfg_batch: int = 2) -> int:
+    return estimate_peak_memory(TINY, width=128, height=128, num_frames=num_frames, cfg_batch=cfg_batch).total
 
 
 def test_request_above_the_flop_cap_is_refused_with_422_naming_the_limit(settings: Settings) -> None:
@@ -44,6 +44,33 @@ def test_request_above_the_largest_worker_gpu_is_refused_with_413(
     assert client.post("/generate", json={"prompt": "x", "num_frames": 33}).status_code == 202
 
 
+def test_a_cfg_pair_admits_per_gpu_what_one_gpu_of_the_same_size_refuses(
+    client: TestClient, store: JobStore
+) -> None:
+    """On a 2-GPU worker each GPU holds one CFG half's cache and activations (model/memory.py cfg_batch 1)."""
+    pair_peak, one_peak = tiny_peak(33, cfg_batch=1), tiny_peak(33)
+    assert pair_peak < one_peak
+    card = (pair_peak + one_peak) // 2  # holds 33 frames as one half, not as the whole CFG batch
+    publish_worker(store, "one", device_memory_bytes=card, gpu_count=1)
+    err = assert_error_shape(
+        client.post("/generate", json={"prompt": "x", "num_frames": 33}), 413, "exceeds_gpu_memory"
+    )
+    assert err["details"]["estimate"] == one_peak and err["details"]["gpu_count"] == 1
+    publish_worker(store, "pair", device_memory_bytes=card, gpu_count=2)
+    assert client.post("/generate", json={"prompt": "x", "num_frames": 33}).status_code == 202
+
+
+def test_a_request_too_large_for_a_cfg_pair_names_the_memory_per_gpu(
+    client: TestClient, store: JobStore
+) -> None:
+    publish_worker(store, "pair", device_memory_bytes=tiny_peak(9, cfg_batch=1), gpu_count=2)
+    err = assert_error_shape(
+        client.post("/generate", json={"prompt": "x", "num_frames": 33}), 413, "exceeds_gpu_memory"
+    )
+    assert "per GPU" in err["message"] and "2-GPU worker" in err["message"]
+    assert err["details"]["estimate"] == tiny_peak(33, cfg_batch=1) and err["details"]["gpu_count"] == 2
+
+
 def test_memory_cap_setting_applies_when_no_worker_publishes_memory(settings: Settings) -> None:
     limit = tiny_peak(1) - 1
     with TestClient(create_app(settings.model_copy(update={"admission_gpu_memory_bytes": limit}))) as c:
@@ -65,6 +92,21 @@ def test_queued_jobs_get_an_eta_from_the_flops_ahead_and_the_fleet_rate(
     eta_second = client.get(f"/jobs/{second['id']}").json()["eta_s"]
     assert eta_high == pytest.approx(tiny_flops(1) / 5e9, rel=1e-3)
     assert eta_second == pytest.approx((tiny_flops(1) + tiny_flops(9) + tiny_flops(17)) / 5e9, rel=1e-3)
+
+
+def test_queued_etas_use_the_rate_measured_on_workers_of_each_gpu_count(
+    client: TestClient, store: JobStore
+) -> None:
+    """Workers that have not measured a rate themselves count with their GPU count's: one-GPU workers
+    at 1 GFLOP/s and a CFG pair at 1.8 GFLOP/s make 2.8, not 3 x the blend of both."""
+    ThroughputMeter.load(store.r, store.keys.prefix, "tiny", gpu_count=1).add(1e9, 1.0)
+    ThroughputMeter.load(store.r, store.keys.prefix, "tiny", gpu_count=2).add(1.8e9, 1.0)
+    publish_worker(store, "one", gpu_count=1)
+    publish_worker(store, "pair", gpu_count=2)
+    assert submit(client, num_frames=9)["eta_s"] == pytest.approx(tiny_flops(9) / 2.8e9, rel=1e-3)
+    publish_worker(store, "cpu", gpu_count=0)  # a CPU worker (or one from before gpu_count) counts as one GPU
+    high = submit(client, num_frames=1, priority="high")
+    assert high["eta_s"] == pytest.approx(tiny_flops(1) / 3.8e9, rel=1e-3)
 
 
 def test_queue_flops_metric_sums_the_queued_estimates(client: TestClient, store: JobStore) -> None:

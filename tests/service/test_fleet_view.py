@@ -8,7 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from m4v_core import JobRecord, JobStore, Settings
-from m4v_core.throughput import ThroughputMeter, set_job_flops
+from m4v_core.keys import Keys
+from m4v_core.throughput import ThroughputMeter, preset_rate, set_job_flops
 from service.app import create_app
 from service.fleet_view import FleetSnapshot, FleetView
 from service.queue import JobQueue
@@ -105,3 +106,28 @@ def test_post_generate_eta_counts_every_queued_job_with_a_cached_or_fresh_view(
         second = submit(c, num_frames=17)  # with a 60 s ttl the view predates this job: it counts as last
     assert first["eta_s"] == pytest.approx(tiny_flops(9) / 5e9, rel=1e-3)
     assert second["eta_s"] == pytest.approx((tiny_flops(9) + tiny_flops(17)) / 5e9, rel=1e-3)
+
+
+def test_rates_are_kept_per_gpu_count_and_with_no_worker_up_the_slowest_counts(store: JobStore) -> None:
+    view, _ = view_of(store, ttl_s=0.0, clock=Clock())
+    assert view.get().rate("tiny") is None  # nothing measured
+    ThroughputMeter.load(store.r, store.keys.prefix, "tiny", gpu_count=2).add(4e9, 1.0)
+    assert view.get().preset_rates["tiny"] == {2: pytest.approx(4e9)}
+    assert view.get().rate("tiny") == pytest.approx(4e9)  # scaled to zero: only pairs have run
+    ThroughputMeter.load(store.r, store.keys.prefix, "tiny", gpu_count=1).add(2e9, 1.0)
+    assert view.get().preset_rates["tiny"] == {1: pytest.approx(2e9), 2: pytest.approx(4e9)}
+    assert view.get().rate("tiny") == pytest.approx(2e9)  # either kind may start: the ETA errs long
+    publish_worker(store, "pair", gpu_count=2)
+    assert view.get().rate("tiny") == pytest.approx(4e9)  # a pair is up: its kind's rate
+
+
+def test_a_rate_stored_before_gpu_counts_is_the_one_gpu_rate(store: JobStore) -> None:
+    """The plain field names of {p}:throughput:{preset} stay the one-device meter, so rates learned before
+    the split keep serving one-GPU workers; fields this reader does not know are ignored."""
+    key = Keys(store.keys.prefix).throughput("tiny")
+    store.r.hset(key, mapping={"flops": 3e9, "seconds": 1.0, "gpusx.flops": 1.0, "gpus4.other": 2.0})
+    assert preset_rate(store.r, store.keys.prefix, "tiny", gpu_count=1) == pytest.approx(3e9)
+    assert preset_rate(store.r, store.keys.prefix, "tiny", gpu_count=0) == pytest.approx(3e9)  # CPU
+    assert preset_rate(store.r, store.keys.prefix, "tiny", gpu_count=2) is None
+    view, _ = view_of(store, ttl_s=0.0, clock=Clock())
+    assert view.get().preset_rates["tiny"] == {1: pytest.approx(3e9)}
