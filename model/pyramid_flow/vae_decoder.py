@@ -28,8 +28,10 @@ class ZeroPadCausalConv(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, *, device: Device = None, dtype: Any = None):
         super().__init__()
-        self.time_pad, self.space_pad = kernel - 1, kernel // 2
-        self.conv = nn.Conv3d(in_ch, out_ch, kernel, device=device, dtype=dtype)
+        self.time_pad = kernel - 1
+        # zeros in space by the convolution itself: an F.pad first would copy every activation once more
+        p = kernel // 2
+        self.conv = nn.Conv3d(in_ch, out_ch, kernel, padding=(0, p, p), device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         if self.time_pad:
@@ -41,8 +43,7 @@ class ZeroPadCausalConv(nn.Module):
             x = torch.cat([past, x], dim=2)
             if cache is not None:
                 cache.tails[key] = x[:, :, x.shape[2] - self.time_pad :].detach().clone()
-        p = self.space_pad
-        return self.conv(F.pad(x, (p, p, p, p, 0, 0)))
+        return self.conv(x)
 
 
 class Resnet(nn.Module):
