@@ -230,14 +230,12 @@ class ContextAttention:
         k, v, ck, cv = k.to(q.dtype), v.to(q.dtype), ck.to(q.dtype), cv.to(q.dtype)
         n = q.shape[2]
         buf = self._buffers(slot, ck, cv, n)
-        if self.backend == "sdpa_mask":  # context keys copied once per cache; a step writes only its own n
+        if self.backend in ("sdpa_mask", "flex"):  # [context | current]: a step writes only its own n keys
             buf.k[0][:, :, -n:].copy_(k)
             buf.v[0][:, :, -n:].copy_(v)
+            if self.backend == "flex":
+                return _heads_last(_flex(q, buf.k[0], buf.v[0], self._block_mask(q.shape[0], n)))
             return _heads_last(F.scaled_dot_product_attention(q, buf.k[0], buf.v[0], attn_mask=self._mask(n)))
-        if self.backend == "flex":
-            buf.k[0][:, :, -n:].copy_(k)
-            buf.v[0][:, :, -n:].copy_(v)
-            return _heads_last(_flex(q, buf.k[0], buf.v[0], self._block_mask(q.shape[0], n)))
         outs = []
         for g, kb, vb in zip(self.groups, buf.k, buf.v, strict=True):
             kb[:, :, -n:].copy_(_rows(k, g))
