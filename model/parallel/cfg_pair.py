@@ -6,6 +6,13 @@ group (no collective times out while there is no work). Inside a request the ran
 the velocity all_gather of CFG-parallel, and after the step one tiny all_reduce that says whether the
 worker's progress callback raised (cancel, drain); then both ranks stop at the same step, and the pair is
 ready for the next request. The follower exits when told to (close()) or when the worker process is gone.
+
+The VAE decode is split too (split_decode, model/parallel/vae_tiles.py): each rank decodes its share of
+every latent frame's tiles, and one all_gather per latent frame, on a process group of the decoder's own
+(the decode may run on a side thread beside the sampler, overlap_decode), gives both ranks the whole frames;
+rank 0's are the video. The decode needs no agreement of its own: the sampler hands a finished latent frame
+to the decoder only after that unit's last step, so ranks that stop at the same step have decoded the same
+latent frames, and generate() waits for the side thread's decodes before it returns or raises.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import os
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -40,6 +48,7 @@ class PairSpec:
     devices: tuple[str, str]  # rank 0 (this process), rank 1 (the follower)
     backend: str = "gloo"  # "nccl" for CUDA devices
     timeout_s: float = 600.0  # longest wait inside one collective (one sampler step, or a peer's failure)
+    split_decode: bool = True  # VAE tiles over the two ranks (False: each rank decodes the whole video)
 
 
 class _PeerStoppedError(Exception):
@@ -73,6 +82,8 @@ def _join(spec: PairSpec, rank: int, port: int) -> VideoPipeline:
     init_rank(spec.backend, rank, 2, port, spec.timeout_s)
     pipe = spec.build(spec.devices[rank])
     pipe.parallel_cfg()
+    if spec.split_decode:  # a group of the decoder's own, made on both ranks at the same point
+        pipe.parallel_vae(dist.new_group([0, 1], timeout=timedelta(seconds=spec.timeout_s)))
     return pipe
 
 
