@@ -2,8 +2,8 @@
 vae_tiles.py): the tiny preset cut into 9 tiles per frame (64 px tiles on 128 x 128) gives the one-process
 video while each rank's VAE decoder runs only its share (5 + 4 tiles per latent frame, counted by a forward
 hook in both processes); a cancel after the first latent frame was decoded stops both ranks' decodes at the
-same point and the next request is right. Inline decode, and overlapped decode (side thread) with tile
-batches of 2."""
+same point and the next request is right; so does an on_chunk that raises on rank 0. Inline decode, and
+overlapped decode (side thread) with tile batches of 2."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 
 from model.parallel.cfg_pair import CfgPair, PairSpec
 from model.parallel.vae_tiles import share, tile_grid
-from model.pipeline_types import StepProgress
+from model.pipeline_types import DecodedChunk, StepProgress
 from model.runtime import RuntimeOptions
 from tests.model.parallel_helpers import TINY_REQUEST, counted_tiny_pipe, rows_decoded, tiny_pipe
 
@@ -76,3 +76,30 @@ def test_split_decode_gives_the_one_process_video_and_each_rank_decodes_its_shar
     assert diff.max() <= 1 and (diff == 0).mean() > 0.99
     frames = pair.cfg.latent_frames(TINY_REQUEST.num_frames)  # 2 latent frames
     assert [rows_decoded(out, rank) for rank in (0, 1)] == [share0 * (1 + frames), share1 * (1 + frames)]
+
+
+class ChunkConsumerError(Exception):
+    pass
+
+
+@pytest.mark.timeout(240)
+def test_a_failing_chunk_consumer_stops_both_ranks_together(pair_rows: tuple[CfgPair, Path]) -> None:
+    """The worker's on_chunk runs on rank 0 only; when it raises, both ranks stop (at the next step, or
+    after the last) and the pair serves the next request: a rank left behind in a collective would hang
+    or pair its gathers with the next request's."""
+    pair, _ = pair_rows
+    want = tiny_pipe(runtime=pair.runtime).generate(TINY_REQUEST).frames
+    units: list[int] = []
+
+    def fail_on_first_chunk(chunk: DecodedChunk) -> None:
+        units.append(chunk.unit)
+        raise ChunkConsumerError
+
+    with pytest.raises(ChunkConsumerError):
+        pair.generate(TINY_REQUEST, on_chunk=fail_on_first_chunk)
+    assert units == [0]  # later chunks are not handed to a consumer that failed
+    got: list[DecodedChunk] = []
+    frames = pair.generate(TINY_REQUEST, on_chunk=got.append).frames
+    diff = np.abs(frames.astype(int) - want.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99
+    assert [c.unit for c in got] == [0, 1] and np.array_equal(np.concatenate([c.frames for c in got]), frames)
