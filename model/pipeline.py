@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from model.config import ModelConfig, get_preset
 from model.flops import estimate_flops
 from model.network import M4VNetwork
 from model.parallel.cfg import CfgParallelDenoiser
+from model.parallel.vae_tiles import ParallelStreamingDecoder
 from model.pipeline_types import (
     ChunkCallback,
     DecodedChunk,
@@ -38,6 +40,9 @@ from model.vae_stream import BatchedStreamingDecoder, OverlappedSink, stream_dec
 log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+FrameDecoder = StreamingDecoder | BatchedStreamingDecoder | ParallelStreamingDecoder  # has decode_next
+DecoderFactory = Callable[[], FrameDecoder]  # a fresh streaming decoder per request; see parallel_vae
 
 
 def check_request(cfg: ModelConfig, req: GenerationRequest) -> None:
@@ -75,7 +80,7 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
 class _ChunkSink:
     """on_latent target: decodes each finished latent frame at once and hands the frames on."""
 
-    decoder: StreamingDecoder | BatchedStreamingDecoder
+    decoder: FrameDecoder
     dtype: torch.dtype
     timings: PhaseTimings
     on_chunk: ChunkCallback | None
@@ -119,6 +124,7 @@ class VideoPipeline:
         self.dtype = dtype
         self.use_cache = use_cache
         self.denoiser: Denoiser = self.network  # what the sampler calls; see parallel_cfg
+        self.make_decoder: DecoderFactory = self._one_process_decoder  # what generate decodes with
         self.weights_source = RANDOM_WEIGHTS  # from_preset: the checkpoint path it loaded
         self.weights_sha256: str | None = None  # worker/pipeline.py fills it in (hashing is not free)
 
@@ -172,6 +178,22 @@ class VideoPipeline:
         builds the same pipeline and calls generate() with the same request; all get the same video."""
         self.denoiser = CfgParallelDenoiser(self.network, group)
 
+    def parallel_vae(self, group: dist.ProcessGroup | None = None) -> None:
+        """Decode each latent frame's spatial tiles over the ranks of `group` (model/parallel/vae_tiles.py):
+        every rank decodes its share and all get the whole frames. Every rank must call generate() with the
+        same request and stop at the same step (model/parallel/cfg_pair.py agrees on it), or one waits in
+        the decoder's all_gather. With overlap_decode, give `group` to the decoder alone (dist.new_group):
+        the decode then runs on a side thread beside the sampler's collectives."""
+
+        def make() -> FrameDecoder:
+            rt = self.runtime
+            return ParallelStreamingDecoder(self.vae, group, rt.vae_tile_px, rt.vae_tile_batch)
+
+        self.make_decoder = make
+
+    def _one_process_decoder(self) -> FrameDecoder:
+        return stream_decoder(self.vae, self.runtime.vae_tile_batch, self.runtime.vae_tile_px)
+
     @property
     def cached(self) -> bool:
         return self.use_cache and self.cfg.network.context_mode == "causal"
@@ -195,8 +217,7 @@ class VideoPipeline:
             prompt = req.prompt + self.cfg.sampler.prompt_suffix
             text = self.text_encoder.encode([prompt, negative])  # rows: [cond; uncond]
             timings.text_s = time.perf_counter() - began
-            decoder = stream_decoder(self.vae, self.runtime.vae_tile_batch, self.runtime.vae_tile_px)
-            sink = _ChunkSink(decoder, self.dtype, timings, on_chunk)
+            sink = _ChunkSink(self.make_decoder(), self.dtype, timings, on_chunk)
             began = time.perf_counter()
             if self.runtime.overlap_decode:  # decode (on_chunk too) runs on a side thread; see vae_stream
                 overlapped = OverlappedSink(sink, self.device)

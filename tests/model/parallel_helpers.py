@@ -20,6 +20,7 @@ from model.parallel.seq import SeqAttention, SeqParallelDenoiser
 from model.parallel.vae_tiles import ParallelStreamingDecoder
 from model.pipeline import VideoPipeline, find_packaged_weights
 from model.pipeline_types import GenerationRequest
+from model.runtime import RuntimeOptions
 from model.sampler import sample_video
 from model.vae import CausalVAE, StreamingDecoder
 from model.vae_stream import BatchedStreamingDecoder
@@ -68,10 +69,30 @@ TINY_REQUEST = GenerationRequest(
 )
 
 
-def tiny_pipe(device: str = "cpu") -> VideoPipeline:
+def tiny_pipe(device: str = "cpu", runtime: RuntimeOptions | None = None) -> VideoPipeline:
     torch.manual_seed(0)  # the same network on every rank (random parts, if any, too)
     torch.set_num_threads(1)
-    return VideoPipeline.from_preset("tiny", device=device)
+    return VideoPipeline.from_preset("tiny", device=device, runtime=runtime)
+
+
+def counted_tiny_pipe(out: Path, runtime: RuntimeOptions, device: str = "cpu") -> VideoPipeline:
+    """tiny_pipe in a process group whose VAE decoder appends the tile rows of each call to
+    out/rank{rank}.rows (a forward hook; it runs before the decoder's all_gather)."""
+    pipe = tiny_pipe(device, runtime)
+    path = out / f"rank{dist.get_rank()}.rows"
+
+    def count(_m: torch.nn.Module, args: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
+        with path.open("a") as f:
+            f.write(f"{args[0].shape[0]}\n")
+
+    pipe.vae.decoder.register_forward_hook(count)
+    return pipe
+
+
+def rows_decoded(out: Path, rank: int) -> int:
+    """The tile rows rank's VAE decoder has run so far (counted_tiny_pipe)."""
+    path = out / f"rank{rank}.rows"
+    return sum(map(int, path.read_text().split())) if path.exists() else 0
 
 
 def tiny_latents(pipe: VideoPipeline, use_cache: bool) -> torch.Tensor:
