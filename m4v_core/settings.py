@@ -226,6 +226,12 @@ class ModelSettings(_M4V):
     graph_lean_capture: bool = Field(
         True, description="one warm-up step per CUDA-graph capture, its output reused (off: two, discarded)"
     )
+    graph_fixed_shapes: bool = Field(
+        False,
+        description="cached-step caches padded to fixed shapes: one CUDA graph per (stage, context bucket), "
+        "replayed across units instead of captured per (unit, stage); not yet measured on a GPU",
+    )
+    graph_context_bucket: int = Field(1024, ge=1, description="context capacity step, tokens (fixed shapes)")
 
 
 class WorkerSettings(CommonSettings, ModelSettings):

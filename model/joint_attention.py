@@ -287,3 +287,20 @@ class ContextAttention:
             lk = key_ok.shape[1]
             self.block_masks[n] = create_block_mask(mask_mod, b, None, n, lk, device=str(key_ok.device))
         return self.block_masks[n]
+
+
+@dataclass
+class FixedContextAttention:
+    """CachedAttend for fixed-shape steps (model/fixed_shapes.py): ck/cv are persistent buffers
+    (B, H, Lcap + n, Dh) holding the padded context and a slot for the current frame's n keys; mask
+    (B, 1, 1, Lcap + n) bool is False on the padding. Same call as ContextAttention's."""
+
+    mask: Tensor
+
+    def __call__(self, slot: int, q: Tensor, k: Tensor, v: Tensor, ck: Tensor, cv: Tensor) -> Tensor:
+        n = q.shape[2]
+        ck[:, :, -n:].copy_(k)
+        cv[:, :, -n:].copy_(v)
+        return _heads_last(
+            F.scaled_dot_product_attention(q, ck.to(q.dtype), cv.to(q.dtype), attn_mask=self.mask)
+        )

@@ -98,13 +98,15 @@ class MMDiMBlock(nn.Module):
         cond: Conditioning,
         grid: tuple[int, int],
         pool: tuple[int, int],
-        frame: int,
+        frame: int | Tensor,
         ctx: MMDiMContext,
     ) -> Tensor:
-        """x (B, n, D) the current frame (index `frame`); scans [R_frame x] from the cached state."""
+        """x (B, n, D) the current frame (index `frame`, an int or a one-element long tensor); scans
+        [R_frame x] from the cached state."""
         n = x.shape[1]
         h = modulate(layer_norm(x), n, self.modulation(cond.ctx)[0], self.modulation(cond.cur)[0])
-        reg = self.registers[frame].to(h.dtype).expand(x.shape[0], 1, -1)  # (B, 1, D)
+        row = self.registers.index_select(0, frame) if isinstance(frame, Tensor) else self.registers[frame]
+        reg = row.to(h.dtype).reshape(1, 1, -1).expand(x.shape[0], 1, -1)  # (B, 1, D)
         m, _ = self.mixer(torch.cat([reg, h], dim=1), state=ctx.ssm)  # (B, 1+n, D)
         u = m[:, 1:] + self.temporal.forward_cached(h, grid, pool, ctx.temporal, frame)
         return self._out(x, h, u, n, cond)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from model.attention_block import AttentionBlock
 from model.config import ModelConfig, NetworkConfig
+from model.fixed_shapes import FixedShapeCaches
 from model.joint_attention import Attend, ContextAttention, JointLayout, build_joint_attention, joint_mask
 from model.layers import (
     TIME_EMBED_DIM,
@@ -42,7 +43,8 @@ class ContextCache:
     """Text + history of one (unit, stage) run through every block once, for all CFG rows of the batch."""
 
     batch: int
-    frame: int  # index of the frame to be denoised (= number of history frames)
+    frame: int | Tensor  # index of the frame to be denoised (= number of history frames); a (1,) long
+    # tensor in the persistent caches of fixed-shape steps (model/fixed_shapes.py)
     full_grid: tuple[int, int]  # full-resolution token grid
     key_mask: Tensor  # (B, Lc) bool: context tokens that may be keys (text padding False)
     pooled_vec: Tensor  # (B, D) projection of the pooled text embedding
@@ -99,7 +101,12 @@ class M4VNetwork(nn.Module):
         self.final_layer = LastLayer(w, p, latent_channels, device=dev, dtype=dt)
         self.token_counts: dict[str, int] = defaultdict(int)
         lean = self.runtime.graph_lean_capture
-        self._graphs = StepGraphs(self._forward_cached, warmup=1 if lean else 2, reuse_warmup=lean)
+        fixed = self.runtime.graph_fixed_shapes
+        # fixed shapes: one graph per stage, replayed over the units until the context outgrows its bucket
+        keep = 8 if fixed else 1
+        self._graphs = StepGraphs(self._forward_cached, warmup=1 if lean else 2, reuse_warmup=lean, keep=keep)
+        bucket = self.runtime.graph_context_bucket
+        self._fixed = FixedShapeCaches(bucket, self._graphs.drop) if fixed else None
         if self.runtime.compile:
             self.compile_blocks()
 
@@ -168,6 +175,8 @@ class M4VNetwork(nn.Module):
     ) -> Tensor:
         """x (B, C, h, w), t (B,) = sigma*1000 -> velocity (B, C, h, w). Either text+full_hw or cache."""
         if cache is not None:
+            if self._fixed is not None:  # the persistent padded cache this one fits
+                cache = self._fixed.load(cache, self._plan_tokens([x])[0])
             if self.runtime.cuda_graphs and x.device.type == "cuda":
                 return self._graphs.run(x, t, cache)
             return self._forward_cached(x, t, cache)

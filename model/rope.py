@@ -27,15 +27,19 @@ class Rope:
 
 
 def frame_positions(
-    frame: int, grid: tuple[int, int], full_grid: tuple[int, int], device: torch.device | str | None = None
+    frame: int | Tensor,
+    grid: tuple[int, int],
+    full_grid: tuple[int, int],
+    device: torch.device | str | None = None,
 ) -> Tensor:
-    """Positions (gh*gw, 3) of one frame's tokens in raster order, in full-resolution token units."""
+    """Positions (gh*gw, 3) of one frame's tokens in raster order, in full-resolution token units. frame may
+    be a one-element tensor (a CUDA graph then reads it on every replay instead of baking the number in)."""
     gh, gw = grid
     sh, sw = full_grid[0] / gh, full_grid[1] / gw
     rows = torch.arange(gh, dtype=torch.float32, device=device) * sh + (sh - 1) / 2
     cols = torch.arange(gw, dtype=torch.float32, device=device) * sw + (sw - 1) / 2
     pos = torch.empty(gh, gw, 3, dtype=torch.float32, device=device)
-    pos[..., 0] = float(frame)
+    pos[..., 0] = frame if isinstance(frame, Tensor) else float(frame)
     pos[..., 1] = rows[:, None]
     pos[..., 2] = cols[None, :]
     return pos.reshape(gh * gw, 3)  # (gh*gw, 3)

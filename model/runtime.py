@@ -29,6 +29,11 @@ class RuntimeOptions:
     # measured on an H100 (121 frames, m4v-768p): sampling 38.7 -> 32.3 s, same output as eager (GPU test)
     graph_lean_capture: bool = True
     vae_tile_px: int | None = None  # decode tile size in pixels (None: the VAE's own; larger = less overlap)
+    # cached-step shapes fixed per (stage, context bucket): caches padded into persistent buffers, so a graph
+    # is replayed across units instead of captured per (unit, stage) (model/fixed_shapes.py); not measured
+    # on a GPU yet, so off
+    graph_fixed_shapes: bool = False
+    graph_context_bucket: int = 1024  # context capacity step in tokens (fixed shapes)
 
     def __post_init__(self) -> None:
         if self.attention_backend not in get_args(AttentionBackend):
@@ -41,6 +46,13 @@ class RuntimeOptions:
             raise ValueError(f"vae_tile_batch {self.vae_tile_batch} must be >= 1")
         if self.vae_tile_px is not None and self.vae_tile_px < 8:
             raise ValueError(f"vae_tile_px {self.vae_tile_px} must be >= 8 (one latent pixel)")
+        if self.graph_fixed_shapes and self.attention_backend != "sdpa_mask":
+            raise ValueError(
+                f"graph_fixed_shapes needs attention_backend 'sdpa_mask' (padded keys are masked), "
+                f"not {self.attention_backend!r}"
+            )
+        if self.graph_context_bucket < 1:
+            raise ValueError(f"graph_context_bucket {self.graph_context_bucket} must be >= 1")
         if self.cudnn_benchmark and self.cuda_graphs and self.overlap_decode:
             # seen on an H100: cuDNN's timing runs in the decode thread invalidated the sampler's capture
             raise ValueError(
@@ -54,6 +66,7 @@ class RuntimeOptions:
         parts += ["compile" if self.compile_mode == "default" else "compile-max"] if self.compile else []
         parts += ["graphs"] if self.cuda_graphs else []
         parts += ["lean"] if self.cuda_graphs and self.graph_lean_capture else []
+        parts += [f"fixed{self.graph_context_bucket}"] if self.graph_fixed_shapes else []
         parts += [f"tiles{self.vae_tile_batch}"] if self.vae_tile_batch > 1 else []
         parts += [f"tile{self.vae_tile_px}px"] if self.vae_tile_px is not None else []
         parts += ["overlap"] if self.overlap_decode else []

@@ -25,6 +25,8 @@ from model.rope import apply_rope, rope_table
 class TemporalKV:
     k: Tensor  # (B*P, H, T, Dh) keys of the history frames, after QK-norm and RoPE
     v: Tensor  # (B*P, H, T, Dh)
+    # (1, 1, 1, T) bool, False on padding: set when T is a capacity, not the history length (fixed shapes)
+    mask: Tensor | None = None
 
 
 def pool_frame(tokens: Tensor, grid: tuple[int, int], pool: tuple[int, int]) -> Tensor:
@@ -59,11 +61,11 @@ class TemporalBranch(nn.Module):
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
-    def _qkv(self, pooled: Tensor, first_frame: int) -> tuple[Tensor, Tensor, Tensor]:
+    def _qkv(self, pooled: Tensor, first_frame: int | Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """pooled (B, T, P, D) for frames first_frame.. -> q, k, v (B*P, H, T, Dh) with RoPE over time."""
         qkv = rearrange(self.qkv(pooled), "B T P (K H D) -> K (B P) H T D", K=3, H=self.heads)
         q, k = self.norm(qkv[0], qkv[1])
-        frames = torch.arange(first_frame, first_frame + pooled.shape[1], device=pooled.device)
+        frames = torch.arange(pooled.shape[1], device=pooled.device) + first_frame  # a tensor frame: no sync
         pe = rope_table(frames[:, None].float(), (self.head_dim,), 10000.0)
         return apply_rope(q, pe), apply_rope(k, pe), qkv[2]
 
@@ -89,9 +91,10 @@ class TemporalBranch(nn.Module):
         return TemporalKV(z, z)
 
     def forward_cached(
-        self, cur: Tensor, grid: tuple[int, int], pool: tuple[int, int], ctx: TemporalKV, frame: int
+        self, cur: Tensor, grid: tuple[int, int], pool: tuple[int, int], ctx: TemporalKV, frame: int | Tensor
     ) -> Tensor:
         """cur (B, n, D) the current frame (index `frame`) attending to the cached history K/V."""
         q, k, v = self._qkv(pool_frame(cur, grid, pool)[:, None], frame)  # (B*P, H, 1, Dh)
         k, v = torch.cat([ctx.k, k], dim=2), torch.cat([ctx.v, v], dim=2)  # (B*P, H, T+1, Dh)
-        return self._out(F.scaled_dot_product_attention(q, k, v), cur.shape[0], [grid], pool)
+        mask = None if ctx.mask is None else torch.cat([ctx.mask, ctx.mask.new_ones(1, 1, 1, 1)], dim=-1)
+        return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=mask), cur.shape[0], [grid], pool)

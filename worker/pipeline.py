@@ -94,6 +94,8 @@ def runtime_options(
         overlap_decode=overlap,
         graph_lean_capture=settings.graph_lean_capture,
         vae_tile_px=settings.vae_tile_px,
+        graph_fixed_shapes=settings.graph_fixed_shapes,
+        graph_context_bucket=settings.graph_context_bucket,
     )
 
 
