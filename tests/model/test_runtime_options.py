@@ -151,6 +151,9 @@ def test_worker_settings_turn_the_options_on(monkeypatch: pytest.MonkeyPatch) ->
     assert runtime_options(Settings(overlap_decode=False), torch.bfloat16, "cuda").overlap_decode is False
     assert runtime_options(Settings(graph_lean_capture=False)).graph_lean_capture is False
     assert runtime_options(Settings(vae_tile_px=1280)).vae_tile_px == 1280
+    fixed = runtime_options(Settings(graph_fixed_shapes=True, graph_context_bucket=2048))
+    assert (fixed.graph_fixed_shapes, fixed.graph_context_bucket) == (True, 2048)
+    assert runtime_options(Settings()).graph_fixed_shapes is False  # off until measured on a GPU
     monkeypatch.setenv("M4V_ATTENTION_BACKEND", "sdpa_split")
     monkeypatch.setenv("M4V_COMPILE_BLOCKS", "true")
     monkeypatch.setenv("M4V_CUDA_GRAPHS", "true")
