@@ -5,6 +5,7 @@ every unit that fits it (on a CPU, StepGraphs runs its static-buffer logic eager
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ import torch
 
 from model.config import PRESETS
 from model.fixed_shapes import capacity
-from model.network import M4VNetwork
+from model.network import ContextCache, M4VNetwork
 from model.pipeline import VideoPipeline
 from model.pipeline_types import GenerationRequest
 from model.runtime import RuntimeOptions
@@ -51,42 +52,45 @@ def test_capacity_rounds_up_to_whole_buckets() -> None:
     assert [capacity(n, 64) for n in (0, 1, 64, 65, 200)] == [64, 64, 64, 128, 256]
 
 
-@pytest.mark.parametrize("single_block", ["mmdim", "attention"])
-@torch.no_grad()
-def test_fixed_shape_steps_equal_the_plain_cached_steps(single_block: str) -> None:
-    """Units 0-4 at all three stage sizes, two steps each: the padded keys, the padded temporal history and
-    the frame index read from a tensor change nothing beyond float rounding."""
-    plain, fixed = nets(single_block, bucket=64)
+Step = tuple[torch.Tensor, torch.Tensor, ContextCache, ContextCache]
+
+
+def sampler_order(plain: M4VNetwork, fixed: M4VNetwork, units: int) -> Iterator[Step]:
+    """(x, t, plain cache, fixed-shape network's cache) in the sampler's order: unit by unit, the three
+    stage sizes, two steps each, the history growing by one frame per unit."""
     tx = text()
-    for unit in range(5):
+    for unit in range(units):
         hist = [torch.randn(2, 8, 8, 8) for _ in range(unit)]
         for size in (8, 16, 32):
             c_plain = plain.prepare_context(text=tx, history=hist, full_hw=FULL_HW)
             c_fixed = fixed.prepare_context(text=tx, history=hist, full_hw=FULL_HW)
             for step in range(2):
-                x, t = torch.randn(2, 8, size, size), torch.full((2,), 800.0 - 150 * step)
-                assert rel(fixed(x, t, cache=c_fixed), plain(x, t, cache=c_plain)) < 1e-5
+                yield torch.randn(2, 8, size, size), torch.full((2,), 800.0 - 150 * step), c_plain, c_fixed
+
+
+@pytest.mark.parametrize("single_block", ["mmdim", "attention"])
+@torch.no_grad()
+def test_fixed_shape_steps_equal_the_plain_cached_steps(single_block: str) -> None:
+    """Units 0-4: the padded keys, the padded temporal history and the frame index read from a tensor
+    change nothing beyond float rounding."""
+    plain, fixed = nets(single_block, bucket=64)
+    for x, t, c_plain, c_fixed in sampler_order(plain, fixed, units=5):
+        assert rel(fixed(x, t, cache=c_fixed), plain(x, t, cache=c_plain)) < 1e-5
 
 
 @torch.no_grad()
 def test_one_captured_step_per_stage_and_bucket_serves_every_unit() -> None:
-    """The sampler's order (unit by unit, stages 0-2): through StepGraphs with the persistent caches, 3
-    captures for 6 units while the context fits one bucket (18 without fixed shapes), and every replayed
-    step equals the plain cached step: a cache that was not refilled (a stale frame index, old keys) fails."""
+    """Through StepGraphs with the persistent caches: 3 captures for 6 units while the context fits one
+    bucket (18 without fixed shapes), and every replayed step equals the plain cached step: a cache that
+    was not refilled (a stale frame index, old keys) fails."""
     plain, fixed = nets("mmdim", bucket=4096)
     assert fixed._fixed is not None
     graphs = StepGraphs(fixed._forward_cached, warmup=1, reuse_warmup=True, keep=8)
     fixed._fixed.on_drop = graphs.drop
-    tx, worst = text(), 0.0
-    for unit in range(6):
-        hist = [torch.randn(2, 8, 8, 8) for _ in range(unit)]
-        for size in (8, 16, 32):
-            c_plain = plain.prepare_context(text=tx, history=hist, full_hw=FULL_HW)
-            c_fixed = fixed.prepare_context(text=tx, history=hist, full_hw=FULL_HW)
-            for step in range(2):
-                x, t = torch.randn(2, 8, size, size), torch.full((2,), 700.0 - 100 * step)
-                static = fixed._fixed.load(c_fixed, size * size // 4)
-                worst = max(worst, rel(graphs.run(x, t, static), plain(x, t, cache=c_plain)))
+    worst = 0.0
+    for x, t, c_plain, c_fixed in sampler_order(plain, fixed, units=6):
+        static = fixed._fixed.load(c_fixed, x.shape[-1] * x.shape[-2] // 4)
+        worst = max(worst, rel(graphs.run(x, t, static), plain(x, t, cache=c_plain)))
     assert graphs.captures == 3
     assert worst < 1e-5
 
