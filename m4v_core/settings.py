@@ -229,9 +229,14 @@ class ModelSettings(_M4V):
     graph_fixed_shapes: bool = Field(
         False,
         description="cached-step caches padded to fixed shapes: one CUDA graph per (stage, context bucket), "
-        "replayed across units instead of captured per (unit, stage); not yet measured on a GPU",
+        "replayed across units instead of captured per (unit, stage); sdpa_mask only; "
+        "not yet measured on a GPU",
     )
-    graph_context_bucket: int = Field(1024, ge=1, description="context capacity step, tokens (fixed shapes)")
+    graph_context_bucket: int = Field(
+        1024,
+        ge=1,
+        description="context capacity step in tokens for fixed shapes (larger: fewer captures, more padding)",
+    )
 
 
 class WorkerSettings(CommonSettings, ModelSettings):
