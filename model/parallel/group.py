@@ -49,6 +49,10 @@ def _rank_main(rank: int, fn: Callable[..., None], world: int, backend: str, por
     init_rank(backend, rank, world, port)
     try:
         fn(rank, world, *args)
+        # every rank past its last collective before any tears the group down: a rank that destroyed the
+        # group while a peer still read its last all_gather aborted that peer in CI ("terminate called
+        # without an active exception", SIGABRT). Not after a failure: the peers may never reach it.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
