@@ -279,7 +279,7 @@ class ContextAttention:
         if n not in self.block_masks:
             from torch.nn.attention.flex_attention import create_block_mask
 
-            key_ok = torch.cat([self.key_mask, self.key_mask.new_ones(b, n)], dim=1)  # (B, Lc+n)
+            key_ok = self._mask(n)[:, 0, 0]  # (B, Lc+n)
 
             def mask_mod(bi: Tensor, h: Tensor, qi: Tensor, ki: Tensor) -> Tensor:
                 return key_ok[bi, ki]
