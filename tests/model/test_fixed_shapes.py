@@ -38,6 +38,15 @@ def nets(single_block: str, bucket: int) -> tuple[M4VNetwork, M4VNetwork]:
     return plain, fixed
 
 
+def graphed(single_block: str, bucket: int, keep: int = 8) -> tuple[M4VNetwork, M4VNetwork, StepGraphs]:
+    """nets() and a StepGraphs over the fixed-shape network's step that forgets a graph with its cache."""
+    plain, fixed = nets(single_block, bucket)
+    assert fixed._fixed is not None
+    graphs = StepGraphs(fixed._forward_cached, warmup=1, reuse_warmup=True, keep=keep)
+    fixed._fixed.on_drop = graphs.drop
+    return plain, fixed, graphs
+
+
 def text() -> TextEmbeddings:
     mask = torch.ones(2, 9, dtype=torch.bool)
     mask[1, 4:] = False  # the empty prompt's padding must stay masked in the padded buffers too
@@ -83,10 +92,8 @@ def test_one_captured_step_per_stage_and_bucket_serves_every_unit() -> None:
     """Through StepGraphs with the persistent caches: 3 captures for 6 units while the context fits one
     bucket (18 without fixed shapes), and every replayed step equals the plain cached step: a cache that
     was not refilled (a stale frame index, old keys) fails."""
-    plain, fixed = nets("mmdim", bucket=4096)
+    plain, fixed, graphs = graphed("mmdim", bucket=4096)
     assert fixed._fixed is not None
-    graphs = StepGraphs(fixed._forward_cached, warmup=1, reuse_warmup=True, keep=8)
-    fixed._fixed.on_drop = graphs.drop
     worst = 0.0
     for x, t, c_plain, c_fixed in sampler_order(plain, fixed, units=6):
         static = fixed._fixed.load(c_fixed, x.shape[-1] * x.shape[-2] // 4)
@@ -97,10 +104,8 @@ def test_one_captured_step_per_stage_and_bucket_serves_every_unit() -> None:
 
 @torch.no_grad()
 def test_a_context_past_its_bucket_gets_a_new_capture_and_the_old_graph_is_dropped() -> None:
-    _, fixed = nets("mmdim", bucket=16)
+    _, fixed, graphs = graphed("mmdim", bucket=16)
     assert fixed._fixed is not None
-    graphs = StepGraphs(fixed._forward_cached, warmup=1, reuse_warmup=True, keep=8)
-    fixed._fixed.on_drop = graphs.drop
     tx = text()
     for unit in range(4):  # 9 text tokens + 16 per history frame: 9, 25, 41, 57 -> buckets 16, 32, 48, 64
         hist = [torch.randn(2, 8, 8, 8) for _ in range(unit)]
@@ -114,10 +119,8 @@ def test_a_context_past_its_bucket_gets_a_new_capture_and_the_old_graph_is_dropp
 def test_persistent_caches_of_other_sizes_are_bounded_and_take_their_graphs_along() -> None:
     from model.fixed_shapes import MAX_STATICS
 
-    _, fixed = nets("mmdim", bucket=64)
+    _, fixed, graphs = graphed("mmdim", bucket=64, keep=16)
     assert fixed._fixed is not None
-    graphs = StepGraphs(fixed._forward_cached, warmup=1, reuse_warmup=True, keep=16)
-    fixed._fixed.on_drop = graphs.drop
     cache = fixed.prepare_context(text=text(), history=[], full_hw=(32, 64))
     for i in range(MAX_STATICS + 2):  # current frames of MAX_STATICS + 2 sizes (other resolutions)
         w = 8 + 2 * i
