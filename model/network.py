@@ -175,9 +175,10 @@ class M4VNetwork(nn.Module):
     ) -> Tensor:
         """x (B, C, h, w), t (B,) = sigma*1000 -> velocity (B, C, h, w). Either text+full_hw or cache."""
         if cache is not None:
+            tokens = self._plan_tokens([x])[0]
             if self._fixed is not None:  # the persistent padded cache this one fits
-                cache = self._fixed.load(cache, self._plan_tokens([x])[0])
-            if self.runtime.cuda_graphs and x.device.type == "cuda":
+                cache = self._fixed.load(cache, tokens)
+            if self._graphed(x, tokens):
                 return self._graphs.run(x, t, cache)
             return self._forward_cached(x, t, cache)
         vid, cond = self._uncached(x, t, text, history, full_hw)
@@ -227,6 +228,12 @@ class M4VNetwork(nn.Module):
         )
 
     # ---- internals --------------------------------------------------------------------------------------
+
+    def _graphed(self, x: Tensor, tokens: int) -> bool:
+        """Whether this cached step runs as a CUDA graph (RuntimeOptions.cuda_graphs, graph_max_tokens)."""
+        rt = self.runtime
+        small = rt.graph_max_tokens is None or tokens <= rt.graph_max_tokens
+        return rt.cuda_graphs and x.device.type == "cuda" and small
 
     def _uncached(
         self,

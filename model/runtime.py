@@ -34,6 +34,10 @@ class RuntimeOptions:
     # on a GPU yet, so off
     graph_fixed_shapes: bool = False
     graph_context_bucket: int = 1024  # context capacity step in tokens (fixed shapes)
+    # graphs only for cached steps of at most this many current-frame tokens (None: every step). A large
+    # step is GPU-bound, so its capture (a warm-up, the recording, the instantiation) may cost more than
+    # its replays save; not measured on a GPU yet, so None
+    graph_max_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.attention_backend not in get_args(AttentionBackend):
@@ -51,6 +55,8 @@ class RuntimeOptions:
                 f"graph_fixed_shapes needs attention_backend 'sdpa_mask' (padded keys are masked), "
                 f"not {self.attention_backend!r}"
             )
+        if self.graph_max_tokens is not None and self.graph_max_tokens < 1:
+            raise ValueError(f"graph_max_tokens {self.graph_max_tokens} must be >= 1")
         if self.graph_context_bucket < 1:
             raise ValueError(f"graph_context_bucket {self.graph_context_bucket} must be >= 1")
         if self.cudnn_benchmark and self.cuda_graphs and self.overlap_decode:
@@ -67,6 +73,7 @@ class RuntimeOptions:
         parts += ["graphs"] if self.cuda_graphs else []
         parts += ["lean"] if self.cuda_graphs and self.graph_lean_capture else []
         parts += [f"fixed{self.graph_context_bucket}"] if self.graph_fixed_shapes else []
+        parts += [f"max{self.graph_max_tokens}"] if self.cuda_graphs and self.graph_max_tokens else []
         parts += [f"tiles{self.vae_tile_batch}"] if self.vae_tile_batch > 1 else []
         parts += [f"tile{self.vae_tile_px}px"] if self.vae_tile_px is not None else []
         parts += ["overlap"] if self.overlap_decode else []
