@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from model.vae_geometry import decoder_upsampling, tile_sizes
+
 if TYPE_CHECKING:
     from model.config import TextConfig, VAEConfig
 
@@ -34,7 +36,7 @@ def _decoder_flops(vae: VAEConfig, h: int, w: int, latent_frames: int) -> float:
         total += _conv3d(vae.latent_channels, vae.latent_channels, 1, pixels, frames(m))
         total += frames(m) * (2.0 * 4 * pixels * chs[0] ** 2 + 2.0 * 2 * pixels**2 * chs[0])
     prev = chs[0]
-    for ch, (spatial, temporal) in zip(chs, _decoder_upsampling(vae), strict=True):
+    for ch, (spatial, temporal) in zip(chs, decoder_upsampling(vae), strict=True):
         for j in range(g_layers):
             c_in = prev if j == 0 else ch
             total += _conv3d(c_in, ch, 3, pixels, frames(m)) + _conv3d(ch, ch, 3, pixels, frames(m))
@@ -54,18 +56,6 @@ def _decoder_flops(vae: VAEConfig, h: int, w: int, latent_frames: int) -> float:
     return total + _conv3d(prev, vae.in_channels, 3, pixels, frames(m))
 
 
-def _decoder_upsampling(vae: VAEConfig) -> list[tuple[bool, bool]]:
-    """Same rule as model.vae.decoder_upsampling (repeated here: this module must not import torch)."""
-    flags = list(zip(vae.spatial_down, vae.temporal_down, strict=True))
-    return [*reversed(flags[:-1]), flags[-1]]
-
-
-def _tile_starts(size: int, tile: int, stride: int) -> list[int]:
-    if size <= tile:
-        return [0]
-    return [*range(0, size - tile, stride), size - tile]
-
-
 def vae_decode_flops(
     vae: VAEConfig, *, latent_h: int, latent_w: int, latent_frames: int, tiled: bool = True
 ) -> float:
@@ -73,13 +63,7 @@ def vae_decode_flops(
     whole (tile overlap is recomputed: 28 tiles of 32x32 latents at 768x1280, 1.87x the frame area)."""
     if not tiled:
         return _decoder_flops(vae, latent_h, latent_w, latent_frames)
-    tile = max(1, vae.tile_px // vae.spatial_factor)
-    stride = max(1, tile - int(tile * vae.tile_overlap))
-    total = 0.0
-    for y in _tile_starts(latent_h, tile, stride):
-        for x in _tile_starts(latent_w, tile, stride):
-            total += _decoder_flops(vae, min(tile, latent_h - y), min(tile, latent_w - x), latent_frames)
-    return total
+    return sum(_decoder_flops(vae, th, tw, latent_frames) for th, tw in tile_sizes(vae, latent_h, latent_w))
 
 
 # Linear-layer weights applied per token (non-embedding), per prompt: T5-XXL encoder (24 layers, d 4096,

@@ -1,26 +1,36 @@
 """Analytic peak GPU memory of one request, for admission control. Pure Python: no torch.
 
 peak = weights (network + VAE + text encoders, at the serving dtype)
-     + the context cache of the largest (unit, stage): K and V of every block for text + history tokens
+     + the context cache of the largest (unit, stage): K and V of every attention block for text + history
+       tokens (an MM-DiM block keeps only its scan state), CONTEXT_CACHES_ALIVE copies of it
      + the working set of one step at that (unit, stage): the full sequence when uncached, the current frame
        when cached, ACTIVATION_WIDTHS hidden vectors per token (residual, QKV, attention out, MLP hidden)
-     + the VAE's streaming decode of one tile (the decoder's widest feature map, a few live copies)
+     + the VAE's streaming decode: the working set of one tile (the decoder's widest feature map, a few live
+       copies) and what every tile's causal convs keep between latent frames (model/vae_geometry.py; 15.5
+       GiB at 768x1280 in 256 px tiles, 8.3 GiB in one tile)
      + CUDA context / allocator slack (a constant).
 The model is deliberately coarse and on the safe side (it counts the cache and the step working set as
 if they were alive at once); tests pin the parameter counts against the real modules, and the serving
-path only needs to separate "fits on an 80 GB card" from "does not".
+path only needs to separate "fits on an 80 GB card" from "does not". tests/model/test_memory.py holds it above
+every peak measured on an H100 (bench/results/*-e2e.jsonl).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from model.config import ModelConfig, NetworkConfig, TextConfig, VAEConfig
 from model.flops import token_layout
+from model.vae_geometry import decoder_upsampling, stream_cache_elements
 
-CUDA_OVERHEAD_BYTES = 1 << 30  # CUDA context, cuBLAS workspaces, allocator fragmentation
+CUDA_OVERHEAD_BYTES = 2 << 30  # CUDA context, cuBLAS/cuDNN workspaces, graph pools, allocator fragmentation
 ACTIVATION_WIDTHS = 12  # hidden vectors alive per token in a block: x, norm, q, k, v, attn, 4x MLP, modulated
-VAE_LIVE_COPIES = 4  # conv input, output, norm and the residual of the widest decoder block
+VAE_LIVE_COPIES = 5  # conv input, output, norm (fp32: two) and the residual of the widest decoder block
+# the cache of the (unit, stage) being stepped and its [context | current] key buffer (sdpa_mask), and the
+# same two of the previous (unit, stage), which its captured graph holds until the next capture
+CONTEXT_CACHES_ALIVE = 4
+SCAN_STATE_BYTES = 4  # Mamba2 states are fp32
 TEXT_ENCODER_PARAMS = {"t5_clip": 4_762_310_656 + 123_060_480, "minilm": 22_713_216}  # T5-XXL enc + CLIP-L
 
 
@@ -30,11 +40,13 @@ class MemoryEstimate:
     context_cache: int
     activations: int
     vae_decode: int
+    vae_stream_cache: int
     overhead: int
 
     @property
     def total(self) -> int:
-        return self.weights + self.context_cache + self.activations + self.vae_decode + self.overhead
+        parts = (self.context_cache, self.activations, self.vae_decode, self.vae_stream_cache, self.overhead)
+        return self.weights + sum(parts)
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -42,6 +54,7 @@ class MemoryEstimate:
             "context_cache": self.context_cache,
             "activations": self.activations,
             "vae_decode": self.vae_decode,
+            "vae_stream_cache": self.vae_stream_cache,
             "overhead": self.overhead,
             "total": self.total,
         }
@@ -72,8 +85,7 @@ def vae_decoder_params(vae: VAEConfig) -> int:
     chans = vae.decoder_channels
     total = 27 * vae.latent_channels * chans[0] + 27 * chans[-1] * vae.in_channels + 4 * 27 * chans[0] ** 2
     ups = sum(s or t for s, t in zip(vae.spatial_down, vae.temporal_down, strict=True))
-    pairs = list(zip(vae.spatial_down, vae.temporal_down, strict=True))
-    flags = [*reversed(pairs[:-1]), pairs[-1]]  # the decoder's up-sampling (model.vae.decoder_upsampling)
+    flags = decoder_upsampling(vae)
     prev = chans[0]
     for i, c in enumerate(chans):
         total += 27 * (prev * c + c * c * (2 * vae.decoder_layers - 1))
@@ -100,8 +112,10 @@ def estimate_peak_memory(
     dtype_bytes: int = 2,
     cfg_batch: int = 2,
     cached: bool = True,
+    vae_tile_px: int | None = None,
 ) -> MemoryEstimate:
-    """Peak device memory (bytes) of one request on a worker serving `cfg` at `dtype_bytes` per element."""
+    """Peak device memory (bytes) of one request on a worker serving `cfg` at `dtype_bytes` per element;
+    vae_tile_px: the worker's decode tile size (RuntimeOptions.vae_tile_px; None: the VAE's own)."""
     net = cfg.network
     weights = (
         network_params(net, cfg.vae.latent_channels, cfg.text.token_dim, cfg.text.pooled_dim)
@@ -111,11 +125,19 @@ def estimate_peak_memory(
     last_unit = cfg.latent_frames(num_frames) - 1
     top = cfg.sampler.num_stages - 1
     layout = token_layout(cfg, width=width, height=height, unit=last_unit, stage=top)
-    blocks = net.num_dual_blocks + net.num_single_blocks
+    mmdim = net.single_block == "mmdim"
+    attention_blocks = net.num_dual_blocks + (0 if mmdim else net.num_single_blocks)
     context_tokens = layout.text + layout.context_video
-    cache = 2 * cfg_batch * context_tokens * net.width * blocks * dtype_bytes if cached else 0
+    kv = 2 * cfg_batch * context_tokens * net.width * attention_blocks * dtype_bytes
+    m = net.mamba
+    state = cfg_batch * m.nheads(net.width) * m.headdim * m.d_state * SCAN_STATE_BYTES
+    scan = net.num_single_blocks * state if mmdim else 0
+    cache = CONTEXT_CACHES_ALIVE * (kv + scan) if cached else 0
     step_tokens = layout.current if cached else layout.text + layout.video
     acts = cfg_batch * step_tokens * net.width * ACTIVATION_WIDTHS * dtype_bytes
-    tile = min(cfg.vae.tile_px, width) * min(cfg.vae.tile_px, height)
-    vae = tile * max(cfg.vae.decoder_channels) * cfg.vae.temporal_factor * VAE_LIVE_COPIES * dtype_bytes
-    return MemoryEstimate(weights, cache, acts, vae, CUDA_OVERHEAD_BYTES)
+    vcfg = cfg.vae if vae_tile_px is None else dataclasses.replace(cfg.vae, tile_px=vae_tile_px)
+    tile = min(vcfg.tile_px, width) * min(vcfg.tile_px, height)
+    vae = tile * max(vcfg.decoder_channels) * vcfg.temporal_factor * VAE_LIVE_COPIES * dtype_bytes
+    sf = vcfg.spatial_factor
+    stream = stream_cache_elements(vcfg, height // sf, width // sf) * dtype_bytes
+    return MemoryEstimate(weights, cache, acts, vae, stream, CUDA_OVERHEAD_BYTES)

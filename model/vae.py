@@ -25,6 +25,7 @@ from model.vae_blocks import (
     Stage,
     Upsample,
 )
+from model.vae_geometry import decoder_upsampling, tile_starts
 
 Device = torch.device | str | None
 
@@ -57,13 +58,6 @@ class Encoder(nn.Module):
             x = stage(x)
         x = self.mid(x)
         return self.conv_out(nn.functional.silu(self.norm_out(x)))
-
-
-def decoder_upsampling(cfg: VAEConfig) -> list[tuple[bool, bool]]:
-    """(spatial, temporal) up-sampling after each decoder block, mirroring the encoder: decoder block i
-    undoes encoder block n-2-i, so the last decoder block runs at full resolution (as in SD/PyramidFlow)."""
-    flags = list(zip(cfg.spatial_down, cfg.temporal_down, strict=True))
-    return [*reversed(flags[:-1]), flags[-1]]
 
 
 class Decoder(nn.Module):
@@ -165,14 +159,6 @@ class CausalVAE(nn.Module):
 
     def stream_decoder(self, tile_px: int | None = None) -> StreamingDecoder:
         return StreamingDecoder(self, tile_px)
-
-
-def tile_starts(size: int, tile: int, stride: int) -> list[int]:
-    """Start offsets of tiles of length `tile` covering [0, size); the last one is aligned to the end."""
-    if size <= tile:
-        return [0]
-    starts = list(range(0, size - tile, stride))
-    return [*starts, size - tile]
 
 
 def blend_ramp(length: int, ramp: int, left: bool, right: bool, device: torch.device) -> torch.Tensor:
