@@ -35,6 +35,7 @@ class Heartbeat(BaseModel):
     flops_per_s: float | None = None  # measured throughput (worker/eta.py), for fleet ETAs
     device_memory_bytes: int | None = None  # total device memory, for admission (None on CPU)
     gpu_count: int = 0  # GPUs one job runs on (0 on CPU, 2 for a CFG pair); admission and ETAs key on it
+    vae_tile_px: int | None = None  # the worker's decode tile size (M4V_VAE_TILE_PX; None: the VAE's own)
     weights: str | None = None  # checkpoint path the model was loaded from, or "random"
     weights_sha256: str | None = None  # None with random weights
     random_weights: bool = False  # serving random weights, all or part (M4V_ALLOW_RANDOM_WEIGHTS)

@@ -205,6 +205,7 @@ class FleetWorker:
     flops_per_s: float | None
     device_memory_bytes: int | None
     gpu_count: int = 0  # GPUs one job of this worker runs on (0 on CPU)
+    vae_tile_px: int | None = None  # its decode tile size (None: the VAE's own)
 
 
 def fleet(r: redis.Redis, prefix: str) -> list[FleetWorker]:
@@ -218,6 +219,7 @@ def fleet(r: redis.Redis, prefix: str) -> list[FleetWorker]:
             flops_per_s=hb.flops_per_s,
             device_memory_bytes=hb.device_memory_bytes,
             gpu_count=hb.gpu_count,
+            vae_tile_px=hb.vae_tile_px,
         )
         for hb in live_heartbeats(r, Keys(prefix))
     ]

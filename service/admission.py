@@ -46,16 +46,26 @@ class Admission:
 
 
 @functools.lru_cache(maxsize=256)
-def _peak_memory(cfg: ModelConfig, width: int, height: int, frames: int, cfg_batch: int) -> int:
+def _peak_memory(
+    cfg: ModelConfig, width: int, height: int, frames: int, cfg_batch: int, tile_px: int | None
+) -> int:
     return estimate_peak_memory(
-        cfg, width=width, height=height, num_frames=frames, dtype_bytes=GPU_DTYPE_BYTES, cfg_batch=cfg_batch
+        cfg,
+        width=width,
+        height=height,
+        num_frames=frames,
+        dtype_bytes=GPU_DTYPE_BYTES,
+        cfg_batch=cfg_batch,
+        vae_tile_px=tile_px,
     ).total
 
 
-def gpu_peak(cfg: ModelConfig, spec: JobSpec, gpu_count: int) -> int:
+def gpu_peak(cfg: ModelConfig, spec: JobSpec, gpu_count: int, vae_tile_px: int | None = None) -> int:
     """Estimated peak memory of each GPU of a worker whose jobs run on gpu_count GPUs: 2 or more split the
-    CFG batch (M4V_PARALLEL=cfg), one half per GPU."""
-    return _peak_memory(cfg, spec.width, spec.height, spec.num_frames, 1 if gpu_count >= 2 else 2)
+    CFG batch (M4V_PARALLEL=cfg), one half per GPU. vae_tile_px: the worker's decode tile size (its
+    heartbeat), which sets the decoder's working set and streaming caches."""
+    cfg_batch = 1 if gpu_count >= 2 else 2
+    return _peak_memory(cfg, spec.width, spec.height, spec.num_frames, cfg_batch, vae_tile_px)
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,10 @@ def best_gpu_fit(state: ServiceState, cfg: ModelConfig, spec: JobSpec) -> GpuFit
     if not workers:
         limit = state.settings.admission_gpu_memory_bytes
         return GpuFit(gpu_peak(cfg, spec, 1), limit, "M4V_ADMISSION_GPU_MEMORY_BYTES", 1)
-    fits = [(w.device_memory_bytes or 0, gpu_peak(cfg, spec, w.gpu_count), w.gpu_count) for w in workers]
+    fits = [
+        (w.device_memory_bytes or 0, gpu_peak(cfg, spec, w.gpu_count, w.vae_tile_px), w.gpu_count)
+        for w in workers
+    ]
     limit, estimate, gpus = max(fits, key=lambda fit: fit[0] - fit[1])
     source = "the largest worker GPU" if gpus < 2 else f"each GPU of the roomiest {gpus}-GPU worker"
     return GpuFit(estimate, limit, source, max(gpus, 1))

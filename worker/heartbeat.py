@@ -33,6 +33,7 @@ class WorkerState:
     flops_per_s: float | None = None  # measured throughput (worker/eta.py), for fleet ETAs
     device_memory_bytes: int | None = None  # total device memory, for admission (None on CPU)
     gpu_count: int = 0  # GPUs one job runs on (0 on CPU, 2 for a CFG pair; worker/capacity.py)
+    vae_tile_px: int | None = None  # decode tile size (M4V_VAE_TILE_PX), for admission's memory estimate
     weights: str | None = None  # checkpoint path the model was loaded from, or "random"
     weights_sha256: str | None = None  # None with random weights
 
@@ -52,6 +53,7 @@ class WorkerState:
             flops_per_s=self.flops_per_s,
             device_memory_bytes=self.device_memory_bytes,
             gpu_count=self.gpu_count,
+            vae_tile_px=self.vae_tile_px,
             weights=self.weights,
             weights_sha256=self.weights_sha256,
             random_weights=self.random_weights,

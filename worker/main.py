@@ -125,6 +125,7 @@ def build_worker(
     state = WorkerState(name=name, preset=settings.preset, device=device, loaded_at=datetime.now(UTC))
     state.device_memory_bytes = device_memory_bytes(device)
     state.gpu_count = gpu_count(device, settings.parallel)
+    state.vae_tile_px = settings.vae_tile_px
     state.weights = getattr(pipeline, "weights_source", None)
     state.weights_sha256 = getattr(pipeline, "weights_sha256", None)
     store = JobStore(

@@ -117,3 +117,22 @@ def test_queue_flops_metric_sums_the_queued_estimates(client: TestClient, store:
     assert float(line.split()[1]) == pytest.approx(tiny_flops(9) + tiny_flops(17), rel=1e-6)
     ids = [i.decode() for i in store.r.lrange(Keys(store.keys.prefix).rq_queue("low"), 0, -1)]
     assert job_flops(store.r, store.keys.prefix, ids) == [pytest.approx(tiny_flops(17))]
+
+
+def test_the_memory_estimate_follows_the_decode_tile_size_a_worker_publishes(
+    client: TestClient, store: JobStore
+) -> None:
+    """The decode tile size (M4V_VAE_TILE_PX, in the worker's heartbeat) sets the decoder's working set and
+    streaming caches: a card between the two estimates holds the request on a worker that decodes the tiny
+    preset's 128 px frames in 32 px tiles, not on one that decodes them whole (the VAE's own tiles)."""
+    whole = tiny_peak(33)
+    tiled = estimate_peak_memory(TINY, width=128, height=128, num_frames=33, vae_tile_px=32).total
+    assert tiled < whole
+    card = (tiled + whole) // 2
+    publish_worker(store, "w", device_memory_bytes=card, vae_tile_px=32)
+    assert client.post("/generate", json={"prompt": "x", "num_frames": 33}).status_code == 202
+    publish_worker(store, "w", device_memory_bytes=card)
+    err = assert_error_shape(
+        client.post("/generate", json={"prompt": "x", "num_frames": 33}), 413, "exceeds_gpu_memory"
+    )
+    assert err["details"]["estimate"] == whole
