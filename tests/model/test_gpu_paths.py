@@ -143,7 +143,7 @@ class _RandomText:
         return TextEmbeddings(self.tokens[idx], self.mask[idx], self.pooled[idx])
 
 
-def _train(graph: bool, steps: int) -> tuple[list[float], M4VNetwork]:
+def _train(graph: bool, steps: int) -> tuple[list[float], M4VNetwork, dict[str, torch.Tensor]]:
     from model.train.flow_loss import NetTrainConfig
     from model.train.train_step import TrainStep, step_generator
 
@@ -158,16 +158,19 @@ def _train(graph: bool, steps: int) -> tuple[list[float], M4VNetwork]:
     while len(losses) < steps:
         out, taken = step()
         losses += [float("nan")] * (taken - 1) + [out["loss"].item()]
-    return losses, net
+    return losses, net, step.ema.shadow
 
 
 def test_cuda_graph_training_step_follows_the_eager_step() -> None:
-    """The whole step (batch draw, loss, backward, clip, AdamW with a warming-up learning rate, EMA) as one
-    replayed graph gives the eager step's losses and weights: same random draws, same updates."""
-    eager_losses, eager = _train(False, 6)
-    graph_losses, graphed = _train(True, 6)
+    """The whole step (batch draw, loss, backward, clip, AdamW with a warming-up learning rate, EMA with a
+    warming-up decay) as one replayed graph gives the eager step's losses, weights and EMA: same random draws,
+    same updates."""
+    eager_losses, eager, eager_ema = _train(False, 6)
+    graph_losses, graphed, graph_ema = _train(True, 6)
     assert graph_losses[-1] == pytest.approx(eager_losses[-1], rel=2e-2)
     assert graph_losses[-2] == pytest.approx(eager_losses[-2], rel=2e-2)
     for (name, a), b in zip(eager.named_parameters(), graphed.parameters(), strict=True):
         torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-3, msg=name)
+    for name, a in eager_ema.items():  # the EMA's warm-up weight is a device tensor the replays read
+        torch.testing.assert_close(graph_ema[name], a, rtol=2e-2, atol=2e-3, msg=f"ema {name}")
     assert graph_losses[-1] != graph_losses[-2]  # replays draw new batches and noise
