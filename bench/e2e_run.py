@@ -52,7 +52,6 @@ def options(args: argparse.Namespace) -> RuntimeOptions:
         graph_fixed_shapes=args.fixed_shapes,
         graph_context_bucket=args.context_bucket,
         graph_max_tokens=args.graph_max_tokens,
-        stream_sync=args.stream_sync,
     )
 
 
@@ -150,7 +149,6 @@ def main() -> None:
     p.add_argument("--fixed-shapes", action="store_true", help="a graph per (stage, context bucket)")
     p.add_argument("--context-bucket", type=int, default=1024, help="context capacity step (fixed shapes)")
     p.add_argument("--graph-max-tokens", type=int, default=None, help="graphs only for steps this small")
-    p.add_argument("--stream-sync", action="store_true", help="sync the own stream, not the device")
     p.add_argument("--overlap", action="store_true")
     p.add_argument("--tiles", type=int, default=1)
     p.add_argument("--tile-px", type=int, default=None, help="VAE decode tile size (default: the VAE's)")

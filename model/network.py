@@ -104,10 +104,7 @@ class M4VNetwork(nn.Module):
         fixed = self.runtime.graph_fixed_shapes
         # fixed shapes: one graph per stage, replayed over the units until the context outgrows its bucket
         keep = 8 if fixed else 1
-        quick = self.runtime.stream_sync  # no device-wide sync or cache flush per capture
-        self._graphs = StepGraphs(
-            self._forward_cached, warmup=1 if lean else 2, reuse_warmup=lean, keep=keep, quick=quick
-        )
+        self._graphs = StepGraphs(self._forward_cached, warmup=1 if lean else 2, reuse_warmup=lean, keep=keep)
         bucket = self.runtime.graph_context_bucket
         self._fixed = FixedShapeCaches(bucket, self._graphs.drop) if fixed else None
         if self.runtime.compile:

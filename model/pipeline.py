@@ -265,7 +265,6 @@ class VideoPipeline:
             use_cache=self.use_cache,
             on_latent=sink,
             on_step=on_progress,
-            stream_sync=self.runtime.stream_sync,
         )
 
     def _flops(self, req: GenerationRequest) -> dict[str, float]:

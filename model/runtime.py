@@ -38,10 +38,6 @@ class RuntimeOptions:
     # step is GPU-bound, so its capture (a warm-up, the recording, the instantiation) may cost more than
     # its replays save; not measured on a GPU yet, so None
     graph_max_tokens: int | None = None
-    # wait on the sampler's own CUDA stream, never the whole device (which also waits for an overlapped
-    # decode): after each step, and at each graph capture (StepGraphs quick: no torch.cuda.graph, whose
-    # entry synchronises the device and flushes the allocator's cache); not measured on a GPU yet, so off
-    stream_sync: bool = False
 
     def __post_init__(self) -> None:
         if self.attention_backend not in get_args(AttentionBackend):
@@ -78,7 +74,6 @@ class RuntimeOptions:
         parts += ["lean"] if self.cuda_graphs and self.graph_lean_capture else []
         parts += [f"fixed{self.graph_context_bucket}"] if self.graph_fixed_shapes else []
         parts += [f"max{self.graph_max_tokens}"] if self.cuda_graphs and self.graph_max_tokens else []
-        parts += ["stream-sync"] if self.stream_sync else []
         parts += [f"tiles{self.vae_tile_batch}"] if self.vae_tile_batch > 1 else []
         parts += [f"tile{self.vae_tile_px}px"] if self.vae_tile_px is not None else []
         parts += ["overlap"] if self.overlap_decode else []

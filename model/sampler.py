@@ -102,14 +102,11 @@ def sample_video(
     use_cache: bool = True,
     on_step: StepCallback | None = None,
     on_latent: LatentCallback | None = None,
-    stream_sync: bool = False,
 ) -> torch.Tensor:
     """Generate clean latents (B, C, T, h, w) (float32). ``text`` holds 2B rows: B cond, then B uncond.
 
     on_step runs after every step and may raise to cancel (the exception propagates); on_latent receives
-    each finished full-resolution latent frame (B, C, 1, h, w) as soon as its unit is done. stream_sync
-    (RuntimeOptions.stream_sync): a CUDA step waits for its own stream only, not for the whole device (where
-    an overlapped decode runs on a stream of its own).
+    each finished full-resolution latent frame (B, C, 1, h, w) as soon as its unit is done.
     """
     sp = cfg.sampler
     stages = build_stages(sp.num_stages, sp.renoise_gamma)
@@ -134,7 +131,7 @@ def sample_video(
                 x = renoise(x, stage.renoise, sp.renoise_gamma, generator)
             history = _history(pyramids, unit, stage.index)
             ctx = _Context(net, text, history, full_hw, cached)
-            x = _run_stage(ctx, x, stage, plan, cfg, dtype, progress, unit, on_step, stream_sync)
+            x = _run_stage(ctx, x, stage, plan, cfg, dtype, progress, unit, on_step)
         frames.append(x)
         pyramids.append(_frame_pyramid(torch.cat([x, x]).to(dtype), sp.num_stages))
         if on_latent is not None:
@@ -152,7 +149,6 @@ def _run_stage(
     progress: _Progress,
     unit: int,
     on_step: StepCallback | None,
-    stream_sync: bool = False,
 ) -> torch.Tensor:
     steps = plan.steps[stage.index]
     sched = stage_steps(cfg, stage, steps)
@@ -163,11 +159,8 @@ def _run_stage(
         v_cond, v_uncond = out.chunk(2)
         v = v_uncond + plan.guidance * (v_cond - v_uncond)
         x = euler_step(x, v, sched.levels[i], sched.levels[i + 1])
-        if x.device.type == "cuda":  # honest step time, and a cancel lands between real steps
-            if stream_sync:  # this step's own work only; an overlapped decode goes on
-                torch.cuda.current_stream(x.device).synchronize()
-            else:
-                torch.cuda.synchronize(x.device)
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)  # honest step time, and a cancel lands between real steps
         progress.steps_done += 1
         if on_step is not None:
             on_step(_step_info(progress, unit, stage.index, i + 1, steps, time.perf_counter() - began))

@@ -8,12 +8,8 @@ beyond `keep` is dropped (keep=1: the previous one).
 Every capture allocates from ONE memory pool that this object keeps alive (a torch.cuda.MemPool): the pool
 of a dropped graph is reused by the next capture. (Reusing a bare pool id after its graph was freed while
 tensors of it were still alive trips the caching allocator's `use_count > 0` assert: the first GPU crash.)
-quick=True (RuntimeOptions.stream_sync) records with CUDAGraph.capture_begin/capture_end on a capture
-stream ordered after the current one, instead of `torch.cuda.graph`, whose entry synchronises the whole device
-(waiting for an overlapped VAE decode on its own stream) and empties the allocator's cache (every later
-allocation, the decode thread's too, goes back to cudaMalloc): once per (unit, stage), 48 times a 121-frame
-video. A capture that fails ends the capture, logs why, and the object falls back to eager steps for good,
-so one failure never leaves the CUDA RNG or allocator in capture state for the rest of the process.
+A capture that fails ends the capture, logs why, and the object falls back to eager steps for good, so one
+failure never leaves the CUDA RNG or allocator in capture state for the rest of the process.
 Replays return a clone of the static output, so callers may keep it.
 On a CPU there is nothing to capture: the same static-buffer logic runs eagerly (what the tests check).
 """
@@ -46,11 +42,8 @@ class _Entry:
 
 
 class StepGraphs:
-    def __init__(
-        self, step: Step, warmup: int = 2, reuse_warmup: bool = False, keep: int = 1, quick: bool = False
-    ) -> None:
+    def __init__(self, step: Step, warmup: int = 2, reuse_warmup: bool = False, keep: int = 1) -> None:
         self.step = step
-        self.quick = quick
         self.warmup = warmup
         # reuse_warmup (RuntimeOptions.graph_lean_capture): the last warm-up step's output is returned as the
         # step's result instead of replaying the fresh graph for it, one step fewer per (unit, stage)
@@ -119,7 +112,9 @@ class StepGraphs:
             self._pool = torch.cuda.MemPool()
         graph = torch.cuda.CUDAGraph()
         try:
-            out = self._record(graph, entry, cache)
+            # thread_local: the overlapped VAE decode goes on in its own thread and stream during capture
+            with torch.cuda.graph(graph, pool=self._pool.id, capture_error_mode="thread_local"):
+                out = self.step(entry.x, entry.t, cache)
         except Exception as e:  # noqa: BLE001 - any capture failure: fall back to eager, say why once
             self.failed = f"{type(e).__name__}: {e}"
             log.error("CUDA graph capture failed; cached steps run eagerly from now on: %s", self.failed)
@@ -128,21 +123,3 @@ class StepGraphs:
             return entry, None
         entry.out, entry.graph = out, graph
         return entry, first
-
-    def _record(self, graph: Any, entry: _Entry, cache: Any) -> Tensor:
-        """One capture of the step into `graph`; thread_local: the overlapped VAE decode goes on in its own
-        thread and stream meanwhile."""
-        if not self.quick:
-            with torch.cuda.graph(graph, pool=self._pool.id, capture_error_mode="thread_local"):
-                return self.step(entry.x, entry.t, cache)
-        main = torch.cuda.current_stream(entry.x.device)
-        stream = torch.cuda.Stream(entry.x.device)
-        stream.wait_stream(main)  # the inputs and the cache are ready on the capture stream
-        with torch.cuda.stream(stream):
-            graph.capture_begin(self._pool.id, capture_error_mode="thread_local")
-            try:
-                out = self.step(entry.x, entry.t, cache)
-            finally:
-                graph.capture_end()
-        main.wait_stream(stream)
-        return out

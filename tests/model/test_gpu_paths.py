@@ -31,19 +31,14 @@ def _tiny_net() -> M4VNetwork:
     return M4VNetwork(cfg, latent_channels=8, text_dim=384, pooled_dim=384, device="cuda")
 
 
-@pytest.mark.parametrize(
-    ("lean", "quick"),
-    [(False, False), (True, False), (True, True)],
-    ids=["two-warmups", "lean", "lean-quick"],
-)
-def test_step_graphs_recapture_across_many_caches_and_shapes_equals_eager(lean: bool, quick: bool) -> None:
-    """lean: one warm-up per capture, its output that step's result (RuntimeOptions.graph_lean_capture);
-    quick: recorded with capture_begin/end, no device sync or cache flush (stream_sync)."""
+@pytest.mark.parametrize("lean", [False, True], ids=["two-warmups", "lean-capture"])
+def test_step_graphs_recapture_across_many_caches_and_shapes_equals_eager(lean: bool) -> None:
+    """lean: one warm-up per capture, its output that step's result (RuntimeOptions.graph_lean_capture)."""
     net = _tiny_net()
     mask = torch.ones(2, 5, dtype=torch.bool, device="cuda")
     mask[1, 3:] = False
     text = TextEmbeddings(torch.randn(2, 5, 384, device="cuda"), mask, torch.randn(2, 384, device="cuda"))
-    graphs = StepGraphs(net._forward_cached, warmup=1 if lean else 2, reuse_warmup=lean, quick=quick)
+    graphs = StepGraphs(net._forward_cached, warmup=1 if lean else 2, reuse_warmup=lean)
     with torch.no_grad():
         for n_hist in range(1, 5):
             for size in (8, 16, 32):  # the three pyramid stages: a new shape every capture
@@ -58,18 +53,14 @@ def test_step_graphs_recapture_across_many_caches_and_shapes_equals_eager(lean: 
     assert graphs.captures == 12
 
 
-@pytest.mark.parametrize(
-    ("overlap", "quick"),
-    [(False, False), (True, False), (True, True)],
-    ids=["serial-decode", "overlapped-decode", "overlapped-quick-capture"],
-)
-def test_tiny_generation_with_cuda_graphs_equals_eager(overlap: bool, quick: bool) -> None:
+@pytest.mark.parametrize("overlap", [False, True], ids=["serial-decode", "overlapped-decode"])
+def test_tiny_generation_with_cuda_graphs_equals_eager(overlap: bool) -> None:
     videos = []
     for graphs in (False, True):
         torch.manual_seed(0)
         # overlapped: the decode thread runs while the sampler captures (a global-mode capture refused it);
         # stand-in text: the GPU machine has no MiniLM package
-        opts = RuntimeOptions(cuda_graphs=graphs, overlap_decode=overlap, stream_sync=quick)
+        opts = RuntimeOptions(cuda_graphs=graphs, overlap_decode=overlap)
         pipe = VideoPipeline.from_preset("tiny", device="cuda", runtime=opts, stand_in_text=True)
         req = GenerationRequest(
             prompt="a red circle moving right", width=128, height=128, num_frames=9, seed=3
