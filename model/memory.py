@@ -27,9 +27,10 @@ from model.vae_geometry import decoder_upsampling, stream_cache_elements
 CUDA_OVERHEAD_BYTES = 2 << 30  # CUDA context, cuBLAS/cuDNN workspaces, graph pools, allocator fragmentation
 ACTIVATION_WIDTHS = 12  # hidden vectors alive per token in a block: x, norm, q, k, v, attn, 4x MLP, modulated
 VAE_LIVE_COPIES = 5  # conv input, output, norm (fp32: two) and the residual of the widest decoder block
-# the cache of the (unit, stage) being stepped and its [context | current] key buffer (sdpa_mask), and the
-# same two of the previous (unit, stage), which its captured graph holds until the next capture
-CONTEXT_CACHES_ALIVE = 4
+# the cache of the (unit, stage) being stepped and its [context | current] key buffer (sdpa_mask), the same
+# two of the previous (unit, stage), which its captured graph holds until the next capture, and the next
+# context pass's own K/V: 6 bounds the attention baseline's H100 peak (41.2 GB, 121 frames, run 5)
+CONTEXT_CACHES_ALIVE = 6
 SCAN_STATE_BYTES = 4  # Mamba2 states are fp32
 TEXT_ENCODER_PARAMS = {"t5_clip": 4_762_310_656 + 123_060_480, "minilm": 22_713_216}  # T5-XXL enc + CLIP-L
 
