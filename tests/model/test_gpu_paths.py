@@ -88,6 +88,22 @@ def test_tiny_generation_with_fixed_shape_graphs_equals_eager_and_captures_per_b
     assert 3 <= captures[1] < 5 * 3  # 5 units x 3 stages would be one capture each
 
 
+def test_graphs_only_for_small_steps_give_the_eager_video_with_fewer_captures() -> None:
+    """RuntimeOptions.graph_max_tokens: the tiny preset's stages have 16, 64 and 256 current-frame tokens;
+    with a limit of 64 the top stage runs eagerly, so 5 units capture 2 graphs each, not 3."""
+    req = GenerationRequest(prompt="a red circle moving right", width=128, height=128, num_frames=17, seed=3)
+    videos, captures = [], []
+    for limit in (None, 64):
+        torch.manual_seed(0)
+        opts = RuntimeOptions(cuda_graphs=True, overlap_decode=True, graph_max_tokens=limit)
+        pipe = VideoPipeline.from_preset("tiny", device="cuda", runtime=opts, stand_in_text=True)
+        videos.append(pipe.generate(req).frames)
+        assert pipe.network._graphs.failed is None
+        captures.append(pipe.network._graphs.captures)
+    assert (videos[0].astype(int) - videos[1].astype(int)).__abs__().max() <= 1
+    assert captures == [15, 10]
+
+
 @pytest.mark.skipif(not ssm_kernels.triton_available(), reason="mamba-ssm Triton scan not importable")
 def test_triton_backend_forward_and_gradients_match_the_reference() -> None:
     cfg = MambaConfig(d_state=16, headdim=32, chunk_size=64)

@@ -191,3 +191,10 @@ def test_a_tile_size_override_decodes_as_a_vae_built_with_that_tile_size(tile_ba
 def test_a_tile_size_below_one_latent_pixel_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="vae_tile_px 4 must be >= 8"):
         RuntimeOptions(vae_tile_px=4)
+
+
+def test_graph_max_tokens_is_checked_and_named_in_the_label() -> None:
+    with pytest.raises(ValueError, match="graph_max_tokens 0"):
+        RuntimeOptions(cuda_graphs=True, graph_max_tokens=0)
+    assert RuntimeOptions(cuda_graphs=True, graph_max_tokens=1024).label() == "sdpa_mask+graphs+lean+max1024"
+    assert RuntimeOptions(graph_max_tokens=1024).label() == "sdpa_mask"  # no graphs, nothing to limit
