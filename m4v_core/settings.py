@@ -237,6 +237,12 @@ class ModelSettings(_M4V):
         ge=1,
         description="context capacity step in tokens for fixed shapes (larger: fewer captures, more padding)",
     )
+    graph_max_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="CUDA graphs only for cached steps of at most this many current-frame tokens "
+        "(768p stages: 240, 960, 3840); unset = every step; not yet measured on a GPU",
+    )
 
 
 class WorkerSettings(CommonSettings, ModelSettings):

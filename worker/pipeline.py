@@ -96,6 +96,7 @@ def runtime_options(
         vae_tile_px=settings.vae_tile_px,
         graph_fixed_shapes=settings.graph_fixed_shapes,
         graph_context_bucket=settings.graph_context_bucket,
+        graph_max_tokens=settings.graph_max_tokens,
     )
 
 

@@ -154,6 +154,8 @@ def test_worker_settings_turn_the_options_on(monkeypatch: pytest.MonkeyPatch) ->
     fixed = runtime_options(Settings(graph_fixed_shapes=True, graph_context_bucket=2048))
     assert (fixed.graph_fixed_shapes, fixed.graph_context_bucket) == (True, 2048)
     assert runtime_options(Settings()).graph_fixed_shapes is False  # off until measured on a GPU
+    assert runtime_options(Settings(graph_max_tokens=1024)).graph_max_tokens == 1024
+    assert runtime_options(Settings()).graph_max_tokens is None  # every step graphed until measured
     monkeypatch.setenv("M4V_ATTENTION_BACKEND", "sdpa_split")
     monkeypatch.setenv("M4V_COMPILE_BLOCKS", "true")
     monkeypatch.setenv("M4V_CUDA_GRAPHS", "true")
