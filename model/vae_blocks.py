@@ -71,16 +71,25 @@ class CausalConv3d(nn.Module):
 
 
 class FrameGroupNorm(nn.GroupNorm):
-    """GroupNorm over (C, H, W) of each frame: statistics over time would leak the future into the past."""
+    """GroupNorm over (C, H, W) of each frame: statistics over time would leak the future into the past.
+
+    Statistics in fp32 whatever the activation dtype [dtype policy: norms in fp32]. Without autograd
+    (decode) one frame at a time into a tensor of the input's dtype and layout: the fp32 copies then hold one
+    frame, not all T (8 after the last temporal up-sampling), and no (B*T, C, H, W) transposed copy is made.
+    The same per-frame GroupNorm either way (tests/model/test_vae.py compares them).
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        y = rearrange(x, "b c t h w -> (b t) c h w")  # (B*T, C, H, W)
-        # Statistics in fp32 whatever the activation dtype [dtype policy: norms in fp32].
         w = None if self.weight is None else self.weight.float()
         bias = None if self.bias is None else self.bias.float()
-        y = F.group_norm(y.float(), self.num_groups, w, bias, self.eps).to(x.dtype)
-        return rearrange(y, "(b t) c h w -> b c t h w", b=b)
+        if torch.is_grad_enabled() and x.requires_grad:  # training: one batched call, autograd-friendly
+            y = rearrange(x, "b c t h w -> (b t) c h w")  # (B*T, C, H, W)
+            y = F.group_norm(y.float(), self.num_groups, w, bias, self.eps).to(x.dtype)
+            return rearrange(y, "(b t) c h w -> b c t h w", b=x.shape[0])
+        out = torch.empty_like(x)
+        for t in range(x.shape[2]):  # the write casts back to x's dtype
+            out[:, :, t] = F.group_norm(x[:, :, t].float(), self.num_groups, w, bias, self.eps)
+        return out
 
 
 class ResNetBlock(nn.Module):
