@@ -12,11 +12,14 @@ flight while `{p}:job_flops` holds its remaining FLOPs: the API writes that entr
 queued cancel, the worker lowers it every step and drops it when the job ends, the reaper when it fails a
 lost job. The script drops the ids whose entry is gone, counts and sums the rest, and, if the new job fits,
 adds it to both (the job_flops entry too, so a concurrent check already counts it before the job is stored).
-Its cost is O(jobs the key has in flight), which the limit bounds.
+A reservation whose job record never appeared (the API died between reserving and storing) is dropped once
+it is RESERVATION_GRACE_S old: the inflight hash keeps each reservation's wall-clock time. Its cost is
+O(jobs the key has in flight), which the limit bounds.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from service.errors import RateLimitedError
@@ -24,12 +27,19 @@ from service.state import ServiceState
 
 DEFAULT_CAP_JOBS = 20  # default compute cap: FLOPs of this many default-sized jobs of the served preset
 RETRY_AFTER_S = 30
+RESERVATION_GRACE_S = 60  # a reservation without a job record is abandoned after this (submit takes ms)
 
 _RESERVE_LUA = """
 local ids = redis.call('HKEYS', KEYS[1])
 local jobs, flops = 0, 0
+local now, grace, job_prefix = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 for _, id in ipairs(ids) do
   local left = redis.call('HGET', KEYS[2], id)
+  local at = tonumber(redis.call('HGET', KEYS[1], id)) or 0
+  if left and at < now - grace and redis.call('EXISTS', job_prefix .. id) == 0 then
+    redis.call('HDEL', KEYS[2], id)  -- reserved, never stored: the API died in between
+    left = nil
+  end
   if left then
     jobs = jobs + 1
     flops = flops + tonumber(left)
@@ -45,7 +55,7 @@ elseif max_flops > 0 and jobs > 0 and flops + new > max_flops then
   over = 'flops'
 end
 if over == '' then
-  redis.call('HSET', KEYS[1], ARGV[1], 1)
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[6])
   redis.call('EXPIRE', KEYS[1], ARGV[5])
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
   redis.call('EXPIRE', KEYS[2], ARGV[5])
@@ -80,6 +90,9 @@ def reserve(state: ServiceState, limits: KeyLimits, owner: str | None, job_id: s
         limits.max_jobs,
         repr(float(limits.max_flops)),
         state.settings.job_ttl_s,
+        repr(time.time()),
+        RESERVATION_GRACE_S,
+        keys.job(""),
     )
     over = over.decode() if isinstance(over, bytes) else over
     if not over:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,7 @@ from pydantic import SecretStr
 from m4v_core import Settings
 from service.app import create_app
 from service.auth import key_entry, new_api_key
+from service.quota import RESERVATION_GRACE_S
 from tests.service.conftest import assert_error_shape
 
 NOISY = new_api_key()
@@ -82,3 +84,20 @@ def test_the_default_compute_cap_is_set(settings: Settings) -> None:
 def test_open_mode_has_no_per_key_limits(settings: Settings) -> None:
     with TestClient(create_app(settings.model_copy(update={"key_max_jobs": 1}))) as client:
         assert [client.post("/generate", json={"prompt": "x"}).status_code for _ in range(3)] == [202] * 3
+
+
+def test_a_reservation_whose_job_was_never_stored_frees_its_slot_after_the_grace(settings: Settings) -> None:
+    """The API died between reserving a slot and storing the job: the reservation (its wall-clock time in
+    the key's inflight hash, its FLOPs in job_flops) holds the key's only slot until RESERVATION_GRACE_S have
+    passed, then the next submission drops it. The times are written directly, no waiting."""
+    with keyed(settings, key_max_jobs=1, max_queue_depth=20) as client:
+        state = client.app.state.m4v  # type: ignore[attr-defined]
+        keys, r = state.store.keys, state.redis
+        owner = "noisy"  # the key id of NOISY's entry is its owner
+        r.hset(keys.owner_inflight(owner), "lost", repr(time.time()))
+        r.hset(keys.job_flops(), "lost", "1e12")
+        assert_error_shape(post(client, NOISY), 429, "key_limit_exceeded")  # fresh: maybe still storing
+        r.hset(keys.owner_inflight(owner), "lost", repr(time.time() - RESERVATION_GRACE_S - 1))
+        assert post(client, NOISY).status_code == 202  # abandoned: dropped, the slot is free
+        assert r.hget(keys.job_flops(), "lost") is None
+        assert r.hget(keys.owner_inflight(owner), "lost") is None
