@@ -112,3 +112,19 @@ def test_vae_loss_uses_the_edge_knobs() -> None:
     total = d["l1"] + d["l2"] + 1e-6 * d["kl"] * cfg.vae.latent_channels + 0.5 * d["edge"]
     torch.testing.assert_close(d["loss"], total)
     assert all(torch.isfinite(v) for v in d.values())
+
+
+def test_shape_tally_reports_fill_and_confusion_per_shape() -> None:
+    from bench.tiny_eval import ShapeTally
+
+    shapes = ShapeTally()
+    for seed in range(3):
+        video = _triangle(seed)
+        for v in (video, _rounded(video)):
+            frames = _uint8(v)
+            shapes.add(ClipSpec("green", "triangle", "still", "black"), frames, detect(frames))
+    s = shapes.summary()
+    assert list(s) == ["triangle"] and s["triangle"]["clips"] == 6
+    assert s["triangle"]["read_as"] == {"circle": 3, "triangle": 3}
+    fill = s["triangle"]["fill"]
+    assert fill["min"] < 0.55 < 0.64 < fill["max"] and fill["min"] <= fill["median"] <= fill["max"]
