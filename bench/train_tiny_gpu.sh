@@ -11,6 +11,9 @@
 # phase's start (loading the set), export and evaluation. NET_IN= (empty) trains from scratch instead of
 # resuming from the shipped checkpoint. The frozen VAE is the shipped one, so the exported file keeps it, unless
 # VAE_S > 0: then the VAE is first trained on (foreground-weighted loss) and the network starts anew (NET_IN=).
+# The VAE's edge term weighs the shape and a VAE_EDGE_BAND-pixel band around it VAE_EDGE_FG extra (0: plain
+# mean). VAE_ONLY=1 stops after the VAE: vae.safetensors, vae_meta.json, vae_eval.json (with the per-shape
+# fill ratios of the round trip: triangles must read under 0.64) besides train.log and losses.jsonl.
 # CPU smoke run (seconds of budget, a few clips and steps):
 #   OUT=/tmp/tt CLIPS=4 LATENT_BATCH=4 NET_STEPS=2 NET_BATCH=2 EVAL_PROMPTS=2 EVAL_BATCH=2 \
 #     LATENTS=/tmp/tt-lat/latents.safetensors bash bench/train_tiny_gpu.sh
@@ -39,6 +42,9 @@ VAE_S=${VAE_S:-0}                                          # > 0: first train th
 VAE_BATCH=${VAE_BATCH:-32}                                 # 8 clips took 10 GB in fp32 on a CPU
 VAE_LR=${VAE_LR:-5e-4}
 VAE_FG=${VAE_FG:-20}                                       # extra loss weight of shape pixels
+VAE_EDGE=${VAE_EDGE:-0.5}                                  # weight of the edge term
+VAE_EDGE_FG=${VAE_EDGE_FG:-20}                             # its extra weight on shape + band (0: plain mean)
+VAE_EDGE_BAND=${VAE_EDGE_BAND:-2}                          # band: pixels around the shape weighed as shape
 VAE_ONLY=${VAE_ONLY:-}                                     # non-empty: stop after the VAE (vae.safetensors, vae_eval.json)
 EVAL_PROMPTS=${EVAL_PROMPTS:-240}
 EVAL_BATCH=${EVAL_BATCH:-60}
@@ -55,13 +61,15 @@ fi
 python3 -c "import platform, torch; print('python', platform.python_version(), 'torch', torch.__version__, \
 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none (CPU run)')"
 echo "knobs: TOTAL_S=$TOTAL_S TAIL_S=$TAIL_S CLIPS=$CLIPS NET_BATCH=$NET_BATCH LR=$LR LR_WARMUP=$LR_WARMUP" \
-  "SCAN=$SCAN LAYOUT=$LAYOUT GRAPH=${GRAPH:-no} COMPILE=${COMPILE:-no} NET_IN=${NET_IN:-none} VAE_S=$VAE_S"
+  "SCAN=$SCAN LAYOUT=$LAYOUT GRAPH=${GRAPH:-no} COMPILE=${COMPILE:-no} NET_IN=${NET_IN:-none} VAE_S=$VAE_S" \
+  "VAE_FG=$VAE_FG VAE_EDGE=$VAE_EDGE VAE_EDGE_FG=$VAE_EDGE_FG VAE_EDGE_BAND=$VAE_EDGE_BAND"
 
 if [ "$VAE_S" -gt 0 ]; then  # a new VAE: new latents, and a network trained for them from scratch
   [ -z "$NET_IN" ] || { echo "VAE_S > 0 changes the latent space: set NET_IN= (the network starts anew)"; exit 2; }
   rm -rf /tmp/m4v-vae
   python3 -m model.train.run vae --preset tiny --seed "$SEED" --out /tmp/m4v-vae --vae-in "$VAE_IN" \
-    --vae-seconds "$VAE_S" --vae-steps 1000000 --vae-batch "$VAE_BATCH" --vae-lr "$VAE_LR" --vae-fg-weight "$VAE_FG"
+    --vae-seconds "$VAE_S" --vae-steps 1000000 --vae-batch "$VAE_BATCH" --vae-lr "$VAE_LR" --vae-fg-weight "$VAE_FG" \
+    --vae-edge-weight "$VAE_EDGE" --vae-edge-fg-weight "$VAE_EDGE_FG" --vae-edge-band "$VAE_EDGE_BAND"
   cat /tmp/m4v-vae/losses.jsonl >>"$OUT/losses.jsonl"
   VAE_IN=/tmp/m4v-vae/vae.safetensors
   echo "VAE trained after ${SECONDS}s"

@@ -104,6 +104,13 @@ def motion_name(stats: list[FrameStats]) -> str:
     return "down" if dy > 0 else "up"
 
 
+def fill_ratio(frames: np.ndarray) -> float | None:
+    """frames (n, H, W, 3) uint8 -> the median bounding-box fill ratio that detect reads the shape from (over
+    the frames where one shape is seen; None if none is), for per-shape statistics."""
+    stats = [s for s in (frame_stats(m) for m in foreground(frames, background(frames))) if s is not None]
+    return float(np.median([s.fill for s in stats])) if stats else None
+
+
 def detect(frames: np.ndarray) -> Detection:
     """frames (n, H, W, 3) uint8 -> Detection; undetected fields are None."""
     bg = background(frames)

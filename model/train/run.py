@@ -89,6 +89,9 @@ def phase_vae(args: argparse.Namespace, cfg: ModelConfig, vae: CausalVAE, device
         batch=args.vae_batch,
         lr=args.vae_lr,
         fg_weight=args.vae_fg_weight,
+        edge_weight=args.vae_edge_weight,
+        edge_fg_weight=args.vae_edge_fg_weight,
+        edge_band_px=args.vae_edge_band,
     )
     steps = train_vae(vae, cfg, tc, device, args.seed, LossLog(args.out / "losses.jsonl", "vae"))
     log_std = normalise_latents(vae, cfg, device, args.seed + 7)
@@ -165,6 +168,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument(
         "--vae-fg-weight", type=float, default=20.0, help="extra loss weight of shape pixels (0: plain mean)"
+    )
+    p.add_argument(
+        "--vae-edge-weight", type=float, default=0.5, help="weight of the edge term in the VAE loss"
+    )
+    p.add_argument(
+        "--vae-edge-fg-weight",
+        type=float,
+        default=20.0,
+        help="extra edge-term weight of shape pixels and their band (0: the plain mean, as up to run 6)",
+    )
+    p.add_argument(
+        "--vae-edge-band",
+        type=int,
+        default=2,
+        help="pixels around the shape that the edge term weighs as shape",
     )
     p.add_argument("--net-steps", type=int, default=4000)
     p.add_argument("--net-seconds", type=float, default=1e9)
