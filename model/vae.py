@@ -25,7 +25,7 @@ from model.vae_blocks import (
     Stage,
     Upsample,
 )
-from model.vae_geometry import decoder_upsampling, tile_starts
+from model.vae_geometry import decoder_upsampling, tile_layout
 
 Device = torch.device | str | None
 
@@ -180,9 +180,7 @@ def decode_in_tiles(cfg: VAEConfig, z: torch.Tensor, decode_tile: TileDecode) ->
     """Cut unscaled latents (B, C, T, h, w) into overlapping tiles of cfg.tile_px pixels, decode each with
     decode_tile(latent_tile, (y, x)) -> (B, 3, n, th*sf, tw*sf), and blend linearly across the overlaps."""
     sf, (h, w) = cfg.spatial_factor, z.shape[-2:]
-    tile = max(1, cfg.tile_px // sf)
-    overlap = int(tile * cfg.tile_overlap)
-    ys, xs = (tile_starts(n, tile, max(1, tile - overlap)) for n in (h, w))
+    tile, overlap, ys, xs = tile_layout(cfg, h, w)
     if len(ys) == 1 and len(xs) == 1:
         return decode_tile(z, (0, 0))
     out: torch.Tensor | None = None

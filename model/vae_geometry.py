@@ -6,7 +6,7 @@ No torch here: the API imports the estimates.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from model.config import VAEConfig
@@ -28,15 +28,27 @@ def tile_starts(size: int, tile: int, stride: int) -> list[int]:
     return [*range(0, size - tile, stride), size - tile]
 
 
+class TileLayout(NamedTuple):
+    """How a decode cuts a (latent_h, latent_w) frame: tile side and overlap in latent pixels, tile starts."""
+
+    tile: int
+    overlap: int
+    ys: list[int]
+    xs: list[int]
+
+
+def tile_layout(cfg: VAEConfig, latent_h: int, latent_w: int) -> TileLayout:
+    """Tiles of cfg.tile_px pixels overlapping by cfg.tile_overlap of a tile; the last aligned to the edge."""
+    tile = max(1, cfg.tile_px // cfg.spatial_factor)
+    overlap = int(tile * cfg.tile_overlap)
+    stride = max(1, tile - overlap)
+    return TileLayout(tile, overlap, tile_starts(latent_h, tile, stride), tile_starts(latent_w, tile, stride))
+
+
 def tile_sizes(cfg: VAEConfig, latent_h: int, latent_w: int) -> list[tuple[int, int]]:
     """(height, width) in latent pixels of every tile the streaming decode cuts a frame into."""
-    tile = max(1, cfg.tile_px // cfg.spatial_factor)
-    stride = max(1, tile - int(tile * cfg.tile_overlap))
-    return [
-        (min(tile, latent_h - y), min(tile, latent_w - x))
-        for y in tile_starts(latent_h, tile, stride)
-        for x in tile_starts(latent_w, tile, stride)
-    ]
+    tile, _, ys, xs = tile_layout(cfg, latent_h, latent_w)
+    return [(min(tile, latent_h - y), min(tile, latent_w - x)) for y in ys for x in xs]
 
 
 def cached_conv_inputs(cfg: VAEConfig, latent_h: int, latent_w: int) -> list[tuple[int, int]]:

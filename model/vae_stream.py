@@ -16,8 +16,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
-from model.vae import CausalVAE, StreamingDecoder, decode_in_tiles, tile_starts
+from model.vae import CausalVAE, StreamingDecoder, decode_in_tiles
 from model.vae_blocks import CausalCache
+from model.vae_geometry import tile_layout
 
 
 class BatchedStreamingDecoder:
@@ -31,10 +32,7 @@ class BatchedStreamingDecoder:
         self.frames_done = 0
 
     def _tiles(self, h: int, w: int) -> tuple[list[tuple[int, int]], int, int]:
-        cfg = self.cfg
-        tile = max(1, cfg.tile_px // cfg.spatial_factor)
-        stride = max(1, tile - int(tile * cfg.tile_overlap))
-        ys, xs = tile_starts(h, tile, stride), tile_starts(w, tile, stride)
+        tile, _, ys, xs = tile_layout(self.cfg, h, w)
         return [(y, x) for y in ys for x in xs], min(tile, h), min(tile, w)
 
     @torch.no_grad()

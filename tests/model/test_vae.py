@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from model.config import PRESETS, VAEConfig
-from model.vae import CausalVAE, blend_ramp, decoder_upsampling, tile_starts
+from model.vae import CausalVAE, blend_ramp, decoder_upsampling
 from model.vae_blocks import FrameGroupNorm
+from model.vae_geometry import tile_starts
 
 TINY = PRESETS["tiny"].vae
 
