@@ -231,15 +231,13 @@ class ContextAttention:
         n = q.shape[2]
         buf = self._buffers(slot, ck, cv, n)
         if self.backend in ("sdpa_mask", "flex"):  # [context | current]: a step writes only its own n keys
-            buf.k[0][:, :, -n:].copy_(k)
-            buf.v[0][:, :, -n:].copy_(v)
+            _write_current(buf.k[0], buf.v[0], k, v)
             if self.backend == "flex":
                 return _heads_last(_flex(q, buf.k[0], buf.v[0], self._block_mask(q.shape[0], n)))
             return _heads_last(F.scaled_dot_product_attention(q, buf.k[0], buf.v[0], attn_mask=self._mask(n)))
         outs = []
         for g, kb, vb in zip(self.groups, buf.k, buf.v, strict=True):
-            kb[:, :, -n:].copy_(_rows(k, g))
-            vb[:, :, -n:].copy_(_rows(v, g))
+            _write_current(kb, vb, _rows(k, g), _rows(v, g))
             outs.append(F.scaled_dot_product_attention(_rows(q, g), kb, vb))  # (b, H, n, Dh)
         if len(outs) == 1:
             return _heads_last(outs[0])
@@ -298,9 +296,14 @@ class FixedContextAttention:
     mask: Tensor
 
     def __call__(self, slot: int, q: Tensor, k: Tensor, v: Tensor, ck: Tensor, cv: Tensor) -> Tensor:
-        n = q.shape[2]
-        ck[:, :, -n:].copy_(k)
-        cv[:, :, -n:].copy_(v)
+        _write_current(ck, cv, k, v)
         return _heads_last(
             F.scaled_dot_product_attention(q, ck.to(q.dtype), cv.to(q.dtype), attn_mask=self.mask)
         )
+
+
+def _write_current(kb: Tensor, vb: Tensor, k: Tensor, v: Tensor) -> None:
+    """The current frame's keys/values (B, H, n, Dh) into the last n slots of a [context | current] buffer."""
+    n = k.shape[2]
+    kb[:, :, -n:].copy_(k)
+    vb[:, :, -n:].copy_(v)
