@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model.config import get_preset  # noqa: E402
 from model.text_encoder import TextEmbeddings  # noqa: E402
-from model.train.flow_loss import NetTrainConfig  # noqa: E402
+from model.train.flow_loss import UNIT_LAYOUTS, NetTrainConfig  # noqa: E402
 from model.train.run import build_models  # noqa: E402
 from model.train.train_step import TrainStep, step_generator  # noqa: E402
 
@@ -60,8 +60,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="ref", choices=["ref", "triton", "kernel"])
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--layout", default="random", choices=["random", "all"], help="unit layout of flow_loss")
-    p.add_argument("--graph", action="store_true", help="the whole step as one CUDA graph (--layout all)")
+    p.add_argument("--layout", default="random", choices=list(UNIT_LAYOUTS), help="unit layout of flow_loss")
+    p.add_argument("--graph", action="store_true", help="the step as CUDA graphs (--layout all/cycle)")
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--warmup", type=int, default=6)
     p.add_argument("--steps", type=int, default=20)
@@ -84,7 +84,8 @@ def main() -> None:
         net.compile_blocks(dynamic=tc.compile_dynamic)
     g_dev = step_generator(device, 1, args.graph)
     source = RandomLatents(data, 64, g_dev)
-    train_step = TrainStep(net, source, text, cfg, tc, device, g_dev, torch.Generator().manual_seed(2))  # type: ignore[arg-type]
+    g_unit = torch.Generator().manual_seed(2)
+    train_step = TrainStep(net, source, text, cfg, tc, device, g_dev, g_unit, phases=frames)  # type: ignore[arg-type]
     net.train()
 
     def step() -> torch.Tensor:

@@ -24,6 +24,7 @@ from model.config import ModelConfig, get_preset
 from model.network import M4VNetwork
 from model.train.captions import eval_prompts, train_captions
 from model.train.common import LossLog, export
+from model.train.flow_loss import UNIT_LAYOUTS
 from model.train.latent_data import (
     LatentSet,
     build_latent_set,
@@ -198,12 +199,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--unit-layout",
         default="random",
-        choices=["random", "all"],
-        help="random: a drawn unit per group; all: every unit every step (static shapes; train/flow_loss.py)",
+        choices=list(UNIT_LAYOUTS),
+        help="random: a drawn unit per group; all: every unit every step; cycle: one unit per stage "
+        "and step, in turn (static shapes per phase; model/train/flow_loss.py)",
     )
     p.add_argument("--groups-per-stage", type=int, default=2, help="unit groups per stage (layout random)")
     p.add_argument(
-        "--cuda-graph", action="store_true", help="the whole step as one CUDA graph (needs --unit-layout all)"
+        "--cuda-graph", action="store_true", help="the whole step as CUDA graphs (--unit-layout all or cycle)"
     )
     p.add_argument("--lr-warmup", type=int, default=200, help="steps of linear learning-rate warm-up")
     p.add_argument("--latents", type=Path, default=None, help="latent set: written by latents, read by net")

@@ -119,7 +119,8 @@ def train_network(
         source = LatentBatches(data, captions, device, g_src)
     if tc.compile:
         net.compile_blocks(dynamic=tc.compile_dynamic)
-    take_step = TrainStep(net, source, cache, cfg, tc, device, g_dev, g_unit)
+    phases = data.latents.shape[2] if data is not None else 1  # "cycle" graphs: one per latent frame
+    take_step = TrainStep(net, source, cache, cfg, tc, device, g_dev, g_unit, phases=phases)
     budget, step = Budget(tc.steps, tc.max_seconds), 0
     last_step, last_t = 0, time.perf_counter()
     net.train()

@@ -10,7 +10,9 @@ Python. On an H100 that leaves the GPU's own work as the bound (docs/PERF.md): f
 
 What a capture needs, and how it is met:
 - static shapes: ``unit_layout="all"`` (every group has a fixed unit, see flow_loss), so every step has the
-  same (stage, unit) sequence and the same tensor shapes;
+  same (stage, unit) sequence and the same tensor shapes; or ``"cycle"``, whose shapes repeat every
+  ``phases`` (latent frames) steps: one graph per phase, all in one memory pool (they replay one at a time),
+  each warmed up eagerly before the captures;
 - random numbers from the default CUDA generator (the one a capture registers, so each replay draws fresh
   numbers): the source and the noise both use it;
 - no host synchronisation in the step: the learning rate is a device tensor that the host fills before a
@@ -117,10 +119,15 @@ class TrainStep:
         g_dev: torch.Generator,
         g_unit: torch.Generator,
         graph_warmup: int = 3,
+        phases: int = 1,
     ) -> None:
+        """phases: latent frames of the training clips (unit_layout "cycle" repeats its shapes after them)."""
         self.graph = tc.cuda_graph
-        if self.graph and (device.type != "cuda" or tc.unit_layout != "all"):
-            raise ValueError("a CUDA-graph step needs a CUDA device and unit_layout 'all' (static shapes)")
+        if self.graph and (device.type != "cuda" or not tc.static_shapes):
+            raise ValueError(
+                "a CUDA-graph step needs a CUDA device and unit_layout 'all' or 'cycle' (static shapes)"
+            )
+        self.phases = phases if tc.unit_layout == "cycle" else 1
         self.net, self.tc, self.device = net, tc, device
         lr: float | torch.Tensor = torch.tensor(tc.lr, device=device) if self.graph else tc.lr
         fused = device.type == "cuda"  # one multi-tensor kernel per step instead of several per parameter
@@ -135,14 +142,14 @@ class TrainStep:
         self.ema = EMA(net, tc.ema_decay)
         self.taken = 0
         self.failed: str | None = None  # why the capture was given up (the step then runs eagerly)
-        self._graph: torch.cuda.CUDAGraph | None = None
-        self._static: Losses = {}
-        self._warmup = graph_warmup
+        self._graphs: dict[int, torch.cuda.CUDAGraph] = {}  # per phase
+        self._static: dict[int, Losses] = {}
+        self._warmup = max(graph_warmup, self.phases)  # every phase's shapes run eagerly before any capture
 
-        def eager() -> Losses:
+        def eager(phase: int) -> Losses:
             latents, rows = source.next(tc.batch, tc.text_dropout)
             with autocast(device):
-                losses = flow_loss(net, latents, rows, cache, cfg, tc, g_dev, g_unit)
+                losses = flow_loss(net, latents, rows, cache, cfg, tc, g_dev, g_unit, phase)
             self.opt.zero_grad(set_to_none=True)
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
@@ -150,7 +157,7 @@ class TrainStep:
             self.ema.update(net)
             return losses
 
-        self._eager: Callable[[], Losses] = eager
+        self._eager: Callable[[int], Losses] = eager
 
     def _set_lr(self) -> None:
         """The learning rate and the EMA weight of step ``self.taken`` (both warm up)."""
@@ -166,9 +173,9 @@ class TrainStep:
         if not self.graph:
             self._set_lr()
             self.taken += 1
-            return self._eager(), 1
+            return self._eager(self.taken - 1), 1
         began = self.taken
-        if self._graph is None:
+        if not self._graphs:
             try:
                 self._capture()
             except Exception as e:  # noqa: BLE001 - any capture failure: train on eagerly, say why once
@@ -177,14 +184,15 @@ class TrainStep:
                     type(e).__name__,
                     e,
                 )
-                self.graph, self._graph = False, None
+                self.graph, self._graphs = False, {}
                 self.failed = f"{type(e).__name__}: {e}"
                 losses, _ = self()
                 return losses, self.taken - began
+        phase = self.taken % self.phases
         self._set_lr()
-        self._graph.replay()  # type: ignore[union-attr]
+        self._graphs[phase].replay()
         self.taken += 1
-        return self._static, self.taken - began
+        return self._static[phase], self.taken - began
 
     def _capture(self) -> None:
         side = torch.cuda.Stream(self.device)
@@ -192,10 +200,13 @@ class TrainStep:
         with torch.cuda.stream(side):
             for _ in range(self._warmup):
                 self._set_lr()
-                self._eager()
+                self._eager(self.taken)
                 self.taken += 1
         torch.cuda.current_stream(self.device).wait_stream(side)
-        self._graph = torch.cuda.CUDAGraph()
-        self.opt.zero_grad(set_to_none=True)
-        with torch.cuda.graph(self._graph):
-            self._static = self._eager()
+        pool = torch.cuda.graph_pool_handle()
+        for phase in range(self.phases):  # recording runs nothing: weights stay where the warm-up left them
+            graph = torch.cuda.CUDAGraph()
+            self.opt.zero_grad(set_to_none=True)
+            with torch.cuda.graph(graph, pool=pool):
+                self._static[phase] = self._eager(phase)
+            self._graphs[phase] = graph

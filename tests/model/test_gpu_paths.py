@@ -150,16 +150,18 @@ class _RandomText:
         return TextEmbeddings(self.tokens[idx], self.mask[idx], self.pooled[idx])
 
 
-def _train(graph: bool, steps: int) -> tuple[list[float], M4VNetwork, dict[str, torch.Tensor]]:
+def _train(
+    graph: bool, steps: int, layout: str = "all"
+) -> tuple[list[float], M4VNetwork, dict[str, torch.Tensor]]:
     from model.train.flow_loss import NetTrainConfig
     from model.train.train_step import TrainStep, step_generator
 
     net = _tiny_net()
-    tc = NetTrainConfig(batch=10, unit_layout="all", cuda_graph=graph, warmup=4, lr=1e-3)
+    tc = NetTrainConfig(batch=10, unit_layout=layout, cuda_graph=graph, warmup=4, lr=1e-3)  # type: ignore[arg-type]
     g = step_generator(torch.device("cuda"), 11, graph=True)  # both runs draw from the default generator
     source = _RandomSource(g)
     step = TrainStep(
-        net, source, _RandomText(), PRESETS["tiny"], tc, torch.device("cuda"), g, torch.Generator()
+        net, source, _RandomText(), PRESETS["tiny"], tc, torch.device("cuda"), g, torch.Generator(), phases=5
     )
     losses: list[float] = []
     while len(losses) < steps:
@@ -168,12 +170,15 @@ def _train(graph: bool, steps: int) -> tuple[list[float], M4VNetwork, dict[str, 
     return losses, net, step.ema.shadow
 
 
-def test_cuda_graph_training_step_follows_the_eager_step() -> None:
+@pytest.mark.parametrize("layout", ["all", "cycle"])
+def test_cuda_graph_training_step_follows_the_eager_step(layout: str) -> None:
     """The whole step (batch draw, loss, backward, clip, AdamW with a warming-up learning rate, EMA with a
     warming-up decay) as one replayed graph gives the eager step's losses, weights and EMA: same random draws,
-    same updates."""
-    eager_losses, eager, eager_ema = _train(False, 6)
-    graph_losses, graphed, graph_ema = _train(True, 6)
+    same updates. "cycle": one graph per phase (5 latent frames), after 5 warm-up steps, each replayed once
+    and the first twice."""
+    steps = 6 if layout == "all" else 11
+    eager_losses, eager, eager_ema = _train(False, steps, layout)
+    graph_losses, graphed, graph_ema = _train(True, steps, layout)
     assert graph_losses[-1] == pytest.approx(eager_losses[-1], rel=2e-2)
     assert graph_losses[-2] == pytest.approx(eager_losses[-2], rel=2e-2)
     for (name, a), b in zip(eager.named_parameters(), graphed.parameters(), strict=True):

@@ -82,7 +82,7 @@ class _RandomRows:
         return TextEmbeddings(self.tokens[idx], self.mask[idx], self.pooled[idx])
 
 
-def _units_seen(layout: str) -> list[list[int]]:
+def _units_seen(layout: str, phase: int = 0) -> list[list[int]]:
     """Per stage, the unit (history length) of each network call of one flow_loss."""
     from model.train.flow_loss import flow_loss
 
@@ -93,7 +93,8 @@ def _units_seen(layout: str) -> list[list[int]]:
     latents = torch.randn(6, 8, 2, 8, 8, generator=torch.Generator().manual_seed(0))  # 2 latent frames
     tc = NetTrainConfig(batch=6, unit_layout=layout, groups_per_stage=2)  # type: ignore[arg-type]
     g = torch.Generator().manual_seed(1)
-    losses = flow_loss(net, latents, torch.arange(6) % 4, _RandomRows(), cfg, tc, g)  # type: ignore[arg-type]
+    rows, text = torch.arange(6) % 4, _RandomRows()
+    losses = flow_loss(net, latents, rows, text, cfg, tc, g, phase=phase)  # type: ignore[arg-type]
     assert set(losses) == {"stage0", "stage1", "stage2", "loss"} and torch.isfinite(losses["loss"])
     per_stage = len(calls) // 3
     return [calls[i * per_stage : (i + 1) * per_stage] for i in range(3)]
@@ -103,6 +104,13 @@ def test_unit_layout_all_trains_every_unit_at_every_stage_with_fixed_shapes() ->
     # one group per latent frame; stage s gives group i unit (i + s) mod frames: the same calls every step
     assert _units_seen("all") == [[0, 1], [1, 0], [0, 1]]
     assert _units_seen("all") == _units_seen("all")
+
+
+def test_unit_layout_cycle_trains_the_whole_batch_on_one_unit_per_stage_in_turn() -> None:
+    # one network call per stage; step n gives stage s unit (n + s) mod frames: shapes repeat every 2 steps
+    assert _units_seen("cycle", phase=0) == [[0], [1], [0]]
+    assert _units_seen("cycle", phase=1) == [[1], [0], [1]]
+    assert _units_seen("cycle", phase=2) == _units_seen("cycle", phase=0)
 
 
 def test_unit_layout_random_draws_a_unit_per_group_and_stage() -> None:
@@ -177,3 +185,25 @@ def test_train_step_warms_the_ema_up_with_the_step_count() -> None:
         want = {k: v + w * (net.state_dict()[k] - v) for k, v in want.items()}
     for k, v in want.items():
         torch.testing.assert_close(step.ema.shadow[k], v.float(), msg=k)
+
+
+def test_an_eager_cycle_step_trains_the_next_phase_each_step() -> None:
+    from model.train.train_step import TrainStep
+
+    cfg = _small_tiny()
+    net, _ = build_models(cfg, CPU, seed=0)
+    latents = torch.randn(4, 8, 2, 8, 8, generator=torch.Generator().manual_seed(0))  # 2 latent frames
+    calls: list[int] = []
+    net.register_forward_pre_hook(lambda _m, _a, kw: calls.append(len(kw["history"])), with_kwargs=True)
+
+    class Source:
+        def next(self, n: int, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+            return latents[:n], torch.arange(n) % 4
+
+    tc = NetTrainConfig(batch=4, unit_layout="cycle", lr=1e-3, warmup=1)
+    g = torch.Generator().manual_seed(1)
+    step = TrainStep(net, Source(), _RandomRows(), cfg, tc, CPU, g, torch.Generator(), phases=2)  # type: ignore[arg-type]
+    for _ in range(3):
+        losses, taken = step()
+        assert taken == 1 and torch.isfinite(losses["loss"])
+    assert calls == [0, 1, 0, 1, 0, 1, 0, 1, 0]  # one call per stage: units (n + s) mod 2
