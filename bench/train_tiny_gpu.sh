@@ -34,7 +34,7 @@ NET_BATCH=${NET_BATCH:-512}
 LR=${LR:-7e-4}
 LR_WARMUP=${LR_WARMUP:-200}
 SCAN=${SCAN:-ref}                                          # Mamba2 scan: ref, or triton (needs mamba-ssm)
-LAYOUT=${LAYOUT:-random}                                   # unit layout; all = static shapes
+LAYOUT=${LAYOUT:-random}                                   # unit layout; all, cycle = static shapes (graphs)
 GRAPH=${GRAPH:-}                                           # non-empty: the whole step as one CUDA graph
 COMPILE=${COMPILE:-}                                       # non-empty: torch.compile the blocks (dynamic)
 SEED=${SEED:-0}
