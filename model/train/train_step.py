@@ -148,6 +148,9 @@ class TrainStep:
 
         def eager(phase: int) -> Losses:
             latents, rows = source.next(tc.batch, tc.text_dropout)
+            if self.graph and tc.unit_layout == "cycle" and self.phases % latents.shape[2]:
+                # graph p must train the same units at every replay: phases a multiple of the frames
+                raise ValueError(f"phases {self.phases}: not a multiple of {latents.shape[2]} frames")
             with autocast(device):
                 losses = flow_loss(net, latents, rows, cache, cfg, tc, g_dev, g_unit, phase)
             self.opt.zero_grad(set_to_none=True)

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -150,9 +152,8 @@ class _RandomText:
         return TextEmbeddings(self.tokens[idx], self.mask[idx], self.pooled[idx])
 
 
-def _train(
-    graph: bool, steps: int, layout: str = "all"
-) -> tuple[list[float], M4VNetwork, dict[str, torch.Tensor]]:
+def _train_step(graph: bool, layout: str, phases: int = 5) -> tuple[Any, M4VNetwork]:
+    """A TrainStep of the tiny network on random latents (5 latent frames) and random text."""
     from model.train.flow_loss import NetTrainConfig
     from model.train.train_step import TrainStep, step_generator
 
@@ -161,13 +162,32 @@ def _train(
     g = step_generator(torch.device("cuda"), 11, graph=True)  # both runs draw from the default generator
     source = _RandomSource(g)
     step = TrainStep(
-        net, source, _RandomText(), PRESETS["tiny"], tc, torch.device("cuda"), g, torch.Generator(), phases=5
+        net,
+        source,
+        _RandomText(),
+        PRESETS["tiny"],
+        tc,
+        torch.device("cuda"),
+        g,
+        torch.Generator(),
+        phases=phases,
     )
+    return step, net
+
+
+def _losses(step: Any, steps: int) -> list[float]:
     losses: list[float] = []
     while len(losses) < steps:
         out, taken = step()
         losses += [float("nan")] * (taken - 1) + [out["loss"].item()]
-    return losses, net, step.ema.shadow
+    return losses
+
+
+def _train(
+    graph: bool, steps: int, layout: str = "all"
+) -> tuple[list[float], M4VNetwork, dict[str, torch.Tensor]]:
+    step, net = _train_step(graph, layout)
+    return _losses(step, steps), net, step.ema.shadow
 
 
 @pytest.mark.parametrize("layout", ["all", "cycle"])
@@ -186,3 +206,11 @@ def test_cuda_graph_training_step_follows_the_eager_step(layout: str) -> None:
     for name, a in eager_ema.items():  # the EMA's warm-up weight is a device tensor the replays read
         torch.testing.assert_close(graph_ema[name], a, rtol=2e-2, atol=2e-3, msg=f"ema {name}")
     assert graph_losses[-1] != graph_losses[-2]  # replays draw new batches and noise
+
+
+def test_cycle_graphs_for_a_wrong_phase_count_fall_back_to_eager_steps_and_say_why() -> None:
+    """Graph p must train the same units at every replay: 2 phases for 5-frame clips would not."""
+    step, _ = _train_step(True, "cycle", phases=2)
+    losses = _losses(step, 4)
+    assert step.failed is not None and "not a multiple of 5 frames" in step.failed
+    assert not step.graph and all(torch.isfinite(torch.tensor(x)) for x in losses)
