@@ -14,7 +14,7 @@ The batch is split into groups and each group is trained on one unit (latent fra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from model.train.flow_batch import flow_example, frame_pyramids
 from model.train.text_cache import TextCache
 
 UnitLayout = Literal["random", "all", "cycle"]
-UNIT_LAYOUTS: tuple[str, ...] = ("random", "all", "cycle")
+UNIT_LAYOUTS: tuple[str, ...] = get_args(UnitLayout)
 
 
 @dataclass(frozen=True)
