@@ -46,6 +46,7 @@ def options(args: argparse.Namespace) -> RuntimeOptions:
         graph_lean_capture=args.lean_capture,
         vae_tile_batch=args.tiles,
         vae_tile_px=args.tile_px,
+        vae_frame_chunk=args.frame_chunk,
         overlap_decode=args.overlap,
         vae_channels_last=args.vae_cl,
         cudnn_benchmark=args.cudnn_bench,
@@ -152,6 +153,9 @@ def main() -> None:
     p.add_argument("--overlap", action="store_true")
     p.add_argument("--tiles", type=int, default=1)
     p.add_argument("--tile-px", type=int, default=None, help="VAE decode tile size (default: the VAE's)")
+    p.add_argument(
+        "--frame-chunk", type=int, default=None, help="VAE decode: frames per block call (default: all)"
+    )
     p.add_argument("--vae-cl", action="store_true", help="VAE in channels_last_3d")
     p.add_argument("--cudnn-bench", action="store_true", help="torch.backends.cudnn.benchmark")
     p.add_argument("--check", type=int, default=0, help="frames of the reference-vs-variant comparison")

@@ -219,6 +219,13 @@ class ModelSettings(_M4V):
     vae_tile_px: int | None = Field(
         None, ge=8, description="VAE decode tile size in pixels; unset = the VAE's own (768p: 256 px)"
     )
+    vae_frame_chunk: int | None = Field(
+        None,
+        ge=1,
+        description="VAE decode: at most this many frames per decoder block call (same frames, less "
+        "activation memory, so a larger M4V_VAE_TILE_PX fits); unset = a latent frame's frames at once; "
+        "not yet measured on a GPU",
+    )
     overlap_decode: bool | Literal["auto"] = Field(
         "auto",
         description="decode unit k on a side thread and CUDA stream while unit k+1 samples; auto = on CUDA",

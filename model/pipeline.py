@@ -187,12 +187,15 @@ class VideoPipeline:
 
         def make() -> FrameDecoder:
             rt = self.runtime
-            return ParallelStreamingDecoder(self.vae, group, rt.vae_tile_px, rt.vae_tile_batch)
+            return ParallelStreamingDecoder(
+                self.vae, group, rt.vae_tile_px, rt.vae_tile_batch, rt.vae_frame_chunk
+            )
 
         self.make_decoder = make
 
     def _one_process_decoder(self) -> FrameDecoder:
-        return stream_decoder(self.vae, self.runtime.vae_tile_batch, self.runtime.vae_tile_px)
+        rt = self.runtime
+        return stream_decoder(self.vae, rt.vae_tile_batch, rt.vae_tile_px, rt.vae_frame_chunk)
 
     @property
     def cached(self) -> bool:

@@ -29,6 +29,10 @@ class RuntimeOptions:
     # measured on an H100 (121 frames, m4v-768p): sampling 38.7 -> 32.3 s, same output as eager (GPU test)
     graph_lean_capture: bool = True
     vae_tile_px: int | None = None  # decode tile size in pixels (None: the VAE's own; larger = less overlap)
+    # decode at most this many frames per decoder block call (None: a latent frame's 8 at once): the same
+    # frames (model/vae_blocks.py run_chunked) with a fraction of the full-resolution activations alive, so
+    # a large tile fits; not measured on a GPU yet, so None
+    vae_frame_chunk: int | None = None
     # cached-step shapes fixed per (stage, context bucket): caches padded into persistent buffers, so a graph
     # is replayed across units instead of captured per (unit, stage) (model/fixed_shapes.py); not measured
     # on a GPU yet, so off
@@ -50,6 +54,8 @@ class RuntimeOptions:
             raise ValueError(f"vae_tile_batch {self.vae_tile_batch} must be >= 1")
         if self.vae_tile_px is not None and self.vae_tile_px < 8:
             raise ValueError(f"vae_tile_px {self.vae_tile_px} must be >= 8 (one latent pixel)")
+        if self.vae_frame_chunk is not None and self.vae_frame_chunk < 1:
+            raise ValueError(f"vae_frame_chunk {self.vae_frame_chunk} must be >= 1")
         if self.graph_fixed_shapes and self.attention_backend != "sdpa_mask":
             raise ValueError(
                 f"graph_fixed_shapes needs attention_backend 'sdpa_mask' (padded keys are masked), "
@@ -76,6 +82,7 @@ class RuntimeOptions:
         parts += [f"max{self.graph_max_tokens}"] if self.cuda_graphs and self.graph_max_tokens else []
         parts += [f"tiles{self.vae_tile_batch}"] if self.vae_tile_batch > 1 else []
         parts += [f"tile{self.vae_tile_px}px"] if self.vae_tile_px is not None else []
+        parts += [f"chunk{self.vae_frame_chunk}"] if self.vae_frame_chunk is not None else []
         parts += ["overlap"] if self.overlap_decode else []
         parts += ["vae-cl"] if self.vae_channels_last else []
         parts += ["cudnn-bench"] if self.cudnn_benchmark else []

@@ -24,6 +24,7 @@ from model.vae_blocks import (
     ResNetBlock,
     Stage,
     Upsample,
+    run_chunked,
 )
 from model.vae_geometry import decoder_upsampling, tile_layout
 
@@ -79,8 +80,9 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         # (B, C, T, h, w) unscaled latents -> (B, 3, F, H, W)
         x = self.mid(self.conv_in(z, cache), cache)
-        for stage in self.stages:
-            x = stage(x, cache)
+        return run_chunked([*self.stages, self._out], x, cache)
+
+    def _out(self, x: torch.Tensor, cache: CausalCache | None) -> torch.Tensor:
         return self.conv_out(nn.functional.silu(self.norm_out(x)), cache)
 
 
@@ -157,8 +159,8 @@ class CausalVAE(nn.Module):
 
         return decode_in_tiles(self.cfg, self.unscale(latents), whole_clip).clamp(-1.0, 1.0)
 
-    def stream_decoder(self, tile_px: int | None = None) -> StreamingDecoder:
-        return StreamingDecoder(self, tile_px)
+    def stream_decoder(self, tile_px: int | None = None, frame_chunk: int | None = None) -> StreamingDecoder:
+        return StreamingDecoder(self, tile_px, frame_chunk)
 
 
 def blend_ramp(length: int, ramp: int, left: bool, right: bool, device: torch.device) -> torch.Tensor:
@@ -211,8 +213,9 @@ class StreamingDecoder:
     15 GiB in bf16 for 768x1280 at batch 1). CausalVAE.decode_tiled() keeps one tile's cache at a time.
     """
 
-    def __init__(self, vae: CausalVAE, tile_px: int | None = None) -> None:
+    def __init__(self, vae: CausalVAE, tile_px: int | None = None, frame_chunk: int | None = None) -> None:
         self.vae = vae
+        self.frame_chunk = frame_chunk  # RuntimeOptions.vae_frame_chunk (vae_blocks.run_chunked)
         # tile_px overrides the VAE's tile size (RuntimeOptions.vae_tile_px): fewer, larger tiles redo less of
         # the overlap (768x1280 in 256 px tiles decodes 1.87x the frame's area) for more activation memory
         self.cfg = vae.cfg if tile_px is None else dataclasses.replace(vae.cfg, tile_px=tile_px)
@@ -220,7 +223,7 @@ class StreamingDecoder:
         self.frames_done = 0
 
     def _decode_tile(self, z: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
-        return self.vae.decoder(z, self.caches.setdefault(key, CausalCache()))
+        return self.vae.decoder(z, self.caches.setdefault(key, CausalCache(max_frames=self.frame_chunk)))
 
     @torch.no_grad()
     def decode_next(self, latent: torch.Tensor) -> torch.Tensor:

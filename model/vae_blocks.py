@@ -11,6 +11,7 @@ avoids a dark-border transient on frame 0.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,26 @@ class CausalCache:
 
     tails: dict[int, torch.Tensor] = field(default_factory=dict)
     started: set[int] = field(default_factory=set)  # temporal up-samplers that have seen frame 0
+    # decode at most this many frames per block call (None: all at once); see run_chunked
+    max_frames: int | None = None
+
+
+Step = Callable[[torch.Tensor, "CausalCache | None"], torch.Tensor]
+
+
+def run_chunked(steps: Sequence[Step], x: torch.Tensor, cache: CausalCache | None) -> torch.Tensor:
+    """x (B, C, T, H, W) through steps in order. Once a step's input has more than cache.max_frames frames,
+    that step and every later one run on consecutive chunks of at most max_frames frames, one chunk through
+    all of them before the next, and the outputs are joined in time. Every step is causal and streams
+    through the cache, so this is the unchunked result; only the activations alive at once shrink (after
+    the last temporal up-sampling a latent frame is 8 full-resolution frames)."""
+    chunk = None if cache is None else cache.max_frames
+    for i, step in enumerate(steps):
+        if chunk is not None and x.shape[2] > chunk:
+            rest = steps[i:]
+            return torch.cat([run_chunked(rest, part, cache) for part in x.split(chunk, dim=2)], dim=2)
+        x = step(x, cache)
+    return x
 
 
 class CausalConv3d(nn.Module):

@@ -22,10 +22,13 @@ from model.vae_geometry import tile_layout
 
 
 class BatchedStreamingDecoder:
-    def __init__(self, vae: CausalVAE, tile_batch: int, tile_px: int | None = None) -> None:
+    def __init__(
+        self, vae: CausalVAE, tile_batch: int, tile_px: int | None = None, frame_chunk: int | None = None
+    ) -> None:
         if tile_batch < 1:
             raise ValueError(f"tile_batch {tile_batch} must be >= 1")
         self.vae = vae
+        self.frame_chunk = frame_chunk
         self.cfg = vae.cfg if tile_px is None else dataclasses.replace(vae.cfg, tile_px=tile_px)
         self.tile_batch = tile_batch
         self.caches: dict[int, CausalCache] = {}  # one per batch of tiles
@@ -46,7 +49,8 @@ class BatchedStreamingDecoder:
         for start in range(0, len(tiles), self.tile_batch):
             group = tiles[start : start + self.tile_batch]
             zt = torch.cat([z[..., y : y + th, x : x + tw] for y, x in group], dim=0)  # (g*B, C, 1, th, tw)
-            out = self.vae.decoder(zt, self.caches.setdefault(start, CausalCache()))  # (g*B, 3, n, ., .)
+            cache = self.caches.setdefault(start, CausalCache(max_frames=self.frame_chunk))
+            out = self.vae.decoder(zt, cache)  # (g*B, 3, n, ., .)
             pieces.update(zip(group, out.split(b, dim=0), strict=True))
         frames = decode_in_tiles(self.cfg, z, lambda _zt, pos: pieces[pos])
         self.frames_done += frames.shape[2]
@@ -54,13 +58,13 @@ class BatchedStreamingDecoder:
 
 
 def stream_decoder(
-    vae: CausalVAE, tile_batch: int = 1, tile_px: int | None = None
+    vae: CausalVAE, tile_batch: int = 1, tile_px: int | None = None, frame_chunk: int | None = None
 ) -> StreamingDecoder | BatchedStreamingDecoder:
-    """The streaming decoder for RuntimeOptions.vae_tile_batch (1: the reference StreamingDecoder) and
-    vae_tile_px (None: the VAE's own tile size)."""
+    """The streaming decoder for RuntimeOptions.vae_tile_batch (1: the reference StreamingDecoder),
+    vae_tile_px (None: the VAE's own tile size) and vae_frame_chunk (None: whole latent frames)."""
     if tile_batch == 1:
-        return vae.stream_decoder(tile_px)
-    return BatchedStreamingDecoder(vae, tile_batch, tile_px)
+        return vae.stream_decoder(tile_px, frame_chunk)
+    return BatchedStreamingDecoder(vae, tile_batch, tile_px, frame_chunk)
 
 
 Sink = Callable[[int, torch.Tensor], None]

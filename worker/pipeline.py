@@ -94,6 +94,7 @@ def runtime_options(
         overlap_decode=overlap,
         graph_lean_capture=settings.graph_lean_capture,
         vae_tile_px=settings.vae_tile_px,
+        vae_frame_chunk=settings.vae_frame_chunk,
         graph_fixed_shapes=settings.graph_fixed_shapes,
         graph_context_bucket=settings.graph_context_bucket,
         graph_max_tokens=settings.graph_max_tokens,

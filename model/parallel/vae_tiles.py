@@ -61,6 +61,7 @@ class ParallelStreamingDecoder:
         group: dist.ProcessGroup | None = None,
         tile_px: int | None = None,
         tile_batch: int = 1,
+        frame_chunk: int | None = None,
     ) -> None:
         if tile_batch < 1:
             raise ValueError(f"tile_batch {tile_batch} must be >= 1")
@@ -69,6 +70,7 @@ class ParallelStreamingDecoder:
         self.group = group
         self.rank, self.world = dist.get_rank(group), dist.get_world_size(group)
         self.tile_batch = tile_batch
+        self.frame_chunk = frame_chunk
         self.caches: dict[int, CausalCache] = {}  # one per batch of this rank's tiles
         self.frames_done = 0
 
@@ -100,7 +102,8 @@ class ParallelStreamingDecoder:
         for start in range(0, len(mine), self.tile_batch):
             group = mine[start : start + self.tile_batch]
             zt = torch.cat([z[..., y : y + th, x : x + tw] for y, x, th, tw in group], dim=0)
-            decoded = self.vae.decoder(zt, self.caches.setdefault(start, CausalCache()))
+            cache = self.caches.setdefault(start, CausalCache(max_frames=self.frame_chunk))
+            decoded = self.vae.decoder(zt, cache)
             out.extend(decoded.split(z.shape[0], dim=0))
         for piece in out:
             if piece.shape != blank.shape or piece.dtype != blank.dtype:

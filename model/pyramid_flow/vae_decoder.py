@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from model.vae_blocks import CausalCache, FrameGroupNorm
+from model.vae_blocks import CausalCache, FrameGroupNorm, run_chunked
 
 Device = torch.device | str | None
 
@@ -169,6 +169,7 @@ class PyramidFlowDecoder(nn.Module):
     def forward(self, z: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         x = self.conv_in(self.post_quant_conv(z, cache), cache)
         x = self.mid_block(x, cache)
-        for block in self.up_blocks:
-            x = block(x, cache)
+        return run_chunked([*self.up_blocks, self._out], x, cache)
+
+    def _out(self, x: torch.Tensor, cache: CausalCache | None) -> torch.Tensor:
         return self.conv_out(F.silu(self.conv_norm_out(x)), cache)

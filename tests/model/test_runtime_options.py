@@ -200,3 +200,31 @@ def test_graph_max_tokens_is_checked_and_named_in_the_label() -> None:
         RuntimeOptions(cuda_graphs=True, graph_max_tokens=0)
     assert RuntimeOptions(cuda_graphs=True, graph_max_tokens=1024).label() == "sdpa_mask+graphs+lean+max1024"
     assert RuntimeOptions(graph_max_tokens=1024).label() == "sdpa_mask"  # no graphs, nothing to limit
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("kind", ["m4v", "pyramidflow"])
+@pytest.mark.parametrize("frame_chunk", [1, 3])
+def test_a_frame_chunked_decode_gives_the_same_frames(kind: str, frame_chunk: int) -> None:
+    """Decoder blocks fed a latent frame's up-sampled frames in chunks (1: one by one; 3: 4 frames as 3 + 1)
+    stream through the causal caches to the unchunked frames, for both decoders and batched tiles."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY_VAE, kind=kind, tile_px=128)  # the tiny VAE: x4 in time, 4 frames a latent
+    vae = CausalVAE(cfg).eval()
+    for p in vae.parameters():  # fresh GroupNorm affines are 1/0: perturb them so the frames differ
+        p.add_(0.05 * torch.randn_like(p))
+    decoders = [
+        stream_decoder(vae, batch, frame_chunk=chunk)
+        for batch, chunk in [(1, None), (1, frame_chunk), (2, frame_chunk)]
+    ]
+    seen = []
+    for _ in range(3):
+        z = torch.randn(1, 8, 1, 32, 32)
+        want, got, got_batched = (dec.decode_next(z) for dec in decoders)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got_batched, want, rtol=1e-5, atol=1e-5)
+        seen.append(want)
+    assert seen[1].shape[2] == 4 and (seen[1] - seen[2]).abs().max() > 1e-3  # frames vary: the test can fail
+    assert RuntimeOptions(vae_frame_chunk=2).label() == "sdpa_mask+chunk2"
+    with pytest.raises(ValueError, match="vae_frame_chunk 0 must be >= 1"):
+        RuntimeOptions(vae_frame_chunk=0)
