@@ -108,8 +108,10 @@ class Conditioning:
 
 
 def _split(x: Tensor, n_cur: int) -> tuple[Tensor, Tensor]:
-    n_ctx = x.shape[1] - n_cur
-    return x[:, :n_ctx], x[:, n_ctx:]
+    # split, not two slices: in training, each slice's backward zero-fills a gradient of all L tokens and
+    # autograd adds them; split's backward is one concatenation (the step's profile: 7% in slice zero-fill)
+    a, b = x.split([x.shape[1] - n_cur, n_cur], dim=1)
+    return a, b
 
 
 def modulate(x: Tensor, n_cur: int, ctx: ModOut, cur: ModOut) -> Tensor:

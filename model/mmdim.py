@@ -86,7 +86,8 @@ class MMDiMBlock(nn.Module):
         m = inverse_recompose(m, recomp)  # (B, Lt+Lv, D)
         if frames.grids:
             tb, tkv = self.temporal(h[:, lt:], frames.grids, frames.pool)
-            m = torch.cat([m[:, :lt], m[:, lt:] + tb], dim=1)
+            m_txt, m_vid = m.split([lt, m.shape[1] - lt], dim=1)  # split: see layers._split
+            m = torch.cat([m_txt, m_vid + tb], dim=1)
         else:
             tkv = self.temporal.empty_kv(x.shape[0], frames.pool, h)
         ctx = MMDiMContext(state, tkv) if keep_context else None

@@ -90,8 +90,9 @@ class MMDiTBlock(nn.Module):
         vq, vk, vv = self.vid.qkv_heads(vid, n_cur, v_ctx[0], v_cur[0], pe[lt:])
         k, v = torch.cat([tk, vk], dim=2), torch.cat([tv, vv], dim=2)  # (B, H, Lt+Lv, Dh)
         attn = attend(torch.cat([tq, vq], dim=2), k, v)  # (B, Lt+Lv, D)
-        txt = self.txt.finish(txt, attn[:, :lt], 0, t_ctx, t_cur)
-        vid = self.vid.finish(vid, attn[:, lt:], n_cur, v_ctx, v_cur)
+        a_txt, a_vid = attn.split([lt, attn.shape[1] - lt], dim=1)  # split: see layers._split
+        txt = self.txt.finish(txt, a_txt, 0, t_ctx, t_cur)
+        vid = self.vid.finish(vid, a_vid, n_cur, v_ctx, v_cur)
         return txt, vid, KV(k, v)
 
     def forward_cached(
